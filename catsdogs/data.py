@@ -1,0 +1,187 @@
+"""From archive to images on disk: safe extraction, layout detection, and the reference subsets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+
+from catsdogs import store
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = ("cat", "dog")  # label 0 is cat, label 1 is dog, as image_dataset_from_directory orders them
+SPLITS = ("train", "validation", "test")
+# Formats that tf.io.decode_image reads, and so image_dataset_from_directory.
+DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
+KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png)$", re.IGNORECASE)
+PETIMAGES_NAME = re.compile(r"^(\d+)\.(jpe?g|png)$", re.IGNORECASE)
+
+
+class ArchiveError(RuntimeError):
+    """The archive is corrupt, unsafe, too large, or not one of the known layouts."""
+
+
+class Subsets(BaseModel):
+    """train/, validation/ and test/ folders with one folder per class, plus what went into them."""
+
+    root: Path
+    layout: str
+    counts: dict[str, dict[str, int]]  # split -> class -> images
+    skipped: dict[str, int]  # class -> unreadable images skipped before the last one used
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def unzip_archive(archive: Path, out_dir: Path, max_bytes: int) -> Path:
+    """Extract ARCHIVE into OUT_DIR safely; a no-op when OUT_DIR already holds a complete extraction."""
+    out_dir = Path(out_dir)
+    if store.is_complete(out_dir):
+        log.info("archive already extracted in %s", out_dir)
+        return out_dir
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            _check_members(members, max_bytes)
+            with store.fresh_dir(out_dir) as tmp:
+                for member in members:
+                    zf.extract(member, tmp)
+                store.mark_complete(tmp, {"archive": str(archive), "entries": len(members)})
+    except zipfile.BadZipFile as err:
+        raise ArchiveError(
+            f"{archive} is not a valid zip archive ({err}); it may be truncated or not a zip at all. "
+            "Delete it and download again, or check --data-url."
+        ) from None
+    except OSError as err:
+        raise ArchiveError(f"could not extract {archive} into {out_dir}: {err}") from err
+    log.info("extracted %d entries into %s", len(members), out_dir)
+    return out_dir
+
+
+def _check_members(members: list[zipfile.ZipInfo], max_bytes: int) -> None:
+    total = 0
+    for member in members:
+        name = member.filename
+        path = PurePosixPath(name.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
+            raise ArchiveError(f"refusing archive entry {name!r}: it would be written outside the target folder")
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise ArchiveError(f"refusing archive entry {name!r}: symbolic links are not allowed in the archive")
+        total += member.file_size
+    if total > max_bytes:
+        raise ArchiveError(
+            f"the archive unpacks to {total:,} bytes, more than the limit of {max_bytes:,}; "
+            "raise max_extract_gib if this archive is expected"
+        )
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def find_class_images(root: Path) -> tuple[str, dict[str, list[Path]]]:
+    """Detect the archive's layout and list each class's images in index order.
+
+    Kaggle's train.zip holds ``train/cat.N.jpg``; Microsoft's copy holds ``PetImages/Cat/N.jpg``.
+    """
+    kaggle: dict[str, list[tuple[int, Path]]] = {c: [] for c in CLASS_NAMES}
+    petimages: dict[str, list[tuple[int, Path]]] = {c: [] for c in CLASS_NAMES}
+    for dirpath, _dirs, files in os.walk(root):
+        folder = Path(dirpath)
+        for name in files:
+            if match := KAGGLE_NAME.match(name):
+                kaggle[match[1].lower()].append((int(match[2]), folder / name))
+            elif (match := PETIMAGES_NAME.match(name)) and folder.name.lower() in CLASS_NAMES:
+                petimages[folder.name.lower()].append((int(match[1]), folder / name))
+    for layout, found in (("kaggle", kaggle), ("petimages", petimages)):
+        if all(found.values()):
+            return layout, {c: [p for _, p in sorted(found[c])] for c in CLASS_NAMES}
+    raise ArchiveError(
+        f"no cat and dog images found under {root}: expected Kaggle's layout (train/cat.0.jpg, train/dog.0.jpg) "
+        "or Microsoft's (PetImages/Cat/0.jpg, PetImages/Dog/0.jpg)"
+    )
+
+
+def image_problem(path: Path) -> str | None:
+    """Why an image can not be used for training, or None when it decodes fully."""
+    try:
+        with Image.open(path) as img:
+            if img.format not in DECODABLE_FORMATS:
+                return f"unsupported format {img.format}"
+            img.load()  # a full decode finds truncated files that open() alone accepts
+            if img.mode not in ("RGB", "L", "P", "RGBA", "LA"):
+                return f"unsupported colour mode {img.mode}"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+# ---------------------------------------------------------------- subsets
+
+
+def make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, int]]) -> Subsets:
+    """Copy (hard-link where possible) each split's images into OUT_DIR/SPLIT/CLASS.
+
+    Ranges are positions among the valid images of a class, in index order, both ends inclusive.
+    """
+    out_dir = Path(out_dir)
+    if store.is_complete(out_dir):
+        return Subsets.model_validate(store.read_marker(out_dir))
+    layout, images = find_class_images(images_root)
+    needed = max(last for _, last in ranges.values()) + 1
+    counts: dict[str, dict[str, int]] = {split: {} for split in ranges}
+    skipped: dict[str, int] = {}
+    with store.fresh_dir(out_dir) as tmp:
+        for cls in CLASS_NAMES:
+            valid, skipped[cls] = _first_valid(images[cls], needed, cls)
+            for split, (first, last) in ranges.items():
+                target = tmp / split / cls
+                target.mkdir(parents=True)
+                for source in valid[first:last + 1]:
+                    _link_or_copy(source, target / f"{cls}.{_index(source)}{source.suffix.lower()}")
+                counts[split][cls] = last - first + 1
+        result = Subsets(root=out_dir, layout=layout, counts=counts, skipped=skipped)
+        store.mark_complete(tmp, result.model_dump(mode="json"))
+    log.info("subsets ready in %s (%s layout): %s; unreadable images skipped: %s",
+             out_dir, layout, counts, skipped)
+    return result
+
+
+def _first_valid(candidates: list[Path], needed: int, cls: str) -> tuple[list[Path], int]:
+    valid: list[Path] = []
+    skipped = 0
+    for path in candidates:
+        if len(valid) == needed:
+            break
+        problem = image_problem(path)
+        if problem:
+            skipped += 1
+            log.warning("skipping unreadable image %s: %s", path.name, problem)
+        else:
+            valid.append(path)
+    if len(valid) < needed:
+        raise ArchiveError(
+            f"the archive has {len(valid)} readable {cls} images but the subset ranges need {needed}; "
+            "shrink train_range, validation_range or test_range"
+        )
+    return valid, skipped
+
+
+def _index(path: Path) -> str:
+    return re.findall(r"\d+", path.name)[-1]
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    if not source.is_file():
+        raise ArchiveError(f"source image {source} is missing; delete its extraction folder and run again")
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)

@@ -1,0 +1,53 @@
+"""The reference convnets, exactly as the reference experiment defines them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from catsdogs.runtime import tensorflow
+
+CONV_FILTERS = (32, 64, 128, 256)
+
+
+def build_augmentation(seed: int | None = None) -> Any:
+    """RandomFlip("horizontal"), RandomRotation(0.1), RandomZoom(0.2): the augmented variant's first layers."""
+    tensorflow()
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(0.1, seed=seed),
+            keras.layers.RandomZoom(0.2, seed=seed),
+        ],
+        name="data_augmentation",
+    )
+
+
+def build_model(variant: str, image_size: int, seed: int | None = None) -> Any:
+    """The compiled baseline or augmented model for square RGB images of IMAGE_SIZE pixels."""
+    tensorflow()
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(image_size, image_size, 3))
+    x = build_augmentation(seed)(inputs) if variant == "augmented" else inputs
+    x = layers.Rescaling(1.0 / 255)(x)
+    for filters in CONV_FILTERS:
+        x = layers.Conv2D(filters=filters, kernel_size=3, activation="relu")(x)
+        x = layers.MaxPooling2D(pool_size=2)(x)
+    x = layers.Conv2D(filters=256, kernel_size=3, activation="relu")(x)
+    x = layers.Flatten()(x)
+    if variant == "augmented":
+        x = layers.Dropout(0.5, seed=seed)(x)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{variant}")
+    model.compile(loss="binary_crossentropy", optimizer="rmsprop", metrics=["accuracy"])
+    return model
+
+
+def model_summary(model: Any) -> str:
+    """Keras' model summary as plain text."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""The pictures a user looks at: training curves and a grid of augmented samples (small PNGs)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, none opened
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from catsdogs import store  # noqa: E402
+from catsdogs.datasets import DatasetArrays  # noqa: E402
+from catsdogs.model import build_augmentation  # noqa: E402
+
+DPI = 80  # keeps each PNG well under 100 KB, the size that embeds comfortably in a Prefect artifact
+
+
+def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
+    """Training and validation accuracy and loss per epoch, side by side."""
+    epochs = [row["epoch"] for row in history]
+    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=DPI)
+    for axis, metric in ((acc_ax, "accuracy"), (loss_ax, "loss")):
+        axis.plot(epochs, [row[metric] for row in history], "o-", markersize=3, label=f"training {metric}")
+        axis.plot(epochs, [row[f"val_{metric}"] for row in history], "s-", markersize=3,
+                  label=f"validation {metric}")
+        axis.set_xlabel("epoch")
+        axis.set_title(f"{title} {metric}".strip())
+        axis.grid(alpha=0.3)
+        axis.legend()
+    best = min(history, key=lambda row: (row["val_loss"], row["epoch"]))
+    loss_ax.axvline(best["epoch"], color="grey", linestyle=":", label="best checkpoint")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_index: int = 0) -> Path:
+    """A 3x3 grid of one training image passed through the augmented variant's random layers."""
+    image = np.load(arrays.images("train"), mmap_mode="r")[image_index].astype("float32")
+    augmentation = build_augmentation(seed)
+    figure, axes = plt.subplots(3, 3, figsize=(6, 6), dpi=DPI)
+    for axis in axes.flat:
+        augmented = np.asarray(augmentation(image[None], training=True))[0]
+        axis.imshow(np.clip(augmented, 0, 255).astype("uint8"))
+        axis.axis("off")
+    figure.suptitle("augmented samples of one training image")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def png_data_uri(path: Path) -> str:
+    """A PNG as a data: URI, which Prefect's UI renders inside a markdown artifact."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    store.write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)

@@ -1,0 +1,191 @@
+"""Every setting of a catsdogs run, with its default, in one place.
+
+Sources, highest precedence first: command-line flags, ``CATSDOGS_*`` environment variables, a TOML
+file (``--config FILE`` or ``CATSDOGS_CONFIG``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The public, no-login copy that Keras' own example and TensorFlow Datasets use (786 MB, PetImages layout).
+DEFAULT_DATA_URL = (
+    "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
+    "kagglecatsanddogs_5340.zip"
+)
+# The reference convnet's four conv+pool blocks and last conv need at least this many pixels a side.
+MIN_IMAGE_SIZE = 78
+DEFAULT_EPOCHS = {"baseline": 30, "augmented": 100}
+
+Variant = Literal["baseline", "augmented"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value that is not allowed; the message names the field and the fix."""
+
+
+def _parse_range(value: Any) -> Any:
+    """Accept "0-999", "0:999", "0,999" or a two-item list; both ends inclusive."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*\[?\s*(\d+)\s*[-:,]\s*(\d+)\s*\]?\s*", value)
+        if not match:
+            raise ValueError(f"expected FIRST-LAST such as 0-999, got {value!r}")
+        return (int(match[1]), int(match[2]))
+    return value
+
+
+IndexRange = Annotated[tuple[int, int], NoDecode]
+
+
+class Settings(BaseSettings):
+    """What to train and how; a run is fully described by these values."""
+
+    model_config = SettingsConfigDict(env_prefix="CATSDOGS_", extra="forbid", validate_assignment=True)
+
+    variant: Variant = Field("baseline", description="baseline or augmented (flips, rotation, zoom, dropout)")
+    data_url: str = Field(DEFAULT_DATA_URL, description="archive to download: http(s):// or file:// URL")
+    data_sha256: str | None = Field(None, description="expected SHA-256 of the archive; checked when given")
+    workdir: Path = Field(Path("catsdogs-work"), description="where downloads, datasets and runs are kept")
+    # Positions among the valid images of each class, both ends inclusive: the reference experiment's split.
+    train_range: IndexRange = Field((0, 999), description="training images per class, FIRST-LAST")
+    validation_range: IndexRange = Field((1000, 1499), description="validation images per class")
+    test_range: IndexRange = Field((1500, 2499), description="test images per class")
+    image_size: int = Field(180, description=f"square input size in pixels, at least {MIN_IMAGE_SIZE}")
+    batch_size: int = Field(32, ge=1, le=4096, description="images per training step")
+    epochs: int | None = Field(None, description="default: 30 for baseline, 100 for augmented")
+    seed: int = Field(0, ge=0, description="seeds shuffling, initial weights and augmentation")
+    download_retries: int = Field(3, ge=0, le=20, description="retries of a transient download failure")
+    download_backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each retry")
+    download_timeout_s: float = Field(60.0, gt=0, description="connect and read timeout of the download")
+    # Speed on the CPU: applied before TensorFlow starts; they change no math, only how it is scheduled.
+    threads: int | None = Field(None, ge=1, le=1024, description="TensorFlow threads; default: all cores")
+    onednn: bool = Field(True, description="TensorFlow's oneDNN kernels (off by default on many CPUs)")
+    max_extract_gib: float = Field(20.0, gt=0, description="refuse archives that unpack to more than this")
+
+    @field_validator("train_range", "validation_range", "test_range", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        return _parse_range(value)
+
+    @field_validator("train_range", "validation_range", "test_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        first, last = value
+        if first < 0 or last < first:
+            raise ValueError(f"a range is FIRST-LAST with 0 <= FIRST <= LAST, got {first}-{last}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: int) -> int:
+        if not MIN_IMAGE_SIZE <= value <= 1024:
+            raise ValueError(
+                f"the reference convnet needs images of at least {MIN_IMAGE_SIZE} px (and at most 1024), "
+                f"got {value}"
+            )
+        return value
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= 10_000:
+            raise ValueError(f"epochs must be between 1 and 10000, got {value}")
+        return value
+
+    @field_validator("data_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"(?i)^(https?|file)://", value):
+            raise ValueError(
+                f"expected an http://, https:// or file:// URL, got {value!r}; "
+                "for a local archive use file:///absolute/path/train.zip"
+            )
+        return value
+
+    @field_validator("data_sha256")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("expected 64 hexadecimal digits (the output of sha256sum)")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _disjoint_subsets(self) -> Settings:
+        ranges = {"train_range": self.train_range, "validation_range": self.validation_range,
+                  "test_range": self.test_range}
+        names = list(ranges)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                (a0, a1), (b0, b1) = ranges[a], ranges[b]
+                if a0 <= b1 and b0 <= a1:
+                    raise ValueError(
+                        f"{a} {a0}-{a1} overlaps {b} {b0}-{b1}: an image must not be in two subsets"
+                    )
+        return self
+
+    @property
+    def epochs_to_run(self) -> int:
+        """The epochs of this run: the setting, else the variant's reference count."""
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.variant]
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, with credentials in the data URL masked."""
+        data = self.model_dump(mode="json")
+        data["data_url"] = redact_url(self.data_url)
+        return data
+
+
+def redact_url(url: str) -> str:
+    """Hide user:password and query-string values, which may hold credentials."""
+    url = re.sub(r"(?i)^([a-z]+://)[^/@]*@", r"\1***@", url)
+    return re.sub(r"([?&][^=&#]+)=[^&#]*", r"\1=***", url)
+
+
+def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> Settings:
+    """Build Settings from flags (overrides), environment and an optional TOML file.
+
+    Raises SettingsError with one line per invalid field.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    config_file = config_file or os.environ.get("CATSDOGS_CONFIG")
+    file_values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist; fix the --config path") from None
+        except tomllib.TOMLDecodeError as err:
+            raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
+        file_values = file_values.get("catsdogs", file_values)
+    env_given = {name for name in Settings.model_fields if f"CATSDOGS_{name}".upper() in os.environ}
+    # Init values beat the environment in pydantic-settings, so the file only fills what env leaves open.
+    values = {k: v for k, v in file_values.items() if k not in env_given}
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as err:
+        raise SettingsError(format_validation_error(err)) from None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One readable line per invalid field: its name, what was given and what is allowed."""
+    lines = []
+    for problem in err.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = f"unknown setting; known settings are: {', '.join(Settings.model_fields)}"
+        elif problem["type"] == "literal_error" and field == "variant":
+            message = f"{message} (got {problem['input']!r})"
+        lines.append(f"invalid setting {field}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""The working directory: one folder per step and inputs, trusted only once marked complete.
+
+Every step writes into ``WORKDIR/STEP/DIGEST`` where DIGEST hashes the step's inputs. The marker file
+``_COMPLETE.json`` is written last (write-then-rename), so a folder without it is never taken as a result,
+by this library or by the Prefect cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MARKER = "_COMPLETE.json"
+# Part of every step digest: bump it when a step's outputs change meaning, so old results are not reused.
+LAYOUT_VERSION = 1
+
+
+def digest(value: Any) -> str:
+    """A short, stable hash of JSON-able values (paths and pydantic models included)."""
+
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "model_dump"):
+            return obj.model_dump(mode="json")
+        return str(obj)
+
+    text = json.dumps([LAYOUT_VERSION, value], sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def step_dir(workdir: Path, step: str, inputs: dict[str, Any]) -> Path:
+    """The folder that holds the outputs of STEP for these inputs."""
+    return Path(workdir).resolve() / step / digest(inputs)
+
+
+def is_complete(folder: Path) -> bool:
+    """True when the folder's outputs were all written."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def read_marker(folder: Path) -> dict[str, Any]:
+    """What the step recorded when it completed."""
+    return json.loads((Path(folder) / MARKER).read_text())
+
+
+def mark_complete(folder: Path, info: dict[str, Any]) -> None:
+    """Record that every output in FOLDER is written; done last."""
+    write_json_atomic(Path(folder) / MARKER, info)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name beside PATH, then rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """JSON version of write_bytes_atomic."""
+    write_bytes_atomic(path, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside PATH for a writer that needs a file name; renamed on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def fresh_dir(folder: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside FOLDER; it replaces FOLDER only if the block succeeds."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,183 @@
+"""Training and evaluation of the reference models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from catsdogs import store
+from catsdogs.datasets import DatasetArrays, load_split
+from catsdogs.model import build_model, model_summary
+from catsdogs.runtime import speed_settings, tensorflow
+from catsdogs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Called after each epoch with (epoch number from 1, epochs in all, that epoch's history row).
+EpochHook = Callable[[int, int, dict[str, float]], None]
+
+
+class TrainedModel(BaseModel):
+    """A finished training run: its best checkpoint, its history and the settings it was trained with."""
+
+    run_dir: Path
+    variant: str
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    summary: str
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "best.keras"
+
+    @property
+    def history_path(self) -> Path:
+        return self.run_dir / "history.json"
+
+    def history(self) -> list[dict[str, float]]:
+        return read_history(self.history_path)
+
+
+class Metrics(BaseModel):
+    """The best checkpoint's results on the test subset."""
+
+    variant: str
+    test_accuracy: float
+    test_loss: float
+    test_images: int
+    best_epoch: int
+    epochs: int
+    model_path: Path
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """One row per finished epoch: epoch, loss, accuracy, val_loss, val_accuracy, seconds."""
+    return json.loads(Path(path).read_text()) if Path(path).exists() else []
+
+
+def best_row(history: list[dict[str, float]]) -> dict[str, float]:
+    """The epoch ModelCheckpoint(save_best_only, monitor="val_loss") kept: the first lowest val_loss."""
+    return min(history, key=lambda row: (row["val_loss"], row["epoch"]))
+
+
+def train_model(settings: Settings, arrays: DatasetArrays, run_dir: Path,
+                on_epoch: EpochHook | None = None) -> TrainedModel:
+    """Train the variant SETTINGS selects, keeping the checkpoint with the lowest validation loss.
+
+    An interrupted run left in RUN_DIR resumes from its last finished epoch.
+    """
+    run_dir = Path(run_dir)
+    if store.is_complete(run_dir):
+        return TrainedModel.model_validate(store.read_marker(run_dir))
+    tf = tensorflow(settings.threads, settings.onednn)
+    import keras
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    epochs = settings.epochs_to_run
+    keras.utils.set_random_seed(settings.seed)
+    model = build_model(settings.variant, settings.image_size, seed=settings.seed)
+    summary = model_summary(model)
+    store.write_json_atomic(run_dir / "settings.json", settings.public_dict())
+    history = read_history(run_dir / "history.json")
+    log.info("training %s for %d epochs on %d images (batch %d); speed settings %s, TensorFlow %s",
+             settings.variant, epochs, arrays.counts["train"], settings.batch_size, speed_settings(),
+             tf.__version__)
+    callbacks = [
+        _epoch_recorder(run_dir / "history.json", history, epochs, arrays.counts["train"], on_epoch),
+        _atomic_best_checkpoint(run_dir / "best.keras", best_so_far(history)),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+    ]
+    model.fit(
+        load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed),
+        validation_data=load_split(arrays, "validation", settings.batch_size),
+        epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0,  # shuffled by tf.data
+    )
+    history = read_history(run_dir / "history.json")[:epochs]
+    best = best_row(history)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    result = TrainedModel(run_dir=run_dir, variant=settings.variant, epochs=epochs,
+                          best_epoch=int(best["epoch"]), best_val_loss=best["val_loss"], summary=summary)
+    store.mark_complete(run_dir, result.model_dump(mode="json"))
+    log.info("training done: best epoch %d (val_loss %.4f), model %s", result.best_epoch,
+             result.best_val_loss, result.model_path)
+    return result
+
+
+def best_so_far(history: list[dict[str, float]]) -> float | None:
+    return best_row(history)["val_loss"] if history else None
+
+
+def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path) -> Metrics:
+    """Load the best checkpoint and measure loss and accuracy on the test subset."""
+    out_dir = Path(out_dir)
+    if store.is_complete(out_dir):
+        return Metrics.model_validate(store.read_marker(out_dir))
+    tensorflow()
+    import keras
+
+    model = keras.models.load_model(trained.model_path)
+    loss, accuracy = model.evaluate(load_split(arrays, "test", batch_size), verbose=0)
+    metrics = Metrics(variant=trained.variant, test_accuracy=float(accuracy), test_loss=float(loss),
+                      test_images=arrays.counts["test"], best_epoch=trained.best_epoch, epochs=trained.epochs,
+                      model_path=trained.model_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.mark_complete(out_dir, metrics.model_dump(mode="json") | {"evaluated_at": _now()})
+    log.info("test accuracy %.4f, test loss %.4f on %d images (best epoch %d)", metrics.test_accuracy,
+             metrics.test_loss, metrics.test_images, metrics.best_epoch)
+    return metrics
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _epoch_recorder(path: Path, history: list[dict[str, float]], epochs: int, train_images: int,
+                    on_epoch: EpochHook | None) -> Any:
+    """A callback that logs one line per epoch, saves the history after each, and calls the epoch hook."""
+    import keras  # TensorFlow is started by the caller, with the speed settings
+
+    class EpochRecorder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            seconds = time.monotonic() - self.started
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                   "seconds": round(seconds, 3)}
+            del history[epoch:]
+            history.append(row)
+            store.write_json_atomic(path, history)
+            log.info("epoch %d/%d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f "
+                     "(%.1f s, %.1f images/s)", epoch + 1, epochs, row["loss"], row["accuracy"],
+                     row["val_loss"], row["val_accuracy"], seconds, train_images / max(seconds, 1e-9))
+            if on_epoch:
+                on_epoch(epoch + 1, epochs, row)
+
+    return EpochRecorder()
+
+
+def _atomic_best_checkpoint(path: Path, initial_best: float | None) -> Any:
+    """ModelCheckpoint(save_best_only=True, monitor="val_loss") writing to a temporary name, then renaming."""
+    import keras
+
+    class AtomicBestCheckpoint(keras.callbacks.ModelCheckpoint):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            super().on_epoch_end(epoch, logs)
+            partial = Path(self.filepath)
+            if partial.exists():
+                os.replace(partial, path)
+
+    return AtomicBestCheckpoint(
+        str(path.with_name(f".{path.stem}.partial.keras")), monitor="val_loss", save_best_only=True,
+        initial_value_threshold=initial_best, verbose=0,
+    )

@@ -1,0 +1,3 @@
+"""Prefect flows that wire the catsdogs tasks together."""
+
+import tasks  # noqa: F401  (sets Prefect's defaults before Prefect is imported)

@@ -1,0 +1,37 @@
+"""The training flow: download, unzip, subsets, datasets, train, plot, evaluate."""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow
+
+from catsdogs.settings import Settings
+from catsdogs.train import Metrics
+from tasks.data import build_datasets, download_archive, make_subsets, unzip_archive
+from tasks.training import evaluate_model, plot_augmentations, plot_curves, train_model
+
+
+@flow(name="catsdogs-train", log_prints=False)
+def train_flow(settings: Settings | None = None) -> Metrics:
+    """Train and evaluate the cat/dog convnet that SETTINGS describes."""
+    settings = settings or Settings()
+    download = download_archive.with_options(
+        retries=settings.download_retries,
+        retry_delay_seconds=[settings.download_backoff_s * 2**i for i in range(settings.download_retries)] or 0,
+    )
+    archive = download(settings)
+    images = unzip_archive(archive, settings)
+    subsets = make_subsets(images, settings)
+    arrays = build_datasets(subsets, settings)
+    trained = train_model(arrays, settings)
+    plot_curves(trained)
+    if settings.variant == "augmented":
+        plot_augmentations(trained, arrays, settings)
+    return evaluate_model(trained, arrays, settings)
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    sys.exit(main(["run", *sys.argv[1:]]))

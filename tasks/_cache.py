@@ -1,0 +1,39 @@
+"""Cache keys that hold only while a step's output folder is complete on disk.
+
+Prefect's cache remembers a result, not the files behind it. So a step's key is stored inside its output
+folder: while the folder is complete the same key comes back and Prefect returns the cached result; once the
+folder is deleted or was left incomplete, a key never seen before makes the step run again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect.transactions import get_transaction
+
+from catsdogs import store
+
+KEY_FILE = "_PREFECT_CACHE_KEY"
+
+
+def cache_while_complete(output_dir: Callable[..., Path]) -> Callable[[Any, dict[str, Any]], str]:
+    """A cache_key_fn: the key recorded in the complete output folder, else a fresh one."""
+
+    def key(_context: Any, parameters: dict[str, Any]) -> str:
+        folder = output_dir(**parameters)
+        recorded = folder / KEY_FILE
+        if store.is_complete(folder) and recorded.is_file():
+            return recorded.read_text().strip()
+        return f"catsdogs-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex[:12]}"
+
+    return key
+
+
+def remember_cache_key(folder: Path) -> None:
+    """Record the running task's cache key in its finished output folder."""
+    transaction = get_transaction()
+    if transaction is not None and transaction.key:
+        store.write_bytes_atomic(Path(folder) / KEY_FILE, transaction.key.encode())

@@ -1,0 +1,99 @@
+"""Data tasks: download, unzip, subset copy and dataset build."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from catsdogs import data, datasets, download, store
+from catsdogs.data import Subsets
+from catsdogs.datasets import DatasetArrays
+from catsdogs.download import Archive
+from catsdogs.settings import Settings
+from tasks._cache import cache_while_complete, remember_cache_key
+
+MAX_RETRY_AFTER_S = 300.0
+
+
+def download_dir(settings: Settings) -> Path:
+    return store.step_dir(settings.workdir, "download", {"url": settings.data_url, "sha256": settings.data_sha256})
+
+
+def extract_dir(archive: Archive, settings: Settings) -> Path:
+    return store.step_dir(settings.workdir, "extract", {"sha256": archive.sha256})
+
+
+def subsets_dir(images: Path, settings: Settings) -> Path:
+    ranges = [settings.train_range, settings.validation_range, settings.test_range]
+    return store.step_dir(settings.workdir, "subsets", {"images": images, "ranges": ranges})
+
+
+def datasets_dir(subsets: Subsets, settings: Settings) -> Path:
+    return store.step_dir(settings.workdir, "datasets", {"subsets": subsets.root, "size": settings.image_size})
+
+
+def _transient(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry only failures a retry may fix: connection errors, timeouts, HTTP 429 and 5xx."""
+    return isinstance(state.data, download.TransientDownloadError)
+
+
+@task(name="download", retries=3, retry_delay_seconds=[2, 4, 8], retry_condition_fn=_transient,
+      cache_key_fn=cache_while_complete(download_dir))
+def download_archive(settings: Settings) -> Archive:
+    """Download the data archive into the working directory, resuming and verifying it."""
+    out = download_dir(settings)
+    try:
+        archive = download.download_archive(settings.data_url, out / "archive.zip", settings.data_sha256,
+                                            settings.download_timeout_s)
+    except download.TransientDownloadError as err:
+        if err.retry_after:  # the server said when to come back: honour it before Prefect's own delay
+            time.sleep(min(err.retry_after, MAX_RETRY_AFTER_S))
+        raise
+    store.mark_complete(out, archive.model_dump(mode="json"))
+    remember_cache_key(out)
+    return archive
+
+
+@task(name="unzip", cache_key_fn=cache_while_complete(extract_dir))
+def unzip_archive(archive: Archive, settings: Settings) -> Path:
+    """Extract the archive safely; returns the folder of extracted files."""
+    limit = int(settings.max_extract_gib * 2**30)
+    images = data.unzip_archive(archive.path, extract_dir(archive, settings), limit)
+    remember_cache_key(images)
+    return images
+
+
+@task(name="subsets", cache_key_fn=cache_while_complete(subsets_dir))
+def make_subsets(images: Path, settings: Settings) -> Subsets:
+    """Copy the train, validation and test subsets of each class into their own folders."""
+    ranges = {"train": settings.train_range, "validation": settings.validation_range,
+              "test": settings.test_range}
+    subsets = data.make_subsets(images, subsets_dir(images, settings), ranges)
+    remember_cache_key(subsets.root)
+    return subsets
+
+
+@task(name="datasets", cache_key_fn=cache_while_complete(datasets_dir))
+def build_datasets(subsets: Subsets, settings: Settings) -> DatasetArrays:
+    """Decode and resize every subset once into arrays the training reads from memory."""
+    arrays = datasets.build_arrays(subsets, datasets_dir(subsets, settings), settings.image_size,
+                                   settings.batch_size)
+    remember_cache_key(arrays.root)
+    create_markdown_artifact(dataset_summary(subsets, arrays), key="dataset-summary",
+                             description="Images per split and class")
+    return arrays
+
+
+def dataset_summary(subsets: Subsets, arrays: DatasetArrays) -> str:
+    """Markdown table of images per split and class, and the unreadable images skipped."""
+    lines = ["# Dataset", "", f"Archive layout: **{subsets.layout}**; images {arrays.image_size}×"
+             f"{arrays.image_size} RGB.", "", "| split | cat | dog | total |", "|---|---:|---:|---:|"]
+    for split, per_class in subsets.counts.items():
+        lines.append(f"| {split} | {per_class['cat']} | {per_class['dog']} | {sum(per_class.values())} |")
+    skipped = ", ".join(f"{cls}: {n}" for cls, n in subsets.skipped.items())
+    lines += ["", f"Unreadable images skipped: {skipped}."]
+    return "\n".join(lines)
