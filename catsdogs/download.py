@@ -18,7 +18,7 @@ from catsdogs.settings import redact_url
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # small reads: a broken connection loses at most this much of what arrived
 PROGRESS_EVERY_S = 5.0
 LOCAL_ARCHIVE_HINT = (
     "No network, or the server is down? Download the archive elsewhere and point catsdogs at it: "

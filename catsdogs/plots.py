@@ -11,12 +11,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed, none opened
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from catsdogs import store  # noqa: E402
 from catsdogs.datasets import DatasetArrays  # noqa: E402
 from catsdogs.model import build_augmentation  # noqa: E402
 
-DPI = 80  # keeps each PNG well under 100 KB, the size that embeds comfortably in a Prefect artifact
+DPI = 80
+MAX_PNG_BYTES = 90_000  # a PNG embeds comfortably in a Prefect artifact up to about 100 KB
 
 
 def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
@@ -41,7 +43,7 @@ def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_i
     """A 3x3 grid of one training image passed through the augmented variant's random layers."""
     image = np.load(arrays.images("train"), mmap_mode="r")[image_index].astype("float32")
     augmentation = build_augmentation(seed)
-    figure, axes = plt.subplots(3, 3, figsize=(6, 6), dpi=DPI)
+    figure, axes = plt.subplots(3, 3, figsize=(5, 5), dpi=DPI)
     for axis in axes.flat:
         augmented = np.asarray(augmentation(image[None], training=True))[0]
         axis.imshow(np.clip(augmented, 0, 255).astype("uint8"))
@@ -60,5 +62,11 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
-    store.write_bytes_atomic(path, buffer.getvalue())
+    data = buffer.getvalue()
+    if len(data) > MAX_PNG_BYTES:  # photos compress poorly: a 256-colour palette keeps them small
+        with Image.open(io.BytesIO(data)) as image:
+            buffer = io.BytesIO()
+            image.convert("RGB").quantize(colors=256).save(buffer, format="PNG", optimize=True)
+            data = buffer.getvalue()
+    store.write_bytes_atomic(path, data)
     return Path(path)

@@ -1,0 +1,157 @@
+"""Shared fixtures: tiny generated archives, a real HTTP server on 127.0.0.1, and a Prefect test server."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tasks  # noqa: F401  (Prefect defaults, before Prefect is imported)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats" / "train.zip"
+
+
+def jpeg_bytes(colour: tuple[int, int, int], size: int = 40, seed: int = 0) -> bytes:
+    """A small noisy JPEG of mostly one colour."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def make_kaggle_zip(path: Path, per_class: int = 12, corrupt: dict[str, list[int]] | None = None) -> Path:
+    """A Kaggle-layout train.zip of tiny images: reddish cats, bluish dogs; CORRUPT indices hold junk."""
+    corrupt = corrupt or {}
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls, colour in (("cat", (200, 60, 60)), ("dog", (60, 60, 200))):
+            for i in range(per_class):
+                data = b"not an image" if i in corrupt.get(cls, []) else jpeg_bytes(colour, seed=i)
+                zf.writestr(f"train/{cls}.{i}.jpg", data)
+    return path
+
+
+@pytest.fixture
+def tiny_zip(tmp_path: Path) -> Path:
+    return make_kaggle_zip(tmp_path / "train.zip")
+
+
+@pytest.fixture
+def shared_archive() -> Path:
+    if not SHARED_ARCHIVE.is_file():
+        pytest.skip(f"real-data archive not found at {SHARED_ARCHIVE} (it lives in ../shared beside the repo)")
+    return SHARED_ARCHIVE
+
+
+# ---------------------------------------------------------------- HTTP server
+
+
+@dataclass
+class Behaviour:
+    """How the test server misbehaves; each list is consumed one request at a time."""
+
+    statuses: list[int] = field(default_factory=list)  # answer these statuses first
+    retry_after: str | None = None
+    drop_after: list[int] = field(default_factory=list)  # close the connection after N body bytes
+    honour_range: bool = True
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+
+class ArchiveServer:
+    """A real HTTP server on 127.0.0.1 serving one file, with Range support and scripted faults."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+        self.behaviour = Behaviour()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                b = server.behaviour
+                b.requests.append(dict(self.headers))
+                if b.statuses:
+                    status = b.statuses.pop(0)
+                    self.send_response(status)
+                    if b.retry_after:
+                        self.send_header("Retry-After", b.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = 0
+                header = self.headers.get("Range")
+                if header and b.honour_range:
+                    start = int(header.removeprefix("bytes=").split("-")[0])
+                    if start >= len(server.body):
+                        self.send_response(416)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(server.body) - 1}/{len(server.body)}")
+                else:
+                    self.send_response(200)
+                payload = server.body[start:]
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if b.drop_after:
+                    self.wfile.write(payload[: b.drop_after.pop(0)])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/train.zip"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ArchiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    """serve(bytes) -> a running ArchiveServer; stopped after the test."""
+    servers: list[ArchiveServer] = []
+
+    def start(body: bytes) -> ArchiveServer:
+        server = ArchiveServer(body).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()
+
+
+# ---------------------------------------------------------------- Prefect
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real temporary Prefect server (own SQLite database) for the whole session; yields its API URL."""
+    from prefect.settings import get_current_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(get_current_settings().api.url)

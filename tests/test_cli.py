@@ -1,0 +1,55 @@
+"""The command line, run as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_flow import SHARED_SHA256
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, api_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")} | env
+    if api_url:
+        environment["PREFECT_API_URL"] = api_url
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=environment,
+                          timeout=600)
+
+
+def test_invalid_setting_is_a_usage_error_before_any_work(tmp_path: Path):
+    result = cli("-m", "flows.cli", "run", "--image-size", "64", "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert "invalid setting image_size" in result.stderr and "at least 78" in result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_environment_setting_is_checked_too(tmp_path: Path):
+    result = cli("-m", "flows.cli", "run", CATSDOGS_VALIDATION_RANGE="500-1200")
+    assert result.returncode == 2 and "overlaps" in result.stderr
+
+
+@pytest.mark.realdata
+def test_run_json_with_python_m(prefect_server, shared_archive: Path, tmp_path: Path):
+    result = cli("-m", "flows.train", "--json", "--data-url", shared_archive.as_uri(), "--data-sha256",
+                 SHARED_SHA256, "--workdir", str(tmp_path / "w"), "--image-size", "78", "--epochs", "1",
+                 "--batch-size", "8", "--train-range", "0-9", "--validation-range", "10-14",
+                 "--test-range", "15-24", api_url=prefect_server)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(last) >= {"variant", "test_accuracy", "test_loss", "best_epoch", "model_path"}
+    assert last["variant"] == "baseline" and Path(last["model_path"]).is_file()
+    assert "epoch 1/1: loss" in result.stderr  # the library's epoch line reaches the Prefect logs
+
+
+def test_unreachable_source_says_how_to_use_a_local_file(prefect_server, tmp_path: Path):
+    result = cli("-m", "flows.cli", "run", "--data-url", "http://127.0.0.1:9/train.zip", "--download-retries",
+                 "0", "--workdir", str(tmp_path / "w"), api_url=prefect_server)
+    assert result.returncode == 1
+    assert "--data-url file:///" in result.stderr.splitlines()[-1]

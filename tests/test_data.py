@@ -1,0 +1,132 @@
+import io
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from catsdogs import store
+from catsdogs.data import ArchiveError, find_class_images, image_problem, make_subsets, unzip_archive
+from tests.conftest import jpeg_bytes, make_kaggle_zip
+
+RANGES = {"train": (0, 3), "validation": (4, 5), "test": (6, 7)}
+GIB = 2**30
+
+
+def test_unzip_extracts_and_is_idempotent(tiny_zip: Path, tmp_path: Path):
+    out = unzip_archive(tiny_zip, tmp_path / "x", GIB)
+    assert (out / "train" / "cat.0.jpg").is_file() and store.is_complete(out)
+    marker_time = (out / store.MARKER).stat().st_mtime_ns
+    assert unzip_archive(tiny_zip, tmp_path / "x", GIB) == out
+    assert (out / store.MARKER).stat().st_mtime_ns == marker_time
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "train/../../evil.txt", "C:/evil.txt"])
+def test_zip_slip_is_refused_and_nothing_is_written(tmp_path: Path, name: str):
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("train/cat.0.jpg", b"x")
+        zf.writestr(name, b"evil")
+    with pytest.raises(ArchiveError, match="outside the target folder"):
+        unzip_archive(archive, tmp_path / "out" / "x", GIB)
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out" / "x").exists()
+
+
+def test_symlink_entry_is_refused(tmp_path: Path):
+    archive = tmp_path / "link.zip"
+    info = zipfile.ZipInfo("train/link")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(ArchiveError, match="symbolic links"):
+        unzip_archive(archive, tmp_path / "x", GIB)
+
+
+def test_archive_over_the_size_limit_is_refused(tiny_zip: Path, tmp_path: Path):
+    with pytest.raises(ArchiveError, match="raise max_extract_gib"):
+        unzip_archive(tiny_zip, tmp_path / "x", max_bytes=1000)
+    assert not (tmp_path / "x").exists()
+
+
+def test_truncated_and_non_zip_archives_are_reported(tiny_zip: Path, tmp_path: Path):
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(tiny_zip.read_bytes()[: tiny_zip.stat().st_size // 2])
+    text = tmp_path / "text.zip"
+    text.write_text("<html>not found</html>")
+    for bad in (truncated, text):
+        with pytest.raises(ArchiveError, match="not a valid zip archive"):
+            unzip_archive(bad, tmp_path / "x", GIB)
+        assert not (tmp_path / "x").exists()
+
+
+def test_kaggle_layout_in_index_order(tmp_path: Path):
+    root = unzip_archive(make_kaggle_zip(tmp_path / "k.zip", per_class=12), tmp_path / "x", GIB)
+    layout, images = find_class_images(root)
+    assert layout == "kaggle"
+    assert [p.name for p in images["cat"][:3]] == ["cat.0.jpg", "cat.1.jpg", "cat.2.jpg"]
+    assert images["dog"][10].name == "dog.10.jpg"  # numeric, not text, order
+
+
+def test_petimages_layout(tmp_path: Path):
+    for cls in ("Cat", "Dog"):
+        folder = tmp_path / "PetImages" / cls
+        folder.mkdir(parents=True)
+        for i in (0, 2, 10):
+            (folder / f"{i}.jpg").write_bytes(jpeg_bytes((100, 100, 100), seed=i))
+        (folder / "Thumbs.db").write_bytes(b"junk")
+    layout, images = find_class_images(tmp_path)
+    assert layout == "petimages" and [p.name for p in images["dog"]] == ["0.jpg", "2.jpg", "10.jpg"]
+
+
+def test_unknown_layout(tmp_path: Path):
+    (tmp_path / "readme.txt").write_text("hi")
+    with pytest.raises(ArchiveError, match="train/cat.0.jpg"):
+        find_class_images(tmp_path)
+
+
+def test_subsets_skip_unreadable_images_and_count_by_position(tmp_path: Path):
+    archive = make_kaggle_zip(tmp_path / "k.zip", per_class=12, corrupt={"cat": [2, 5]})
+    root = unzip_archive(archive, tmp_path / "x", GIB)
+    subsets = make_subsets(root, tmp_path / "s", RANGES)
+    assert subsets.skipped == {"cat": 2, "dog": 0}
+    assert subsets.counts == {"train": {"cat": 4, "dog": 4}, "validation": {"cat": 2, "dog": 2},
+                              "test": {"cat": 2, "dog": 2}}
+    names = sorted(p.name for p in (tmp_path / "s" / "train" / "cat").iterdir())
+    assert names == ["cat.0.jpg", "cat.1.jpg", "cat.3.jpg", "cat.4.jpg"]  # 2 skipped, 5 skipped later
+    assert sorted(p.name for p in (tmp_path / "s" / "test" / "cat").iterdir()) == ["cat.8.jpg", "cat.9.jpg"]
+    linked = tmp_path / "s" / "train" / "dog" / "dog.0.jpg"
+    assert os.stat(linked).st_ino == os.stat(root / "train" / "dog.0.jpg").st_ino  # a hard link, not a copy
+
+
+def test_subsets_need_enough_readable_images(tmp_path: Path):
+    root = unzip_archive(make_kaggle_zip(tmp_path / "k.zip", per_class=8, corrupt={"dog": [1]}), tmp_path / "x", GIB)
+    with pytest.raises(ArchiveError, match="7 readable dog images but the subset ranges need 8"):
+        make_subsets(root, tmp_path / "s", RANGES)
+    assert not (tmp_path / "s").exists()
+
+
+def _encoded(mode: str, fmt: str, size: int = 20) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (size, size)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "content, usable",
+    [
+        (_encoded("RGB", "JPEG"), True),
+        (_encoded("L", "JPEG"), True),
+        (_encoded("RGBA", "PNG"), True),
+        (_encoded("CMYK", "JPEG"), False),
+        (_encoded("RGB", "TIFF"), False),
+        (_encoded("RGB", "JPEG")[:200], False),
+        (b"", False),
+        (b"GIF89a but not really", False),
+    ],
+)
+def test_image_problem(tmp_path: Path, content: bytes, usable: bool):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(content)
+    assert (image_problem(path) is None) is usable

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catsdogs.data import make_subsets, unzip_archive
+from catsdogs.datasets import build_arrays, decode_image, load_split
+
+RANGES = {"train": (0, 5), "validation": (6, 7), "test": (8, 11)}
+
+
+@pytest.fixture
+def arrays(tiny_zip: Path, tmp_path: Path):
+    subsets = make_subsets(unzip_archive(tiny_zip, tmp_path / "x", 2**30), tmp_path / "s", RANGES)
+    return build_arrays(subsets, tmp_path / "d", image_size=24, batch_size=4)
+
+
+def test_arrays_hold_every_image_once_with_its_label(arrays):
+    assert arrays.counts == {"train": 12, "validation": 4, "test": 8}
+    images = np.load(arrays.images("train"))
+    labels = np.load(arrays.labels("train"))
+    assert images.shape == (12, 24, 24, 3) and images.dtype == np.uint8
+    files = arrays.files("train")
+    assert [label for label in labels] == [0.0 if "cat" in f else 1.0 for f in files]
+    # the generated cats are red, the dogs blue: the label follows the pixels
+    red_minus_blue = images[..., 0].mean(axis=(1, 2)) - images[..., 2].mean(axis=(1, 2))
+    assert ((red_minus_blue > 0) == (labels == 0)).all()
+
+
+def test_decode_image_matches_the_dataset_build(arrays, tmp_path: Path):
+    files = arrays.files("test")
+    images = np.load(arrays.images("test"))
+    for row, name in enumerate(files):
+        decoded = decode_image((tmp_path / "s" / name).read_bytes(), 24).numpy()
+        assert np.array_equal(decoded, images[row]), name
+
+
+def test_training_split_is_reshuffled_each_epoch_and_seeded(arrays):
+    def epoch_labels(dataset):
+        return np.concatenate([y.numpy()[:, 0] for _, y in dataset])
+
+    first = load_split(arrays, "train", batch_size=4, shuffle_seed=1)
+    again = load_split(arrays, "train", batch_size=4, shuffle_seed=1)
+    a1, a2 = epoch_labels(first), epoch_labels(first)
+    assert np.array_equal(a1, epoch_labels(again))  # same seed, same order
+    x, y = next(iter(first))
+    assert x.dtype.name == "float32" and tuple(x.shape) == (4, 24, 24, 3) and tuple(y.shape) == (4, 1)
+    assert sorted(a1) == sorted(a2)
+    plain = load_split(arrays, "validation", batch_size=4)
+    assert np.array_equal(epoch_labels(plain), np.load(arrays.labels("validation")))  # not shuffled
+
+
+def test_build_is_skipped_when_complete(arrays, tmp_path: Path):
+    before = arrays.images("train").stat().st_mtime_ns
+    again = build_arrays(None, tmp_path / "d", image_size=24)  # type: ignore[arg-type]
+    assert again == arrays and arrays.images("train").stat().st_mtime_ns == before

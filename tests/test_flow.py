@@ -1,0 +1,119 @@
+"""End to end: the real archive served from 127.0.0.1, the flow under a real Prefect server."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+from catsdogs.settings import Settings
+from flows.train import train_flow
+
+SHARED_SHA256 = "37a922ad350e022523b89340edac18bc8eb6ea18aa79e78dc6033d47cb6f1add"
+EXPENSIVE = ["download", "unzip", "subsets", "datasets", "train", "evaluate"]
+
+pytestmark = pytest.mark.realdata
+
+
+def tiny(url: str, workdir: Path, **changes) -> Settings:
+    values = dict(data_url=url, data_sha256=SHARED_SHA256, workdir=workdir, image_size=78, batch_size=8,
+                  epochs=1, train_range="0-9", validation_range="10-14", test_range="15-24",
+                  download_backoff_s=0.1)
+    return Settings(**(values | changes))
+
+
+def run(settings: Settings) -> tuple[UUID, object]:
+    state = train_flow(settings, return_state=True)
+    assert state.is_completed(), state.message
+    return state.state_details.flow_run_id, state.result()
+
+
+def task_states(flow_run_id: UUID) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {re.sub(r"-[0-9a-f]+$", "", r.name): r.state.name for r in runs}
+
+
+def artifacts(flow_run_id: UUID) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found}
+
+
+def embedded_png_sizes(markdown: str) -> list[int]:
+    return [len(base64.b64decode(m)) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", markdown)]
+
+
+@pytest.fixture
+def served_archive(serve, shared_archive: Path):
+    return serve(shared_archive.read_bytes())
+
+
+def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_archive, tmp_path: Path):
+    settings = tiny(served_archive.url, tmp_path / "work", variant="augmented")
+    first_id, metrics = run(settings)
+    assert metrics.variant == "augmented" and metrics.test_images == 20 and metrics.epochs == 1
+    assert 0.0 <= metrics.test_accuracy <= 1.0 and metrics.best_epoch == 1
+    assert Path(metrics.model_path).is_file()
+    assert all(state == "Completed" for state in task_states(first_id).values())
+
+    found = artifacts(first_id)
+    assert set(found) >= {"dataset-summary", "model-summary", "training-history", "training-curves",
+                          "augmentation-grid", "test-metrics", "training-progress"}
+    assert "| train | 10 | 10 | 20 |" in found["dataset-summary"].data
+    assert "kaggle" in found["dataset-summary"].data
+    assert "Total params" in found["model-summary"].data
+    assert f"{metrics.test_accuracy:.4f}" in found["test-metrics"].data
+    assert found["training-progress"].data == 100.0
+    assert '"val_accuracy"' in found["training-history"].data
+    for key in ("training-curves", "augmentation-grid"):
+        sizes = embedded_png_sizes(found[key].data)
+        assert len(sizes) == 1 and 1000 < sizes[0] < 100_000
+
+    # the same settings again: every expensive step comes from the cache
+    second_id, again = run(settings)
+    states = task_states(second_id)
+    assert [states[name] for name in EXPENSIVE] == ["Cached"] * len(EXPENSIVE)
+    assert again == metrics
+    assert len(served_archive.behaviour.requests) == 1
+
+    # only the variant changes: the data steps are reused, the model is trained anew
+    third_id, baseline = run(tiny(served_archive.url, tmp_path / "work", variant="baseline"))
+    states = task_states(third_id)
+    assert [states[name] for name in ["download", "unzip", "subsets", "datasets"]] == ["Cached"] * 4
+    assert states["train"] == "Completed" and states["evaluate"] == "Completed"
+    assert "plot-augmentations" not in states and baseline.variant == "baseline"
+
+    # outputs deleted behind Prefect's back: those steps run again instead of returning stale paths
+    shutil.rmtree(Path(baseline.model_path).parent)
+    fourth_id, rebuilt = run(tiny(served_archive.url, tmp_path / "work", variant="baseline"))
+    states = task_states(fourth_id)
+    assert states["datasets"] == "Cached" and states["train"] == "Completed"
+    assert Path(rebuilt.model_path).is_file()
+
+
+def test_download_survives_a_failing_server(prefect_server, served_archive, tmp_path: Path):
+    served_archive.behaviour.statuses = [503, 500]
+    served_archive.behaviour.drop_after = [5_000_000]
+    flow_run_id, metrics = run(tiny(served_archive.url, tmp_path / "work"))
+    assert Path(metrics.model_path).is_file()
+    requests = served_archive.behaviour.requests
+    assert len(requests) == 4  # 503, 500, a body cut at 5 MB, then the rest
+    assert requests[-1]["Range"].startswith("bytes=") and requests[-1]["Range"] != "bytes=0-"
+    assert task_states(flow_run_id)["download"] == "Completed"
+
+
+def test_permanent_download_failure_is_not_retried(prefect_server, served_archive, tmp_path: Path):
+    served_archive.behaviour.statuses = [404]
+    state = train_flow(tiny(served_archive.url, tmp_path / "work"), return_state=True)
+    assert state.is_failed()
+    assert len(served_archive.behaviour.requests) == 1
+    with pytest.raises(Exception, match="HTTP 404"):
+        state.result()

@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from catsdogs.settings import DEFAULT_DATA_URL, Settings, SettingsError, load_settings, redact_url
+
+
+def test_defaults_are_the_reference_experiment(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("CATSDOGS_"):
+            monkeypatch.delenv(name)
+    s = load_settings()
+    assert (s.variant, s.image_size, s.batch_size, s.seed) == ("baseline", 180, 32, 0)
+    assert (s.train_range, s.validation_range, s.test_range) == ((0, 999), (1000, 1499), (1500, 2499))
+    assert s.data_url == DEFAULT_DATA_URL
+    assert s.epochs_to_run == 30
+    assert Settings(variant="augmented").epochs_to_run == 100
+    assert Settings(variant="augmented", epochs=3).epochs_to_run == 3
+
+
+def test_precedence_flags_then_env_then_toml(tmp_path: Path, monkeypatch):
+    config = tmp_path / "run.toml"
+    config.write_text('variant = "augmented"\nimage_size = 100\nbatch_size = 16\nseed = 7\n')
+    monkeypatch.setenv("CATSDOGS_IMAGE_SIZE", "120")
+    monkeypatch.setenv("CATSDOGS_BATCH_SIZE", "8")
+    s = load_settings({"batch_size": "4"}, config_file=config)
+    assert s.variant == "augmented"  # only in the file
+    assert s.seed == 7
+    assert s.image_size == 120  # env beats the file
+    assert s.batch_size == 4  # flag beats env
+
+
+def test_config_file_from_environment(tmp_path: Path, monkeypatch):
+    config = tmp_path / "run.toml"
+    config.write_text('[catsdogs]\ntrain_range = "0-9"\n')
+    monkeypatch.setenv("CATSDOGS_CONFIG", str(config))
+    assert load_settings().train_range == (0, 9)
+
+
+@pytest.mark.parametrize("text, expected", [("0-999", (0, 999)), ("5:10", (5, 10)), ("[3, 4]", (3, 4))])
+def test_range_forms(text, expected):
+    assert Settings(train_range=text, validation_range="2000-2001", test_range="3000-3001").train_range == expected
+
+
+def test_range_from_environment(monkeypatch):
+    monkeypatch.setenv("CATSDOGS_TEST_RANGE", "1500-1599")
+    assert load_settings().test_range == (1500, 1599)
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"image_size": "50"}, ["image_size", "at least 78"]),
+        ({"image_size": "77"}, ["image_size", "at least 78"]),
+        ({"validation_range": "900-1200"}, ["train_range 0-999 overlaps validation_range 900-1200"]),
+        ({"train_range": "10-5"}, ["train_range", "FIRST <= LAST"]),
+        ({"variant": "resnet"}, ["variant", "baseline", "augmented", "resnet"]),
+        ({"data_url": "ftp://x/y.zip"}, ["data_url", "file:///"]),
+        ({"data_sha256": "abc"}, ["data_sha256", "64 hexadecimal"]),
+        ({"epochs": "0"}, ["epochs"]),
+        ({"batch_size": "many"}, ["batch_size"]),
+    ],
+)
+def test_invalid_values_name_the_field_and_what_is_allowed(overrides, words):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_unknown_setting_in_file_is_named(tmp_path: Path):
+    config = tmp_path / "run.toml"
+    config.write_text("image_sise = 100\n")
+    with pytest.raises(SettingsError, match="image_sise: unknown setting"):
+        load_settings(config_file=config)
+
+
+def test_missing_config_file(tmp_path: Path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(config_file=tmp_path / "nope.toml")
+
+
+def test_image_size_78_is_enough():
+    assert Settings(image_size=78).image_size == 78
+
+
+def test_credentials_are_redacted():
+    shown = redact_url("https://user:secret@example.org/a.zip?token=abc&x=1")
+    assert "secret" not in shown and "abc" not in shown and "user" not in shown
+    assert shown.startswith("https://***@example.org/a.zip?token=***")
+    s = Settings(data_url="https://u:pw@h/a.zip?sig=zzz")
+    assert "pw" not in str(s.public_dict()) and "zzz" not in str(s.public_dict())

@@ -1,0 +1,66 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catsdogs import store
+from catsdogs.data import make_subsets, unzip_archive
+from catsdogs.datasets import build_arrays
+from catsdogs.settings import Settings
+from catsdogs.train import best_row, evaluate_model, train_model
+
+RANGES = {"train": (0, 7), "validation": (8, 9), "test": (10, 11)}
+
+
+@pytest.fixture
+def arrays(tiny_zip: Path, tmp_path: Path):
+    subsets = make_subsets(unzip_archive(tiny_zip, tmp_path / "x", 2**30), tmp_path / "s", RANGES)
+    return build_arrays(subsets, tmp_path / "d", image_size=78)
+
+
+def settings(variant: str, tmp_path: Path, epochs: int = 2) -> Settings:
+    return Settings(variant=variant, image_size=78, batch_size=8, epochs=epochs, workdir=tmp_path,
+                    train_range="0-7", validation_range="8-9", test_range="10-11")
+
+
+@pytest.mark.parametrize("variant", ["baseline", "augmented"])
+def test_train_keeps_the_best_checkpoint_and_evaluates_it(arrays, tmp_path: Path, variant: str):
+    seen = []
+    trained = train_model(settings(variant, tmp_path), arrays, tmp_path / "run",
+                          on_epoch=lambda epoch, epochs, row: seen.append((epoch, epochs)))
+    assert seen == [(1, 2), (2, 2)]
+    history = trained.history()
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert set(history[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert trained.best_epoch == best_row(history)["epoch"]
+    assert trained.model_path.is_file() and not list(tmp_path.glob("run/.*partial*"))
+    assert not (tmp_path / "run" / "backup").exists()
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert saved["variant"] == variant and saved["image_size"] == 78
+    assert store.is_complete(trained.run_dir)
+
+    metrics = evaluate_model(trained, arrays, 8, tmp_path / "run" / "evaluation")
+    assert 0.0 <= metrics.test_accuracy <= 1.0 and np.isfinite(metrics.test_loss)
+    assert metrics.test_images == 4 and metrics.best_epoch == trained.best_epoch
+
+    import keras
+
+    model = keras.models.load_model(trained.model_path)
+    loss, accuracy = model.evaluate(np.load(arrays.images("test")).astype("float32"),
+                                    np.load(arrays.labels("test"))[:, None], verbose=0)
+    assert loss == pytest.approx(metrics.test_loss, rel=1e-4)  # the evaluated model is the saved best one
+
+
+def test_same_seed_gives_the_same_run(arrays, tmp_path: Path):
+    a = train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "a").history()
+    b = train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "b").history()
+    assert a[0]["loss"] == pytest.approx(b[0]["loss"], rel=1e-5)
+    assert a[0]["val_loss"] == pytest.approx(b[0]["val_loss"], rel=1e-5)
+
+
+def test_completed_run_is_not_trained_again(arrays, tmp_path: Path):
+    first = train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "run")
+    stamp = first.model_path.stat().st_mtime_ns
+    again = train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "run")
+    assert again == first and first.model_path.stat().st_mtime_ns == stamp
