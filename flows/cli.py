@@ -37,11 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="TOML file of settings (also CATSDOGS_CONFIG)")
     run.add_argument("--json", action="store_true", help="end with one JSON object of the results on stdout")
     _add_setting_flags(run)
+
+    predict = commands.add_parser(
+        "predict", help="classify images as cat or dog",
+        description="Classify image files, folders (recursively) and glob patterns. Exit status: 0 every "
+                    "input classified, 1 some failed, 2 usage error.")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder or glob pattern")
+    predict.add_argument("--model", default="best",
+                         help="best (default), latest, a registered model's name, or a .keras file")
+    predict.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--batch-size", type=int, default=32, help="images per model call")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "predict":
+        return predict(args)
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
     try:
         settings = load_settings(overrides, args.config)
@@ -61,6 +74,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{metrics.variant}: test accuracy {metrics.test_accuracy:.4f}, test loss {metrics.test_loss:.4f}, "
               f"best epoch {metrics.best_epoch} of {metrics.epochs}; model {metrics.model_path}")
     return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from catsdogs.predict import Predictor, as_json_line, collect_inputs, format_table, predict_files
+    from catsdogs.registry import RegistryError
+
+    try:
+        workdir = args.workdir or load_settings().workdir
+        predictor = Predictor.from_choice(args.model, workdir)
+    except (SettingsError, RegistryError, FileNotFoundError, ValueError) as err:
+        print(f"catsdogs: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    results = []
+    for prediction in predict_files(predictor, collect_inputs(args.paths), batch_size=args.batch_size):
+        results.append(prediction)
+        if args.json:
+            print(as_json_line(prediction), flush=True)
+    if not args.json:
+        print(format_table(results))
+    failed = sum(1 for p in results if p.error)
+    if failed:
+        print(f"catsdogs: {failed} of {len(results)} inputs could not be classified", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

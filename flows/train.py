@@ -9,7 +9,7 @@ from prefect import flow
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics
 from tasks.data import build_datasets, download_archive, make_subsets, unzip_archive
-from tasks.training import evaluate_model, plot_augmentations, plot_curves, train_model
+from tasks.training import evaluate_model, plot_augmentations, plot_curves, register_model, train_model
 
 
 @flow(name="catsdogs-train", log_prints=False)
@@ -28,7 +28,9 @@ def train_flow(settings: Settings | None = None) -> Metrics:
     plot_curves(trained)
     if settings.variant == "augmented":
         plot_augmentations(trained, arrays, settings)
-    return evaluate_model(trained, arrays, settings)
+    metrics = evaluate_model(trained, arrays, settings)
+    register_model(trained, metrics, archive, settings)
+    return metrics
 
 
 if __name__ == "__main__":

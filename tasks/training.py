@@ -12,8 +12,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from catsdogs import plots, store, train
+from catsdogs import plots, registry, store, train
 from catsdogs.datasets import DatasetArrays
+from catsdogs.download import Archive
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics, TrainedModel
 from tasks._cache import cache_while_complete, remember_cache_key
@@ -82,3 +83,11 @@ def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, settings: Setti
         f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| model | `{metrics.model_path}` |",
         key="test-metrics", description="Best checkpoint on the test subset")
     return metrics
+
+
+@task(name="register")
+def register_model(trained: TrainedModel, metrics: Metrics, archive: Archive, settings: Settings) -> Path:
+    """Add the evaluated model to the registry that `catsdogs predict` reads."""
+    card = registry.register_model(trained, metrics, settings, archive.sha256)
+    get_run_logger().info("registered model %s at %s", card.name, card.path)
+    return card.path

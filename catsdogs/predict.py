@@ -1,0 +1,181 @@
+"""Cat or dog? Classify image files with a trained model, one clear answer or error per file."""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+
+from catsdogs.data import CLASS_NAMES, DECODABLE_FORMATS
+from catsdogs.datasets import decode_image
+from catsdogs.registry import card_for_file, resolve_model
+from catsdogs.runtime import tensorflow
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+# Pillow's own decompression-bomb threshold: larger images are refused before they are decoded.
+MAX_PIXELS = 89_478_485
+TF_MODES = {"RGB", "L", "P", "RGBA", "LA"}  # what tf.io.decode_image turns into RGB as training did
+
+
+class ImageError(ValueError):
+    """This file can not be classified; the message says why."""
+
+
+class Prediction(BaseModel):
+    """One input's answer: a label and its probability, or an error."""
+
+    path: str
+    label: str | None = None
+    probability: float | None = None
+    error: str | None = None
+
+
+class Predictor:
+    """A loaded model and the image size it was trained at."""
+
+    def __init__(self, model_path: Path, image_size: int | None = None):
+        tensorflow()
+        import keras
+
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file {self.path} does not exist")
+        self.model = keras.models.load_model(self.path)
+        trained_size = int(self.model.input_shape[1])
+        if image_size is not None and image_size != trained_size:
+            raise ValueError(f"{self.path} was saved with image_size {image_size} but takes {trained_size}")
+        self.image_size = trained_size
+
+    @classmethod
+    def from_choice(cls, choice: str | None, workdir: Path) -> Predictor:
+        """A model file path, or "best", "latest" or a name from the registry in WORKDIR."""
+        choice = choice or "best"
+        if choice.endswith(".keras") or os.sep in choice:
+            card = card_for_file(Path(choice))
+            return cls(Path(choice), card.image_size if card else _run_image_size(Path(choice)))
+        card = resolve_model(workdir, choice)
+        return cls(card.path, card.image_size)
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities that each image is a dog."""
+        return np.asarray(self.model.predict_on_batch(images.astype("float32")))[:, 0]
+
+
+def _run_image_size(model_path: Path) -> int | None:
+    """The image size in the settings.json a training run leaves beside its checkpoint, if any."""
+    settings = model_path.parent / "settings.json"
+    return json.loads(settings.read_text())["image_size"] if settings.is_file() else None
+
+
+def collect_inputs(arguments: Iterable[str]) -> list[tuple[str, Path | None, str | None]]:
+    """Files, folders (recursively, image files only) and glob patterns to (shown path, path, error)."""
+    found: list[tuple[str, Path | None, str | None]] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [(str(p), p, None) for p in files]
+            if not files:
+                found.append((argument, None, "folder holds no image files"))
+        elif path.is_file():
+            found.append((argument, path, None))
+        elif glob.has_magic(argument):
+            matches = sorted(Path(m) for m in glob.glob(argument, recursive=True) if Path(m).is_file())
+            found += [(str(p), p, None) for p in matches]
+            if not matches:
+                found.append((argument, None, "no file matches this pattern"))
+        else:
+            found.append((argument, None, "no such file or directory"))
+    return found
+
+
+def load_image(path: Path, image_size: int) -> np.ndarray:
+    """Decode and resize one file exactly as the training data was (uint8 HxWx3), or raise ImageError."""
+    data = Path(path).read_bytes()
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"image is {width}×{height} pixels, more than the {MAX_PIXELS:,} allowed "
+                                 "(a decompression bomb?); resize it first")
+            image.load()  # finds truncated and corrupt files before anything is classified
+            if image.format in DECODABLE_FORMATS and image.mode in TF_MODES:
+                return decode_image(data, image_size).numpy()  # the training path itself
+            rgb = np.asarray(image.convert("RGB"))  # CMYK, 16-bit, WebP, TIFF: Pillow converts
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (unrecognised format)") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"refused as a possible decompression bomb (too many pixels): {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"corrupt or truncated image: {err}") from None
+    tf = tensorflow()
+    resized = tf.image.resize(rgb, (image_size, image_size), method="bilinear")
+    return tf.cast(tf.round(resized), tf.uint8).numpy()
+
+
+def predict_files(predictor: Predictor, inputs: list[tuple[str, Path | None, str | None]],
+                  batch_size: int = 32, workers: int | None = None) -> Iterator[Prediction]:
+    """Classify every input in order; files are decoded in parallel, batches go through the model at once."""
+    workers = workers or os.cpu_count() or 1
+
+    def decode(item: tuple[str, Path | None, str | None]) -> tuple[str, np.ndarray | None, str | None]:
+        shown, path, error = item
+        if error or path is None:
+            return shown, None, error
+        try:
+            return shown, load_image(path, predictor.image_size), None
+        except ImageError as err:
+            return shown, None, str(err)
+        except OSError as err:
+            return shown, None, f"could not read: {err.strerror or err}"
+
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(inputs), batch_size):
+            decoded = list(pool.map(decode, inputs[start:start + batch_size]))
+            good = [(shown, image) for shown, image, _ in decoded if image is not None]
+            probabilities = iter(predictor.predict_batch(np.stack([im for _, im in good])) if good else [])
+            for shown, image, error in decoded:
+                if image is None:
+                    yield Prediction(path=shown, error=error)
+                else:
+                    yield labelled(shown, float(next(probabilities)))
+
+
+def labelled(path: str, dog_probability: float) -> Prediction:
+    """The label a dog-probability means, with the probability of that label."""
+    is_dog = dog_probability > 0.5  # as Keras' binary accuracy counts it
+    return Prediction(path=path, label=CLASS_NAMES[int(is_dog)],
+                      probability=dog_probability if is_dog else 1.0 - dog_probability)
+
+
+def format_table(predictions: list[Prediction]) -> str:
+    """A plain aligned table: path, label, probability (or the error)."""
+    width = max([len(p.path) for p in predictions] + [4])
+    lines = [f"{'path':<{width}}  label  probability"]
+    for p in predictions:
+        if p.error:
+            lines.append(f"{p.path:<{width}}  error: {p.error}")
+        else:
+            lines.append(f"{p.path:<{width}}  {p.label:<5}  {p.probability:.3f}")
+    return "\n".join(lines)
+
+
+def as_json_line(prediction: Prediction) -> str:
+    fields: dict[str, Any] = prediction.model_dump(exclude_none=True)
+    return json.dumps(fields)

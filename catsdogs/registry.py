@@ -1,0 +1,108 @@
+"""The model registry: one self-describing folder per evaluated model, under WORKDIR/models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from catsdogs import store
+from catsdogs.settings import Settings
+from catsdogs.train import Metrics, TrainedModel
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "model.json"
+
+
+class RegistryError(LookupError):
+    """No model matches what was asked for; the message says how to get one."""
+
+
+class ModelCard(BaseModel):
+    """What a registered model is: how it was trained, on what, and how well it did."""
+
+    name: str
+    path: Path  # the .keras file
+    created_at: str
+    variant: str
+    image_size: int
+    test_accuracy: float
+    test_loss: float
+    best_epoch: int
+    epochs: int
+    data_url: str
+    data_sha256: str | None
+    settings: dict[str, Any]
+    versions: dict[str, str]
+
+
+def models_dir(workdir: Path) -> Path:
+    return Path(workdir).resolve() / "models"
+
+
+def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str) -> ModelCard:
+    """Copy an evaluated model into the registry with its card; registering the same run twice is a no-op."""
+    folder = models_dir(settings.workdir) / trained.run_dir.name
+    if store.is_complete(folder):
+        return ModelCard.model_validate(store.read_marker(folder))
+    public = settings.public_dict()
+    with store.fresh_dir(folder) as tmp:
+        shutil.copyfile(trained.model_path, tmp / MODEL_FILE)
+        card = ModelCard(
+            name=folder.name, path=folder / MODEL_FILE, created_at=datetime.now(UTC).isoformat(),
+            variant=trained.variant, image_size=settings.image_size, test_accuracy=metrics.test_accuracy,
+            test_loss=metrics.test_loss, best_epoch=metrics.best_epoch, epochs=metrics.epochs,
+            data_url=public["data_url"], data_sha256=data_sha256, settings=public, versions=_versions())
+        store.write_json_atomic(tmp / CARD_FILE, card.model_dump(mode="json"))
+        store.mark_complete(tmp, card.model_dump(mode="json"))
+    log.info("registered model %s (test accuracy %.4f)", card.name, card.test_accuracy)
+    return card
+
+
+def list_models(workdir: Path) -> list[ModelCard]:
+    """Every complete registered model, oldest first."""
+    root = models_dir(workdir)
+    cards = [ModelCard.model_validate(store.read_marker(folder))
+             for folder in (root.iterdir() if root.is_dir() else []) if store.is_complete(folder)]
+    return sorted(cards, key=lambda card: card.created_at)
+
+
+def resolve_model(workdir: Path, which: str = "best") -> ModelCard:
+    """"best" (highest test accuracy, newest on ties), "latest", or a registered model's name."""
+    cards = list_models(workdir)
+    if not cards:
+        raise RegistryError(f"no registered model in {models_dir(workdir)}; train one with `catsdogs run` "
+                            "or pass --model path/to/model.keras")
+    if which == "best":
+        return max(cards, key=lambda card: (card.test_accuracy, card.created_at))
+    if which == "latest":
+        return cards[-1]
+    for card in cards:
+        if card.name == which:
+            return card
+    raise RegistryError(f"no registered model named {which!r}; known: {', '.join(c.name for c in cards)}")
+
+
+def card_for_file(path: Path) -> ModelCard | None:
+    """The card of a registered model file, or None for a .keras file outside the registry."""
+    card = Path(path).parent / CARD_FILE
+    return ModelCard.model_validate(json.loads(card.read_text())) if card.is_file() else None
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}"}
+    for package in ("catsdogs", "tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

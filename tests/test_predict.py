@@ -1,0 +1,163 @@
+"""Prediction: registry, bad input, exit statuses, and the same preprocessing as training."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs.data import make_subsets, unzip_archive
+from catsdogs.datasets import build_arrays
+from catsdogs.predict import ImageError, Predictor, collect_inputs, load_image
+from catsdogs.registry import RegistryError, list_models, register_model, resolve_model
+from catsdogs.settings import Settings
+from catsdogs.train import evaluate_model, train_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained, evaluated and registered once for this module."""
+    from tests.conftest import make_kaggle_zip
+
+    tmp = tmp_path_factory.mktemp("predict")
+    settings = Settings(image_size=78, batch_size=8, epochs=2, workdir=tmp / "work", train_range="0-7",
+                        validation_range="8-9", test_range="10-13")
+    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=14), tmp / "x", 2**30),
+                           tmp / "s", {"train": (0, 7), "validation": (8, 9), "test": (10, 13)})
+    arrays = build_arrays(subsets, tmp / "d", 78)
+    run = train_model(settings, arrays, tmp / "work" / "runs" / "r1")
+    metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation")
+    card = register_model(run, metrics, settings, "0" * 64)
+    return {"settings": settings, "subsets": subsets, "arrays": arrays, "metrics": metrics, "card": card}
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def bomb_jpeg() -> bytes:
+    """A small JPEG whose header claims 20,000×20,000 pixels."""
+    data = bytearray(encoded(Image.new("RGB", (16, 16)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2
+    return bytes(data)
+
+
+def bad_and_odd_inputs(folder: Path) -> dict[str, bool]:
+    """Write one file per case; the value says whether it must be classified."""
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
+    jpeg = encoded(rgb, "JPEG")
+    cases = {
+        "zero.jpg": (b"", False),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], False),
+        "text.jpg": (b"this is not an image\n", False),
+        "bomb.jpg": (bomb_jpeg(), False),
+        "alpha.png": (encoded(rgb.convert("RGBA"), "PNG"), True),
+        "grey.jpg": (encoded(rgb.convert("L"), "JPEG"), True),
+        "cmyk.jpg": (encoded(rgb.convert("CMYK"), "JPEG"), True),
+        "anim.gif": (encoded(rgb, "GIF"), True),
+        "photo.webp": (encoded(rgb, "WEBP"), True),
+        "plain.jpg": (jpeg, True),
+    }
+    for name, (content, _) in cases.items():
+        (folder / name).write_bytes(content)
+    return {name: ok for name, (_, ok) in cases.items()}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+def test_every_bad_input_gets_its_own_error_and_the_rest_goes_on(trained, tmp_path: Path):
+    expected = bad_and_odd_inputs(tmp_path)
+    result = cli("predict", str(tmp_path), str(tmp_path / "missing.jpg"), "--model", str(trained["card"].path),
+                 "--json")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_name = {Path(line["path"]).name: line for line in lines}
+    assert set(by_name) == set(expected) | {"missing.jpg"}
+    for name, ok in expected.items():
+        if ok:
+            assert by_name[name]["label"] in ("cat", "dog") and 0.5 <= by_name[name]["probability"] <= 1, name
+        else:
+            assert "error" in by_name[name] and "label" not in by_name[name], name
+    assert "0 bytes" in by_name["zero.jpg"]["error"]
+    assert "truncated" in by_name["truncated.jpg"]["error"]
+    assert "not an image" in by_name["text.jpg"]["error"]
+    assert "decompression bomb" in by_name["bomb.jpg"]["error"]
+    assert "no such file" in by_name["missing.jpg"]["error"]
+
+
+def test_exit_statuses(trained, tmp_path: Path):
+    good = tmp_path / "good.jpg"
+    good.write_bytes(encoded(Image.new("RGB", (50, 50), (200, 50, 50)), "JPEG"))
+    model = str(trained["card"].path)
+    ok = cli("predict", str(good), "--model", model)
+    assert ok.returncode == 0 and "good.jpg" in ok.stdout and "label" in ok.stdout
+    assert cli("predict", str(good), str(tmp_path / "nope.jpg"), "--model", model).returncode == 1
+    assert cli("predict").returncode == 2
+    assert cli("predict", str(good), "--model", str(tmp_path / "none.keras")).returncode == 2
+    empty = cli("predict", str(good), "--workdir", str(tmp_path / "empty"))
+    assert empty.returncode == 2 and "no registered model" in empty.stderr
+
+
+def test_prediction_reproduces_evaluation(trained):
+    """The command's answers on the test subset give the accuracy evaluation reported: same preprocessing."""
+    subsets, arrays, metrics = trained["subsets"], trained["arrays"], trained["metrics"]
+    result = cli("predict", str(subsets.root / "test"), "--workdir", str(trained["settings"].workdir), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    correct = [line["label"] == Path(line["path"]).parent.name for line in lines]
+    assert len(lines) == metrics.test_images
+    assert sum(correct) / len(correct) == pytest.approx(metrics.test_accuracy, abs=1e-6)
+
+    predictor = Predictor(trained["card"].path)
+    rows = np.load(arrays.images("test"))
+    for row, name in enumerate(arrays.files("test")):
+        assert np.array_equal(load_image(subsets.root / name, predictor.image_size), rows[row]), name
+
+
+def test_registry_best_latest_and_crashed_runs(trained, tmp_path: Path):
+    settings = trained["settings"]
+    card = trained["card"]
+    assert resolve_model(settings.workdir, "best") == card == resolve_model(settings.workdir, "latest")
+    assert resolve_model(settings.workdir, card.name) == card
+    assert card.data_sha256 == "0" * 64 and card.image_size == 78 and "tensorflow" in str(card.versions)
+    assert card.settings["variant"] == "baseline" and card.created_at
+
+    def crash(epoch, epochs, row):
+        raise KeyboardInterrupt("killed during training")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(settings.model_copy(update={"seed": 5}), trained["arrays"], settings.workdir / "runs" / "r2",
+                    on_epoch=crash)
+    assert list_models(settings.workdir) == [card]
+    assert resolve_model(settings.workdir, "latest") == card
+    with pytest.raises(RegistryError, match="no registered model named"):
+        resolve_model(settings.workdir, "nope")
+
+
+def test_collect_inputs_globs_and_folders(tmp_path: Path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/1.jpg", "a/b/2.PNG", "a/readme.txt", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    found = collect_inputs([str(tmp_path / "a"), str(tmp_path / "*.jpg")])
+    assert [Path(p).relative_to(tmp_path).as_posix() for _, p, _ in found] == ["a/1.jpg", "a/b/2.PNG", "c.jpg"]
+
+
+def test_load_image_errors_are_image_errors(tmp_path: Path):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError):
+        load_image(path, 78)
