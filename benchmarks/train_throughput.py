@@ -1,0 +1,100 @@
+"""Training speed: the plain reference script against catsdogs' training path, side by side.
+
+Both train the reference baseline on the same 2,000 real training images (and validate on the same 1,000)
+from ../shared/data/dogs-vs-cats/train.zip, each in a fresh process, alternating, ROUNDS times. The first
+epoch of every process is left out (graph tracing, file cache). Prints one JSON object on its last line.
+
+    python benchmarks/train_throughput.py [--epochs 3] [--rounds 2] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ARCHIVE = HERE.parents[1] / "shared" / "data" / "dogs-vs-cats" / "train.zip"
+TRAIN_IMAGES = 2000
+
+CATSDOGS_RUN = """
+import json, sys
+from pathlib import Path
+from catsdogs.datasets import DatasetArrays
+from catsdogs.settings import Settings
+from catsdogs.train import train_model
+arrays = DatasetArrays.model_validate_json(Path(sys.argv[1]).read_text())
+settings = Settings(epochs=int(sys.argv[2]), workdir=Path(sys.argv[3]))
+trained = train_model(settings, arrays, Path(sys.argv[3]))
+Path(sys.argv[4]).write_text(json.dumps(trained.history()))
+"""
+
+
+def prepare(workdir: Path) -> tuple[Path, Path]:
+    """Extract the archive, make the reference subsets and decode them once (shared by both sides)."""
+    from catsdogs.data import make_subsets, unzip_archive
+    from catsdogs.datasets import build_arrays
+
+    images = unzip_archive(ARCHIVE, workdir / "extract", 2**32)
+    subsets = make_subsets(images, workdir / "subsets",
+                           {"train": (0, 999), "validation": (1000, 1499), "test": (1500, 2499)})
+    arrays = build_arrays(subsets, workdir / "arrays", 180)
+    spec = workdir / "arrays.json"
+    spec.write_text(arrays.model_dump_json())
+    return subsets.root, spec
+
+
+def plain(subsets: Path, epochs: int, out: Path) -> list[float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "CATSDOGS_"))}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    times = out / "plain.json"
+    subprocess.run([sys.executable, str(HERE / "plain_reference.py"), str(subsets), str(epochs), str(times)],
+                   check=True, env=env, cwd=out, stdout=subprocess.DEVNULL)
+    return [row["seconds"] for row in json.loads(times.read_text())]
+
+
+def catsdogs(spec: Path, epochs: int, out: Path) -> list[float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")}
+    history = out / "catsdogs.json"
+    subprocess.run([sys.executable, "-c", CATSDOGS_RUN, str(spec), str(epochs), str(out / "run"), str(history)],
+                   check=True, env=env, cwd=out)
+    return [row["seconds"] for row in json.loads(history.read_text())]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per process (the first is left out)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    if not ARCHIVE.is_file():
+        sys.exit(f"the real archive is needed at {ARCHIVE}")
+    logging.basicConfig(level=logging.WARNING)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="catsdogs-bench-"))
+    subsets, spec = prepare(workdir)
+    epochs = {"plain": [], "catsdogs": []}
+    for round_ in range(args.rounds):
+        for name in ("plain", "catsdogs") if round_ % 2 == 0 else ("catsdogs", "plain"):
+            out = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{name}-"))
+            seconds = plain(subsets, args.epochs, out) if name == "plain" else catsdogs(spec, args.epochs, out)
+            epochs[name] += seconds[1:]
+            print(f"round {round_ + 1} {name}: epoch seconds {[round(s, 1) for s in seconds]}", flush=True)
+    plain_s = statistics.median(epochs["plain"])
+    ours_s = statistics.median(epochs["catsdogs"])
+    print(json.dumps({
+        "train_images": TRAIN_IMAGES, "epochs_measured_each": len(epochs["plain"]), "cpu_count": os.cpu_count(),
+        "plain_epoch_s": round(plain_s, 2), "catsdogs_epoch_s": round(ours_s, 2),
+        "plain_images_per_s": round(TRAIN_IMAGES / plain_s, 1),
+        "catsdogs_images_per_s": round(TRAIN_IMAGES / ours_s, 1),
+        "ratio": round(plain_s / ours_s, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
