@@ -70,3 +70,34 @@ def _save(figure: plt.Figure, path: Path) -> Path:
             data = buffer.getvalue()
     store.write_bytes_atomic(path, data)
     return Path(path)
+
+
+def plot_confusion(confusion: list[list[int]], path: Path) -> Path:
+    """The test set's confusion matrix: rows the true class, columns the predicted one."""
+    figure, axis = plt.subplots(figsize=(3.6, 3.2), dpi=DPI)
+    axis.imshow(np.array(confusion), cmap="Blues")
+    for true in range(2):
+        for predicted in range(2):
+            axis.text(predicted, true, str(confusion[true][predicted]), ha="center", va="center", fontsize=14)
+    axis.set_xticks([0, 1], ["cat", "dog"])
+    axis.set_yticks([0, 1], ["cat", "dog"])
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_gallery(items: list[tuple[Path, str]], path: Path, columns: int = 4, thumb: int = 96) -> Path:
+    """Thumbnails with a caption each (true label and predicted probability, say)."""
+    rows = max(1, -(-len(items) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), dpi=DPI, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (image_path, caption) in zip(axes.flat, items, strict=False):
+        with Image.open(image_path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((thumb, thumb))
+            axis.imshow(np.asarray(image))
+        axis.set_title(caption, fontsize=7)
+    figure.tight_layout()
+    return _save(figure, path)

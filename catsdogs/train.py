@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from catsdogs import store
@@ -58,6 +59,8 @@ class Metrics(BaseModel):
     best_epoch: int
     epochs: int
     model_path: Path
+    confusion: list[list[int]] = []  # rows: true cat, true dog; columns: predicted cat, predicted dog
+    predictions_path: Path | None = None  # per test image: file, true label, probability of dog
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -126,11 +129,20 @@ def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int
     import keras
 
     model = keras.models.load_model(trained.model_path)
-    loss, accuracy = model.evaluate(load_split(arrays, "test", batch_size), verbose=0)
+    test = load_split(arrays, "test", batch_size)
+    loss, accuracy = model.evaluate(test, verbose=0)
+    dog_probability = model.predict(test, verbose=0)[:, 0]
+    labels = np.load(arrays.labels("test")).astype(int)
+    predicted = (dog_probability > 0.5).astype(int)  # Keras' binary accuracy threshold
+    confusion = [[int(np.sum((labels == t) & (predicted == p))) for p in (0, 1)] for t in (0, 1)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.write_json_atomic(out_dir / "test-predictions.json", [
+        {"file": name, "label": int(label), "dog_probability": float(prob)}
+        for name, label, prob in zip(arrays.files("test"), labels, dog_probability, strict=True)])
     metrics = Metrics(variant=trained.variant, test_accuracy=float(accuracy), test_loss=float(loss),
                       test_images=arrays.counts["test"], best_epoch=trained.best_epoch, epochs=trained.epochs,
-                      model_path=trained.model_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
+                      model_path=trained.model_path, confusion=confusion,
+                      predictions_path=out_dir / "test-predictions.json")
     store.mark_complete(out_dir, metrics.model_dump(mode="json") | {"evaluated_at": _now()})
     log.info("test accuracy %.4f, test loss %.4f on %d images (best epoch %d)", metrics.test_accuracy,
              metrics.test_loss, metrics.test_images, metrics.best_epoch)
@@ -181,3 +193,12 @@ def _atomic_best_checkpoint(path: Path, initial_best: float | None) -> Any:
         str(path.with_name(f".{path.stem}.partial.keras")), monitor="val_loss", save_best_only=True,
         initial_value_threshold=initial_best, verbose=0,
     )
+
+
+def most_wrong(metrics: Metrics, count: int = 8) -> list[dict[str, Any]]:
+    """The misclassified test images the model was most sure of, most confident mistake first."""
+    if metrics.predictions_path is None or not metrics.predictions_path.exists():
+        return []
+    rows = json.loads(metrics.predictions_path.read_text())
+    wrong = [r for r in rows if abs(r["label"] - r["dog_probability"]) > 0.5]
+    return sorted(wrong, key=lambda r: -abs(r["label"] - r["dog_probability"]))[:count]

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    commands.add_parser("serve", help="register the scheduled deployments and run them (needs PREFECT_API_URL)")
     return parser
 
 
@@ -55,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "predict":
         return predict(args)
+    if args.command == "serve":
+        from deployments.serve import main as serve
+
+        return serve()
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
     try:
         settings = load_settings(overrides, args.config)

@@ -9,7 +9,14 @@ from prefect import flow
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics
 from tasks.data import build_datasets, download_archive, make_subsets, unzip_archive
-from tasks.training import evaluate_model, plot_augmentations, plot_curves, register_model, train_model
+from tasks.training import (
+    evaluate_model,
+    plot_augmentations,
+    plot_curves,
+    publish_report,
+    register_model,
+    train_model,
+)
 
 
 @flow(name="catsdogs-train", log_prints=False)
@@ -25,10 +32,11 @@ def train_flow(settings: Settings | None = None) -> Metrics:
     subsets = make_subsets(images, settings)
     arrays = build_datasets(subsets, settings)
     trained = train_model(arrays, settings)
-    plot_curves(trained)
+    curves = plot_curves(trained)
     if settings.variant == "augmented":
         plot_augmentations(trained, arrays, settings)
     metrics = evaluate_model(trained, arrays, settings)
+    publish_report(trained, metrics, subsets, curves)
     register_model(trained, metrics, archive, settings)
     return metrics
 

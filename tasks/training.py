@@ -11,8 +11,10 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.settings import PREFECT_UI_URL
 
 from catsdogs import plots, registry, store, train
+from catsdogs.data import CLASS_NAMES, Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
 from catsdogs.settings import Settings
@@ -91,3 +93,39 @@ def register_model(trained: TrainedModel, metrics: Metrics, archive: Archive, se
     card = registry.register_model(trained, metrics, settings, archive.sha256)
     get_run_logger().info("registered model %s at %s", card.name, card.path)
     return card.path
+
+
+@task(name="report")
+def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, curves: Path) -> str:
+    """Publish the confusion matrix, the most confident mistakes and one report that ties the run together."""
+    folder = trained.run_dir / "evaluation"
+    confusion = plots.plot_confusion(metrics.confusion or [[0, 0], [0, 0]], folder / "confusion.png")
+    create_markdown_artifact(f"# Confusion matrix (test set)\n\n![confusion matrix]({plots.png_data_uri(confusion)})",
+                             key="confusion-matrix", description="Rows: true class; columns: predicted class")
+    mistakes = train.most_wrong(metrics)
+    gallery_md = "No test image was misclassified."
+    if mistakes:
+        items = [(subsets.root / r["file"], f"{CLASS_NAMES[r['label']]}, p(dog)={r['dog_probability']:.2f}")
+                 for r in mistakes]
+        gallery = plots.plot_gallery(items, folder / "most-wrong.png")
+        gallery_md = f"![most confident mistakes]({plots.png_data_uri(gallery)})"
+    create_markdown_artifact(f"# Most confident mistakes\n\nTrue label and predicted probability of dog.\n\n"
+                             f"{gallery_md}", key="most-wrong", description="Test images the model got most wrong")
+    (tn, fp), (fn, tp) = metrics.confusion or [["?", "?"], ["?", "?"]]
+    ui = PREFECT_UI_URL.value()
+    links = ", ".join(f"[{key}]({ui}/artifacts/key/{key})" if ui else f"`{key}`" for key in REPORT_KEYS)
+    report = (
+        f"# catsdogs run: {metrics.variant}\n\n"
+        f"| test accuracy | test loss | best epoch | test images |\n|---|---|---|---|\n"
+        f"| {metrics.test_accuracy:.4f} | {metrics.test_loss:.4f} | {metrics.best_epoch} of {metrics.epochs} "
+        f"| {metrics.test_images} |\n\n"
+        f"| true \\ predicted | cat | dog |\n|---|---|---|\n| cat | {tn} | {fp} |\n| dog | {fn} | {tp} |\n\n"
+        f"![training curves]({plots.png_data_uri(curves)})\n\nModel: `{metrics.model_path}`\n\n"
+        f"More on this run: {links}."
+    )
+    create_markdown_artifact(report, key="run-report", description="Metrics, curves and links for this run")
+    return report
+
+
+REPORT_KEYS = ["test-metrics", "training-curves", "augmentation-grid", "confusion-matrix", "most-wrong",
+               "model-summary", "dataset-summary", "training-history"]

@@ -1,0 +1,40 @@
+"""Register the deployments with their schedules and run them from this one long-lived process.
+
+    catsdogs serve            # or: python -m deployments.serve
+
+Needs a persistent Prefect server (PREFECT_API_URL): the temporary one has no scheduler.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import serve
+from prefect.schedules import Cron
+
+import tasks  # noqa: F401  (Prefect defaults before Prefect is imported)
+from deployments.schedules import PREDICTION, TIMEZONE, TRAINING
+from flows.predict import predict_flow
+from flows.train import train_flow
+
+
+def build_deployments() -> list:
+    """The training deployments on their cron schedules, and the on-demand prediction deployment."""
+    found = [
+        train_flow.to_deployment(name=spec["name"], description=spec["description"],
+                                 schedules=[Cron(spec["cron"], timezone=TIMEZONE)], parameters=spec["parameters"],
+                                 tags=["catsdogs"])
+        for spec in TRAINING
+    ]
+    found.append(predict_flow.to_deployment(name=PREDICTION["name"], description=PREDICTION["description"],
+                                            parameters=PREDICTION["parameters"], tags=["catsdogs"]))
+    return found
+
+
+def main() -> int:
+    serve(*build_deployments())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
