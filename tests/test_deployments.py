@@ -1,0 +1,204 @@
+"""Scheduled deployments against a real `prefect server start`, both ways: serve, and a process work pool."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from deployments.schedules import PREDICTION, TIMEZONE, TRAINING
+from tests.test_flow import SHARED_SHA256
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+pytestmark = pytest.mark.realdata
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrefectServer:
+    """A real `prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite file."""
+
+    def __init__(self, home: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.ui = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CATSDOGS_"))} | {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": self.url,
+            "PREFECT_UI_URL": self.ui,
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "catsdogs",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        self.log = open(home / "server.log", "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=home)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(1)
+        raise RuntimeError("prefect server did not answer within 180 s")
+
+    def api(self, method: str, path: str, **body) -> object:
+        for _ in range(10):  # SQLite answers 503 while another writer holds it on a busy machine
+            response = requests.request(method, f"{self.url}{path}", json=body or None, timeout=30)
+            if response.status_code != 503:
+                break
+            time.sleep(2)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def prefect(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "prefect"), *args], env=self.env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrefectServer]:
+    started = PrefectServer(tmp_path)
+    yield started
+    started.stop()
+
+
+def tiny_settings(archive: Path, workdir: Path) -> dict:
+    return {"variant": "augmented", "data_url": archive.as_uri(), "data_sha256": SHARED_SHA256,
+            "workdir": str(workdir), "image_size": 78, "batch_size": 8, "epochs": 1, "train_range": [0, 9],
+            "validation_range": [10, 14], "test_range": [15, 24]}
+
+
+def deployments_by_name(server: PrefectServer) -> dict[str, dict]:
+    return {d["name"]: d for d in server.api("POST", "/deployments/filter")}
+
+
+def wait_for_deployments(server: PrefectServer, names: set[str], process: subprocess.Popen | None = None) -> dict:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        found = deployments_by_name(server)
+        if names <= set(found):
+            return found
+        if process is not None and process.poll() is not None:
+            raise RuntimeError("the serve process exited before registering the deployments")
+        time.sleep(2)
+    raise AssertionError(f"deployments {names} not registered; found {set(deployments_by_name(server))}")
+
+
+def run_deployment(server: PrefectServer, deployment_id: str, parameters: dict) -> str:
+    run = server.api("POST", f"/deployments/{deployment_id}/create_flow_run", parameters=parameters)
+    return run["id"]
+
+
+def wait_for_run(server: PrefectServer, flow_run_id: str, timeout: float = 420) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = server.api("GET", f"/flow_runs/{flow_run_id}")
+        if run["state"]["type"] in TERMINAL:
+            return run
+        time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s")
+
+
+def run_artifacts(server: PrefectServer, flow_run_id: str) -> dict[str, dict]:
+    found = server.api("POST", "/artifacts/filter", artifacts={"flow_run_id": {"any_": [flow_run_id]}})
+    return {a["key"]: a for a in found}
+
+
+def check_schedules(found: dict[str, dict]) -> None:
+    for spec in TRAINING:
+        deployment = found[spec["name"]]
+        assert deployment["parameters"] == spec["parameters"]
+        [schedule] = deployment["schedules"]
+        assert schedule["schedule"]["cron"] == spec["cron"] and schedule["schedule"]["timezone"] == TIMEZONE
+        assert schedule["active"]
+    assert found[PREDICTION["name"]]["parameters"] == PREDICTION["parameters"]
+
+
+def check_training_artifacts(server: PrefectServer, flow_run_id: str) -> dict[str, dict]:
+    found = run_artifacts(server, flow_run_id)
+    assert set(found) >= {"run-report", "test-metrics", "training-curves", "augmentation-grid", "confusion-matrix",
+                          "most-wrong", "model-summary", "dataset-summary", "training-history"}
+    report = found["run-report"]["data"]
+    assert "test accuracy" in report and "data:image/png;base64," in report
+    assert f"{server.ui}/artifacts/key/confusion-matrix" in report
+    return found
+
+
+def test_prefect_yaml_matches_the_schedules():
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in config["deployments"]}
+    for spec in TRAINING:
+        entry = by_name[spec["name"]]
+        assert entry["parameters"] == spec["parameters"] and entry["description"] == spec["description"]
+        assert entry["schedules"] == [{"cron": spec["cron"], "timezone": TIMEZONE}]
+    assert by_name[PREDICTION["name"]]["parameters"] == PREDICTION["parameters"]
+
+
+def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, shared_archive, tmp_path):
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], env=server.env, cwd=ROOT, stdout=log,
+                             stderr=subprocess.STDOUT)
+    try:
+        found = wait_for_deployments(server, {s["name"] for s in TRAINING} | {PREDICTION["name"]}, serve)
+        check_schedules(found)
+        started = time.monotonic()
+        flow_run_id = run_deployment(server, found["nightly-baseline"]["id"],
+                                     {"settings": tiny_settings(shared_archive, tmp_path / "work")})
+        run = wait_for_run(server, flow_run_id)
+        assert run["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        print(f"served deployment run finished in {time.monotonic() - started:.1f} s")
+        artifacts = check_training_artifacts(server, flow_run_id)
+        if os.environ.get("CATSDOGS_BROWSER", "1") != "0":
+            from tests.browser import check_artifact_page
+
+            check_artifact_page(server.ui, artifacts["run-report"]["id"], flow_run_id, tmp_path)
+    finally:
+        serve.terminate()
+        serve.wait(30)
+        log.close()
+
+
+def test_work_pool_deploy_and_worker(server, shared_archive, tmp_path):
+    created = server.prefect("work-pool", "create", "catsdogs", "--type", "process")
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = server.prefect("--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    found = wait_for_deployments(server, {s["name"] for s in TRAINING} | {PREDICTION["name"]})
+    check_schedules(found)
+    assert found["nightly-baseline"]["work_pool_name"] == "catsdogs"
+    flow_run_id = run_deployment(server, found["nightly-baseline"]["id"],
+                                 {"settings": tiny_settings(shared_archive, tmp_path / "work")})
+    worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", "catsdogs", "--run-once"],
+                            env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=480)
+    run = wait_for_run(server, flow_run_id, timeout=60)
+    assert run["state"]["type"] == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
+    check_training_artifacts(server, flow_run_id)
