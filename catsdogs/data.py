@@ -44,9 +44,10 @@ class Subsets(BaseModel):
 def unzip_archive(archive: Path, out_dir: Path, max_bytes: int) -> Path:
     """Extract ARCHIVE into OUT_DIR safely; a no-op when OUT_DIR already holds a complete extraction."""
     out_dir = Path(out_dir)
-    if store.is_complete(out_dir):
-        log.info("archive already extracted in %s", out_dir)
-        return out_dir
+    return store.run_once(out_dir, lambda: _extract(Path(archive), out_dir, max_bytes), lambda _: out_dir)
+
+
+def _extract(archive: Path, out_dir: Path, max_bytes: int) -> Path:
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
@@ -132,8 +133,11 @@ def make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, 
     Ranges are positions among the valid images of a class, in index order, both ends inclusive.
     """
     out_dir = Path(out_dir)
-    if store.is_complete(out_dir):
-        return Subsets.model_validate(store.read_marker(out_dir))
+    return store.run_once(out_dir, lambda: _make_subsets(Path(images_root), out_dir, ranges),
+                          Subsets.model_validate)
+
+
+def _make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, int]]) -> Subsets:
     layout, images = find_class_images(images_root)
     needed = max(last for _, last in ranges.values()) + 1
     counts: dict[str, dict[str, int]] = {split: {} for split in ranges}

@@ -51,8 +51,11 @@ def decode_image(data: Any, image_size: int) -> Any:
 def build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: int = 32) -> DatasetArrays:
     """Decode every split with image_dataset_from_directory and save it as arrays in OUT_DIR."""
     out_dir = Path(out_dir)
-    if store.is_complete(out_dir):
-        return DatasetArrays.model_validate(store.read_marker(out_dir))
+    return store.run_once(out_dir, lambda: _build_arrays(subsets, out_dir, image_size, batch_size),
+                          DatasetArrays.model_validate)
+
+
+def _build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: int) -> DatasetArrays:
     tf = tensorflow()
     import keras
 

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 import requests
 from pydantic import BaseModel
 
+from catsdogs import store
 from catsdogs.settings import redact_url
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ def download_archive(url: str, dest: Path, sha256: str | None = None, timeout_s:
     Raises TransientDownloadError when a retry may help and DownloadError when it cannot.
     """
     dest = Path(dest)
+    with store.locked(dest):
+        return _download(url, dest, sha256, timeout_s)
+
+
+def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Archive:
     if dest.is_file():
         actual = sha256_of(dest)
         if sha256 is None or actual == sha256:

@@ -52,8 +52,12 @@ def models_dir(workdir: Path) -> Path:
 def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str) -> ModelCard:
     """Copy an evaluated model into the registry with its card; registering the same run twice is a no-op."""
     folder = models_dir(settings.workdir) / trained.run_dir.name
-    if store.is_complete(folder):
-        return ModelCard.model_validate(store.read_marker(folder))
+    return store.run_once(folder, lambda: _register(folder, trained, metrics, settings, data_sha256),
+                          ModelCard.model_validate)
+
+
+def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: Settings,
+              data_sha256: str) -> ModelCard:
     public = settings.public_dict()
     with store.fresh_dir(folder) as tmp:
         shutil.copyfile(trained.model_path, tmp / MODEL_FILE)

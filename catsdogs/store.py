@@ -7,16 +7,18 @@ by this library or by the Prefect cache.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 MARKER = "_COMPLETE.json"
 # Part of every step digest: bump it when a step's outputs change meaning, so old results are not reused.
 LAYOUT_VERSION = 1
@@ -47,6 +49,14 @@ def is_complete(folder: Path) -> bool:
 def read_marker(folder: Path) -> dict[str, Any]:
     """What the step recorded when it completed."""
     return json.loads((Path(folder) / MARKER).read_text())
+
+
+def run_once(folder: Path, build: Callable[[], T], load: Callable[[dict[str, Any]], T]) -> T:
+    """The step's result: loaded from FOLDER when complete, else built there under the step's lock."""
+    with locked(folder):
+        if is_complete(folder):
+            return load(read_marker(folder))
+        return build()
 
 
 def mark_complete(folder: Path, info: dict[str, Any]) -> None:
@@ -92,15 +102,36 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 @contextmanager
 def fresh_dir(folder: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside FOLDER; it replaces FOLDER only if the block succeeds."""
+    """Yield an empty temporary folder beside FOLDER; it replaces FOLDER only if the block succeeds.
+
+    Incomplete leftovers of an earlier, interrupted attempt are moved aside first, never read.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
         yield tmp
         if folder.exists():
-            shutil.rmtree(folder)
+            stale = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".stale"))
+            os.replace(folder, stale / folder.name)
+            shutil.rmtree(stale, ignore_errors=True)
         os.replace(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on FOLDER's step: a second process waits, then finds the folder complete.
+
+    The lock is an flock on a file beside the folder, released by the kernel if the holder dies.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -80,8 +80,10 @@ def train_model(settings: Settings, arrays: DatasetArrays, run_dir: Path,
     An interrupted run left in RUN_DIR resumes from its last finished epoch.
     """
     run_dir = Path(run_dir)
-    if store.is_complete(run_dir):
-        return TrainedModel.model_validate(store.read_marker(run_dir))
+    return store.run_once(run_dir, lambda: _train(settings, arrays, run_dir, on_epoch), TrainedModel.model_validate)
+
+
+def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: EpochHook | None) -> TrainedModel:
     tf = tensorflow(settings.threads, settings.onednn)
     import keras
 
@@ -123,8 +125,10 @@ def best_so_far(history: list[dict[str, float]]) -> float | None:
 def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path) -> Metrics:
     """Load the best checkpoint and measure loss and accuracy on the test subset."""
     out_dir = Path(out_dir)
-    if store.is_complete(out_dir):
-        return Metrics.model_validate(store.read_marker(out_dir))
+    return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir), Metrics.model_validate)
+
+
+def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path) -> Metrics:
     tensorflow()
     import keras
 

@@ -177,10 +177,13 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, share
         assert run["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         print(f"served deployment run finished in {time.monotonic() - started:.1f} s")
         artifacts = check_training_artifacts(server, flow_run_id)
-        if os.environ.get("CATSDOGS_BROWSER", "1") != "0":
-            from tests.browser import check_artifact_page
+        from tests.browser import check_artifact_page, chromium_available
 
-            check_artifact_page(server.ui, artifacts["run-report"]["id"], flow_run_id, tmp_path)
+        if chromium_available() or os.environ.get("CATSDOGS_REQUIRE_BROWSER") == "1":
+            shot = check_artifact_page(server.ui, artifacts["run-report"]["id"], flow_run_id, tmp_path)
+            print(f"screenshots: {shot} and {shot.with_name('flow-run-artifacts.png')}")
+        else:
+            pytest.skip("deployment checks passed; the UI check needs Debian's chromium (.ci/run installs it)")
     finally:
         serve.terminate()
         serve.wait(30)
