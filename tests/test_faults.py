@@ -1,0 +1,140 @@
+"""Faults met for real: a killed training process, two runs at once, a full disk, credentials in URLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+from catsdogs import store
+from catsdogs.data import ArchiveError, unzip_archive
+from catsdogs.download import DownloadError, download_archive
+from catsdogs.registry import list_models
+from flows.train import train_flow
+from tests.test_flow import SHARED_SHA256, tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.realdata
+
+
+def cli_args(archive: Path, workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "run", "--json", "--data-url", archive.as_uri(), "--data-sha256",
+            SHARED_SHA256, "--workdir", str(workdir), "--image-size", "78", "--batch-size", "16", *extra]
+
+
+def cli_env(api_url: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")} | {"PREFECT_API_URL": api_url}
+
+
+def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, shared_archive, tmp_path):
+    args = cli_args(shared_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-199",
+                    "--validation-range", "200-249", "--test-range", "250-269")
+    first = subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    history: list = []
+    while time.monotonic() < deadline and first.poll() is None:
+        files = list((tmp_path / "w" / "runs").glob("*/history.json"))
+        history = json.loads(files[0].read_text()) if files else []
+        if len(history) >= 2:
+            first.send_signal(signal.SIGKILL)  # a real kill: no exception handler, no cleanup
+            break
+        time.sleep(0.05)
+    first.wait(60)
+    first.stdout.close()
+    first.stderr.close()
+    assert first.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    run_dir = files[0].parent
+    killed_at = len(history)
+    assert 2 <= killed_at < 5 and not store.is_complete(run_dir)
+    assert list_models(tmp_path / "w") == []  # a crashed run is never registered
+
+    second = subprocess.run(args, env=cli_env(prefect_server), cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "epoch 1/5" not in second.stderr, "training started over instead of resuming"
+    assert f"epoch {killed_at + 1}/5" in second.stderr and "epoch 5/5" in second.stderr
+    result = json.loads(second.stdout.splitlines()[-1])
+    final = json.loads((run_dir / "history.json").read_text())
+    assert [row["epoch"] for row in final] == [1, 2, 3, 4, 5] and result["epochs"] == 5
+    best = min(final, key=lambda row: (row["val_loss"], row["epoch"]))
+    assert result["best_epoch"] == best["epoch"]
+    import keras
+
+    assert keras.models.load_model(result["model_path"]).output_shape == (None, 1)  # the checkpoint is whole
+
+
+def test_two_runs_at_once_on_one_workdir(prefect_server, shared_archive, tmp_path):
+    args = cli_args(shared_archive, tmp_path / "w", "--epochs", "1", "--train-range", "0-19",
+                    "--validation-range", "20-29", "--test-range", "30-39")
+    runs = [subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    results = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    assert results[0] == results[1]
+    for step in ("download", "extract", "subsets", "datasets", "runs"):
+        folders = list((tmp_path / "w" / step).iterdir())
+        assert [f for f in folders if f.name.endswith((".tmp", ".stale"))] == [], step
+        assert sum(store.is_complete(f) for f in folders) == 1, step
+    assert len(list_models(tmp_path / "w")) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 4 MB tmpfs filesystem (root only); the test is skipped, saying why, where mount is refused."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_during_download(small_disk, serve, shared_archive):
+    server = serve(shared_archive.read_bytes())
+    with pytest.raises(DownloadError, match="No space left|free some disk space"):
+        download_archive(server.url, small_disk / "dl" / "archive.zip", sha256=SHARED_SHA256)
+    leftovers = [p.name for p in (small_disk / "dl").iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == []  # nothing a later run could take for a download
+
+
+def test_full_disk_during_extraction(small_disk, tmp_path):
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            zf.writestr(f"train/cat.{i}.jpg", os.urandom(2_000_000))
+    with pytest.raises(ArchiveError, match="No space left"):
+        unzip_archive(archive, small_disk / "x", 2**30)
+    assert not (small_disk / "x").exists()
+    assert [p.name for p in small_disk.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_credentials_in_the_url_never_reach_logs_or_artifacts(prefect_server, serve, shared_archive, tmp_path):
+    server = serve(shared_archive.read_bytes())
+    server.behaviour.statuses = [503]  # a retry logs the URL too
+    url = server.url.replace("http://", "http://alice:pw-hunter2@") + "?token=tok-s3cret"
+    state = train_flow(tiny(url, tmp_path / "w"), return_state=True)
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    text = "\n".join(log.message for log in logs) + "\n".join(str(a.data) for a in artifacts)
+    assert "127.0.0.1" in text and "HTTP 503" in text
+    saved = "".join(p.read_text() for p in (tmp_path / "w").rglob("*.json"))
+    for secret in ("pw-hunter2", "tok-s3cret"):
+        assert secret not in text and secret not in saved
