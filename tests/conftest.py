@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Behaviour:
     retry_after: str | None = None
     drop_after: list[int] = field(default_factory=list)  # close the connection after N body bytes
     honour_range: bool = True
+    stall_after: list[int] = field(default_factory=list)  # send N body bytes, then go silent for 5 s
     requests: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -109,6 +111,12 @@ class ArchiveServer:
                 payload = server.body[start:]
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                if b.stall_after:
+                    self.wfile.write(payload[: b.stall_after.pop(0)])
+                    self.wfile.flush()
+                    time.sleep(5)
+                    self.close_connection = True
+                    return
                 if b.drop_after:
                     self.wfile.write(payload[: b.drop_after.pop(0)])
                     self.wfile.flush()

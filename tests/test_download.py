@@ -1,4 +1,5 @@
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,16 @@ def test_client_errors_fail_at_once(serve, tmp_path: Path, status):
         download_archive(server.url, tmp_path / "a.zip")
     assert not isinstance(caught.value, TransientDownloadError)
     assert server.url in str(caught.value)
+
+
+def test_stalled_server_hits_the_read_timeout(serve, tmp_path: Path):
+    server = serve(BODY)
+    server.behaviour.stall_after = [100_000]
+    started = time.monotonic()
+    with pytest.raises(TransientDownloadError, match="will resume"):
+        download_archive(server.url, tmp_path / "a.zip", timeout_s=1)
+    assert time.monotonic() - started < 4.5  # gave up on the silence, did not wait for the server
+    assert download_archive(server.url, tmp_path / "a.zip", sha256=SHA).sha256 == SHA
 
 
 def test_checksum_mismatch_deletes_the_file(serve, tmp_path: Path):
