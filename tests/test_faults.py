@@ -79,7 +79,7 @@ def test_two_runs_at_once_on_one_workdir(prefect_server, shared_archive, tmp_pat
     runs = [subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=600) for run in runs]
-    for run, (out, err) in zip(runs, outputs, strict=True):
+    for run, (_out, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, err[-3000:]
     results = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
     assert results[0] == results[1]
