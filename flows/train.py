@@ -6,6 +6,7 @@ import sys
 
 from prefect import flow
 
+from catsdogs import runtime
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics
 from tasks.data import build_datasets, download_archive, make_subsets, unzip_archive
@@ -23,6 +24,7 @@ from tasks.training import (
 def train_flow(settings: Settings | None = None) -> Metrics:
     """Train and evaluate the cat/dog convnet that SETTINGS describes."""
     settings = settings or Settings()
+    runtime.configure(settings.threads, settings.onednn)  # before any task starts TensorFlow
     download = download_archive.with_options(
         retries=settings.download_retries,
         retry_delay_seconds=[settings.download_backoff_s * 2**i for i in range(settings.download_retries)] or 0,
