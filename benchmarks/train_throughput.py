@@ -50,21 +50,21 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
     return subsets.root, spec
 
 
-def plain(subsets: Path, epochs: int, out: Path) -> list[float]:
+def plain(subsets: Path, epochs: int, out: Path) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "CATSDOGS_"))}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     times = out / "plain.json"
     subprocess.run([sys.executable, str(HERE / "plain_reference.py"), str(subsets), str(epochs), str(times)],
                    check=True, env=env, cwd=out, stdout=subprocess.DEVNULL)
-    return [row["seconds"] for row in json.loads(times.read_text())]
+    return json.loads(times.read_text())
 
 
-def catsdogs(spec: Path, epochs: int, out: Path) -> list[float]:
+def catsdogs(spec: Path, epochs: int, out: Path) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")}
     history = out / "catsdogs.json"
     subprocess.run([sys.executable, "-c", CATSDOGS_RUN, str(spec), str(epochs), str(out / "run"), str(history)],
                    check=True, env=env, cwd=out)
-    return [row["seconds"] for row in json.loads(history.read_text())]
+    return json.loads(history.read_text())
 
 
 def main() -> None:
@@ -78,21 +78,31 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="catsdogs-bench-"))
     subsets, spec = prepare(workdir)
-    epochs = {"plain": [], "catsdogs": []}
+    epochs: dict[str, list[float]] = {"plain": [], "catsdogs": []}
+    histories: dict[str, list[list[dict]]] = {"plain": [], "catsdogs": []}
     for round_ in range(args.rounds):
         for name in ("plain", "catsdogs") if round_ % 2 == 0 else ("catsdogs", "plain"):
             out = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{name}-"))
-            seconds = plain(subsets, args.epochs, out) if name == "plain" else catsdogs(spec, args.epochs, out)
+            rows = plain(subsets, args.epochs, out) if name == "plain" else catsdogs(spec, args.epochs, out)
+            seconds = [row["seconds"] for row in rows]
             epochs[name] += seconds[1:]
-            print(f"round {round_ + 1} {name}: epoch seconds {[round(s, 1) for s in seconds]}", flush=True)
+            histories[name].append(rows)
+            print(f"round {round_ + 1} {name}: epoch seconds {[round(s, 1) for s in seconds]}, val_accuracy "
+                  f"{[round(row['val_accuracy'], 3) for row in rows]}", flush=True)
     plain_s = statistics.median(epochs["plain"])
     ours_s = statistics.median(epochs["catsdogs"])
+    # The same seed twice on catsdogs' path: how far apart are the runs, epoch by epoch?
+    ours = histories["catsdogs"]
+    same_seed_diff = max(abs(a["val_loss"] - b["val_loss"]) for run in ours[1:] for a, b in zip(ours[0], run))
     print(json.dumps({
         "train_images": TRAIN_IMAGES, "epochs_measured_each": len(epochs["plain"]), "cpu_count": os.cpu_count(),
         "plain_epoch_s": round(plain_s, 2), "catsdogs_epoch_s": round(ours_s, 2),
         "plain_images_per_s": round(TRAIN_IMAGES / plain_s, 1),
         "catsdogs_images_per_s": round(TRAIN_IMAGES / ours_s, 1),
         "ratio": round(plain_s / ours_s, 2),
+        "plain_final_val_accuracy": [round(h[-1]["val_accuracy"], 4) for h in histories["plain"]],
+        "catsdogs_final_val_accuracy": [round(h[-1]["val_accuracy"], 4) for h in ours],
+        "catsdogs_same_seed_max_val_loss_diff": round(same_seed_diff, 5),
     }))
 
 

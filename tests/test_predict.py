@@ -161,3 +161,24 @@ def test_load_image_errors_are_image_errors(tmp_path: Path):
     path.write_bytes(b"")
     with pytest.raises(ImageError):
         load_image(path, 78)
+
+
+def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, tmp_path: Path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.predict import predict_flow
+
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    folder = str(trained["subsets"].root / "test")
+    state = predict_flow([folder, str(tmp_path / "broken.jpg")], model="best",
+                         workdir=trained["settings"].workdir, return_state=True)
+    assert state.is_completed()
+    predictions = state.result()
+    assert len(predictions) == trained["metrics"].test_images + 1
+    assert predictions[-1].error and all(p.label for p in predictions[:-1])
+    with get_client(sync_client=True) as client:
+        found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))}
+    assert "broken.jpg" in str(found["predictions"].data) and '"label"' in str(found["predictions"].data)
+    assert "data:image/png;base64," in found["prediction-gallery"].data
