@@ -93,7 +93,8 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     model = build_model(settings.variant, settings.image_size, seed=settings.seed)
     summary = model_summary(model)
     store.write_json_atomic(run_dir / "settings.json", settings.public_dict())
-    history = read_history(run_dir / "history.json")
+    # Epochs recorded before an interruption count only if BackupAndRestore can resume after them.
+    history = read_history(run_dir / "history.json") if (run_dir / "backup").exists() else []
     log.info("training %s for %d epochs on %d images (batch %d); speed settings %s, TensorFlow %s",
              settings.variant, epochs, arrays.counts["train"], settings.batch_size, speed_settings(),
              tf.__version__)
