@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    models = commands.add_parser("models", help="list the registered models, best and latest marked")
+    models.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
+    models.add_argument("--json", action="store_true", help="one JSON object per model")
     commands.add_parser("serve", help="register the scheduled deployments and run them (needs PREFECT_API_URL)")
     return parser
 
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "predict":
         return predict(args)
+    if args.command == "models":
+        return list_models(args)
     if args.command == "serve":
         from deployments.serve import main as serve
 
@@ -78,6 +83,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"{metrics.variant}: test accuracy {metrics.test_accuracy:.4f}, test loss {metrics.test_loss:.4f}, "
               f"best epoch {metrics.best_epoch} of {metrics.epochs}; model {metrics.model_path}")
+    return 0
+
+
+def list_models(args: argparse.Namespace) -> int:
+    from catsdogs import registry
+
+    try:
+        workdir = args.workdir or load_settings().workdir
+        cards = registry.list_models(workdir)
+        best, latest = (registry.resolve_model(workdir, which).name for which in ("best", "latest"))
+    except (SettingsError, registry.RegistryError) as err:
+        print(f"catsdogs: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    for card in cards:
+        marks = [mark for mark, name in (("best", best), ("latest", latest)) if name == card.name]
+        if args.json:
+            print(json.dumps(card.model_dump(mode="json") | {"marks": marks}))
+        else:
+            print(f"{card.name}  {card.variant:<9}  test accuracy {card.test_accuracy:.4f}  {card.created_at}  "
+                  f"{' '.join(marks)}")
     return 0
 
 

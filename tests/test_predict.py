@@ -182,3 +182,11 @@ def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, t
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))}
     assert "broken.jpg" in str(found["predictions"].data) and '"label"' in str(found["predictions"].data)
     assert "data:image/png;base64," in found["prediction-gallery"].data
+
+
+def test_models_command_lists_best_and_latest(trained, tmp_path: Path):
+    result = cli("models", "--workdir", str(trained["settings"].workdir), "--json")
+    assert result.returncode == 0, result.stderr
+    [line] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert line["name"] == trained["card"].name and set(line["marks"]) == {"best", "latest"}
+    assert cli("models", "--workdir", str(tmp_path / "none")).returncode == 2
