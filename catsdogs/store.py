@@ -109,6 +109,7 @@ def fresh_dir(folder: Path) -> Iterator[Path]:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the results from other users
     try:
         yield tmp
         if folder.exists():
