@@ -9,6 +9,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The library logs through `logging`; this sends its records to the Prefect run logs too.
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "catsdogs")
+# Library calls outside a flow run (prediction, tests) log locally; there is no run to send them to.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 import logging  # noqa: E402
 
