@@ -52,7 +52,7 @@ class Predictor:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file {self.path} does not exist")
-        self.model = keras.models.load_model(self.path)
+        self.model = keras.models.load_model(self.path, compile=False)  # inference needs no optimizer
         trained_size = int(self.model.input_shape[1])
         if image_size is not None and image_size != trained_size:
             raise ValueError(f"{self.path} was saved with image_size {image_size} but takes {trained_size}")
