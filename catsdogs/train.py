@@ -59,8 +59,8 @@ class Metrics(BaseModel):
     best_epoch: int
     epochs: int
     model_path: Path
-    confusion: list[list[int]] = []  # rows: true cat, true dog; columns: predicted cat, predicted dog
-    predictions_path: Path | None = None  # per test image: file, true label, probability of dog
+    confusion: list[list[int]]  # rows: true cat, true dog; columns: predicted cat, predicted dog
+    predictions_path: Path  # per test image: file, true label, probability of dog
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -202,8 +202,6 @@ def _atomic_best_checkpoint(path: Path, initial_best: float | None) -> Any:
 
 def most_wrong(metrics: Metrics, count: int = 8) -> list[dict[str, Any]]:
     """The misclassified test images the model was most sure of, most confident mistake first."""
-    if metrics.predictions_path is None or not metrics.predictions_path.exists():
-        return []
     rows = json.loads(metrics.predictions_path.read_text())
     wrong = [r for r in rows if abs(r["label"] - r["dog_probability"]) > 0.5]
     return sorted(wrong, key=lambda r: -abs(r["label"] - r["dog_probability"]))[:count]

@@ -98,8 +98,8 @@ def register_model(trained: TrainedModel, metrics: Metrics, archive: Archive, se
 @task(name="report")
 def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, curves: Path) -> str:
     """Publish the confusion matrix, the most confident mistakes and one report that ties the run together."""
-    folder = trained.run_dir / "evaluation"
-    confusion = plots.plot_confusion(metrics.confusion or [[0, 0], [0, 0]], folder / "confusion.png")
+    folder = metrics.predictions_path.parent
+    confusion = plots.plot_confusion(metrics.confusion, folder / "confusion.png")
     create_markdown_artifact(f"# Confusion matrix (test set)\n\n![confusion matrix]({plots.png_data_uri(confusion)})",
                              key="confusion-matrix", description="Rows: true class; columns: predicted class")
     mistakes = train.most_wrong(metrics)
@@ -111,7 +111,7 @@ def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, cu
         gallery_md = f"![most confident mistakes]({plots.png_data_uri(gallery)})"
     create_markdown_artifact(f"# Most confident mistakes\n\nTrue label and predicted probability of dog.\n\n"
                              f"{gallery_md}", key="most-wrong", description="Test images the model got most wrong")
-    (tn, fp), (fn, tp) = metrics.confusion or [["?", "?"], ["?", "?"]]
+    (tn, fp), (fn, tp) = metrics.confusion
     ui = PREFECT_UI_URL.value()
     links = ", ".join(f"[{key}]({ui}/artifacts/key/{key})" if ui else f"`{key}`" for key in REPORT_KEYS)
     report = (
