@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from catsdogs.runtime import tensorflow
 
 CONV_FILTERS = (32, 64, 128, 256)
+
+
+def layer_seeds(seed: int | None, count: int) -> list[int | None]:
+    """COUNT independent seeds derived from SEED, one per random layer.
+
+    Layers given the same seed draw the same numbers: flip, rotation and zoom would then move in lockstep
+    (every flipped image also rotated one way and zoomed one way), which leaves little augmentation.
+    """
+    if seed is None:
+        return [None] * count
+    return [int(value) for value in np.random.SeedSequence(seed).generate_state(count)]
 
 
 def build_augmentation(seed: int | None = None) -> Any:
@@ -14,11 +27,12 @@ def build_augmentation(seed: int | None = None) -> Any:
     tensorflow()
     import keras
 
+    flip_seed, rotation_seed, zoom_seed = layer_seeds(seed, 3)
     return keras.Sequential(
         [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomRotation(0.1, seed=seed),
-            keras.layers.RandomZoom(0.2, seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=flip_seed),
+            keras.layers.RandomRotation(0.1, seed=rotation_seed),
+            keras.layers.RandomZoom(0.2, seed=zoom_seed),
         ],
         name="data_augmentation",
     )
@@ -39,7 +53,8 @@ def build_model(variant: str, image_size: int, seed: int | None = None) -> Any:
     x = layers.Conv2D(filters=256, kernel_size=3, activation="relu")(x)
     x = layers.Flatten()(x)
     if variant == "augmented":
-        x = layers.Dropout(0.5, seed=seed)(x)
+        # A fourth seed: the Dropout mask stays independent of the augmentation draws.
+        x = layers.Dropout(0.5, seed=layer_seeds(seed, 4)[3])(x)
     outputs = layers.Dense(1, activation="sigmoid")(x)
     model = keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{variant}")
     model.compile(loss="binary_crossentropy", optimizer="rmsprop", metrics=["accuracy"])

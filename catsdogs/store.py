@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 MARKER = "_COMPLETE.json"
 # Part of every step digest: bump it when a step's outputs change meaning, so old results are not reused.
-LAYOUT_VERSION = 2  # 2: evaluations record the confusion matrix and per-image predictions
+LAYOUT_VERSION = 3  # 2: evaluations record the confusion matrix and per-image predictions
+#                    3: augmentation layers draw from independent seeds
 
 
 def digest(value: Any) -> str:

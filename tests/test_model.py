@@ -1,6 +1,6 @@
 import pytest
 
-from catsdogs.model import build_model, model_summary
+from catsdogs.model import build_augmentation, build_model, layer_seeds, model_summary
 
 
 def layer_kinds(model):
@@ -39,3 +39,31 @@ def test_smallest_size_builds_and_smaller_fails():
 def test_summary_is_text():
     text = model_summary(build_model("baseline", 78))
     assert "conv2d" in text.lower() and "Total params" in text
+
+
+def test_augmentation_layers_draw_independently():
+    # One seed shared by the three layers made their draws move in lockstep: every flipped image was also
+    # rotated one way and zoomed one way. The draws must be independent, and still fixed by the run seed.
+    import numpy as np
+
+    images = np.zeros((256, 32, 32, 3), "float32")
+
+    def draws(seed):
+        flip, rotation, zoom = build_augmentation(seed).layers
+        flips = np.asarray(flip.get_random_transformation(images, training=True)["flips"]).ravel()
+        angles = np.asarray(rotation.get_random_transformation(images, training=True)["angle"]).ravel()
+        zooms = np.asarray(zoom.get_random_transformation(images, training=True)["height_zoom"]).ravel()
+        return flips.astype("float32"), angles, zooms
+
+    flips, angles, zooms = draws(0)
+    assert abs(np.corrcoef(angles, zooms)[0, 1]) < 0.3
+    assert abs(np.corrcoef(flips, angles)[0, 1]) < 0.3
+    assert all(np.array_equal(a, b) for a, b in zip(draws(0), draws(0), strict=True))
+    assert not np.array_equal(draws(1)[1], angles)
+
+
+def test_layer_seeds_are_distinct_and_repeatable():
+    assert layer_seeds(None, 3) == [None, None, None]
+    seeds = layer_seeds(0, 4)
+    assert len(set(seeds)) == 4 and seeds == layer_seeds(0, 4) and seeds[:3] == layer_seeds(0, 3)
+    assert not set(seeds) & set(layer_seeds(1, 4))
