@@ -4,6 +4,10 @@ Both train the reference baseline on the same 2,000 real training images (and va
 from ../shared/data/dogs-vs-cats/train.zip, each in a fresh process, alternating, ROUNDS times. The first
 epoch of every process is left out (graph tracing, file cache). Prints one JSON object on its last line.
 
+A third side, "plain_onednn_off", runs the plain script with TF_ENABLE_ONEDNN_OPTS=0: what TensorFlow does by
+default on x86 CPUs without AVX-512 VNNI/BF16 or AMX. On such a CPU that is the plain script's speed; on one
+with them (TensorFlow then turns oneDNN on by itself) it shows what that default is worth.
+
     python benchmarks/train_throughput.py [--epochs 3] [--rounds 2] [--workdir DIR]
 """
 
@@ -50,9 +54,11 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
     return subsets.root, spec
 
 
-def plain(subsets: Path, epochs: int, out: Path) -> list[dict]:
+def plain(subsets: Path, epochs: int, out: Path, onednn_off: bool = False) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "CATSDOGS_"))}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if onednn_off:
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     times = out / "plain.json"
     subprocess.run([sys.executable, str(HERE / "plain_reference.py"), str(subsets), str(epochs), str(times)],
                    check=True, env=env, cwd=out, stdout=subprocess.DEVNULL)
@@ -78,12 +84,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="catsdogs-bench-"))
     subsets, spec = prepare(workdir)
-    epochs: dict[str, list[float]] = {"plain": [], "catsdogs": []}
-    histories: dict[str, list[list[dict]]] = {"plain": [], "catsdogs": []}
+    sides = ("plain", "catsdogs", "plain_onednn_off")
+    epochs: dict[str, list[float]] = {name: [] for name in sides}
+    histories: dict[str, list[list[dict]]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
-        for name in ("plain", "catsdogs") if round_ % 2 == 0 else ("catsdogs", "plain"):
+        for name in sides if round_ % 2 == 0 else sides[::-1]:
             out = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{name}-"))
-            rows = plain(subsets, args.epochs, out) if name == "plain" else catsdogs(spec, args.epochs, out)
+            if name == "catsdogs":
+                rows = catsdogs(spec, args.epochs, out)
+            else:
+                rows = plain(subsets, args.epochs, out, onednn_off=name == "plain_onednn_off")
             seconds = [row["seconds"] for row in rows]
             epochs[name] += seconds[1:]
             histories[name].append(rows)
@@ -91,6 +101,7 @@ def main() -> None:
                   f"{[round(row['val_accuracy'], 3) for row in rows]}", flush=True)
     plain_s = statistics.median(epochs["plain"])
     ours_s = statistics.median(epochs["catsdogs"])
+    off_s = statistics.median(epochs["plain_onednn_off"])
     # The same seed twice on catsdogs' path: how far apart are the runs, epoch by epoch?
     ours = histories["catsdogs"]
     same_seed_diff = max((abs(a["val_loss"] - b["val_loss"]) for run in ours[1:]
@@ -101,6 +112,9 @@ def main() -> None:
         "plain_images_per_s": round(TRAIN_IMAGES / plain_s, 1),
         "catsdogs_images_per_s": round(TRAIN_IMAGES / ours_s, 1),
         "ratio": round(plain_s / ours_s, 2),
+        "plain_onednn_off_epoch_s": round(off_s, 2),
+        "plain_onednn_off_images_per_s": round(TRAIN_IMAGES / off_s, 1),
+        "ratio_vs_plain_onednn_off": round(off_s / ours_s, 2),
         "plain_final_val_accuracy": [round(h[-1]["val_accuracy"], 4) for h in histories["plain"]],
         "catsdogs_final_val_accuracy": [round(h[-1]["val_accuracy"], 4) for h in ours],
         "catsdogs_same_seed_max_val_loss_diff": same_seed_diff,
