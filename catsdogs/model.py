@@ -11,15 +11,19 @@ from catsdogs.runtime import tensorflow
 CONV_FILTERS = (32, 64, 128, 256)
 
 
-def layer_seeds(seed: int | None, count: int) -> list[int | None]:
-    """COUNT independent seeds derived from SEED, one per random layer.
+RANDOM_LAYERS = ("flip", "rotation", "zoom", "dropout")
+
+
+def layer_seeds(seed: int | None) -> dict[str, int | None]:
+    """One independent seed per random layer, all derived from SEED.
 
     Layers given the same seed draw the same numbers: flip, rotation and zoom would then move in lockstep
     (every flipped image also rotated one way and zoomed one way), which leaves little augmentation.
     """
     if seed is None:
-        return [None] * count
-    return [int(value) for value in np.random.SeedSequence(seed).generate_state(count)]
+        return dict.fromkeys(RANDOM_LAYERS)
+    values = np.random.SeedSequence(seed).generate_state(len(RANDOM_LAYERS))
+    return {name: int(value) for name, value in zip(RANDOM_LAYERS, values, strict=True)}
 
 
 def build_augmentation(seed: int | None = None) -> Any:
@@ -27,12 +31,12 @@ def build_augmentation(seed: int | None = None) -> Any:
     tensorflow()
     import keras
 
-    flip_seed, rotation_seed, zoom_seed = layer_seeds(seed, 3)
+    seeds = layer_seeds(seed)
     return keras.Sequential(
         [
-            keras.layers.RandomFlip("horizontal", seed=flip_seed),
-            keras.layers.RandomRotation(0.1, seed=rotation_seed),
-            keras.layers.RandomZoom(0.2, seed=zoom_seed),
+            keras.layers.RandomFlip("horizontal", seed=seeds["flip"]),
+            keras.layers.RandomRotation(0.1, seed=seeds["rotation"]),
+            keras.layers.RandomZoom(0.2, seed=seeds["zoom"]),
         ],
         name="data_augmentation",
     )
@@ -53,8 +57,7 @@ def build_model(variant: str, image_size: int, seed: int | None = None) -> Any:
     x = layers.Conv2D(filters=256, kernel_size=3, activation="relu")(x)
     x = layers.Flatten()(x)
     if variant == "augmented":
-        # A fourth seed: the Dropout mask stays independent of the augmentation draws.
-        x = layers.Dropout(0.5, seed=layer_seeds(seed, 4)[3])(x)
+        x = layers.Dropout(0.5, seed=layer_seeds(seed)["dropout"])(x)
     outputs = layers.Dense(1, activation="sigmoid")(x)
     model = keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{variant}")
     model.compile(loss="binary_crossentropy", optimizer="rmsprop", metrics=["accuracy"])

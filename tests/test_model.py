@@ -63,7 +63,7 @@ def test_augmentation_layers_draw_independently():
 
 
 def test_layer_seeds_are_distinct_and_repeatable():
-    assert layer_seeds(None, 3) == [None, None, None]
-    seeds = layer_seeds(0, 4)
-    assert len(set(seeds)) == 4 and seeds == layer_seeds(0, 4) and seeds[:3] == layer_seeds(0, 3)
-    assert not set(seeds) & set(layer_seeds(1, 4))
+    assert layer_seeds(None) == {"flip": None, "rotation": None, "zoom": None, "dropout": None}
+    seeds = layer_seeds(0)
+    assert len(set(seeds.values())) == 4 and seeds == layer_seeds(0)
+    assert not set(seeds.values()) & set(layer_seeds(1).values())
