@@ -34,7 +34,7 @@ from catsdogs.datasets import DatasetArrays
 from catsdogs.settings import Settings
 from catsdogs.train import train_model
 arrays = DatasetArrays.model_validate_json(Path(sys.argv[1]).read_text())
-settings = Settings(epochs=int(sys.argv[2]), workdir=Path(sys.argv[3]))
+settings = Settings(epochs=int(sys.argv[2]), workdir=Path(sys.argv[3]), precision=sys.argv[5])
 trained = train_model(settings, arrays, Path(sys.argv[3]))
 Path(sys.argv[4]).write_text(json.dumps(trained.history()))
 """
@@ -65,11 +65,11 @@ def plain(subsets: Path, epochs: int, out: Path, onednn_off: bool = False) -> li
     return json.loads(times.read_text())
 
 
-def catsdogs(spec: Path, epochs: int, out: Path) -> list[dict]:
+def catsdogs(spec: Path, epochs: int, out: Path, precision: str = "float32") -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")}
     history = out / "catsdogs.json"
-    subprocess.run([sys.executable, "-c", CATSDOGS_RUN, str(spec), str(epochs), str(out / "run"), str(history)],
-                   check=True, env=env, cwd=out)
+    subprocess.run([sys.executable, "-c", CATSDOGS_RUN, str(spec), str(epochs), str(out / "run"), str(history),
+                    precision], check=True, env=env, cwd=out)
     return json.loads(history.read_text())
 
 

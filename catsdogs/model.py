@@ -42,25 +42,32 @@ def build_augmentation(seed: int | None = None) -> Any:
     )
 
 
-def build_model(variant: str, image_size: int, seed: int | None = None) -> Any:
-    """The compiled baseline or augmented model for square RGB images of IMAGE_SIZE pixels."""
+def build_model(variant: str, image_size: int, seed: int | None = None, precision: str = "float32") -> Any:
+    """The compiled baseline or augmented model for square RGB images of IMAGE_SIZE pixels.
+
+    PRECISION is a Keras dtype policy for the layers between the augmentation and the output; the output
+    layer stays float32 so that the sigmoid and the loss keep their range (Keras' mixed-precision guide).
+    """
     tensorflow()
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=(image_size, image_size, 3))
     x = build_augmentation(seed)(inputs) if variant == "augmented" else inputs
-    x = layers.Rescaling(1.0 / 255)(x)
+    x = layers.Rescaling(1.0 / 255, dtype=precision)(x)
     for filters in CONV_FILTERS:
-        x = layers.Conv2D(filters=filters, kernel_size=3, activation="relu")(x)
-        x = layers.MaxPooling2D(pool_size=2)(x)
-    x = layers.Conv2D(filters=256, kernel_size=3, activation="relu")(x)
-    x = layers.Flatten()(x)
+        x = layers.Conv2D(filters=filters, kernel_size=3, activation="relu", dtype=precision)(x)
+        x = layers.MaxPooling2D(pool_size=2, dtype=precision)(x)
+    x = layers.Conv2D(filters=256, kernel_size=3, activation="relu", dtype=precision)(x)
+    x = layers.Flatten(dtype=precision)(x)
     if variant == "augmented":
-        x = layers.Dropout(0.5, seed=layer_seeds(seed)["dropout"])(x)
-    outputs = layers.Dense(1, activation="sigmoid")(x)
+        x = layers.Dropout(0.5, seed=layer_seeds(seed)["dropout"], dtype=precision)(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     model = keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{variant}")
-    model.compile(loss="binary_crossentropy", optimizer="rmsprop", metrics=["accuracy"])
+    optimizer = keras.optimizers.RMSprop()
+    if precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(loss="binary_crossentropy", optimizer=optimizer, metrics=["accuracy"])
     return model
 
 

@@ -90,14 +90,14 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     run_dir.mkdir(parents=True, exist_ok=True)
     epochs = settings.epochs_to_run
     keras.utils.set_random_seed(settings.seed)
-    model = build_model(settings.variant, settings.image_size, seed=settings.seed)
+    model = build_model(settings.variant, settings.image_size, seed=settings.seed, precision=settings.precision)
     summary = model_summary(model)
     store.write_json_atomic(run_dir / "settings.json", settings.public_dict())
     # Epochs recorded before an interruption count only if BackupAndRestore can resume after them.
     history = read_history(run_dir / "history.json") if (run_dir / "backup").exists() else []
-    log.info("training %s for %d epochs on %d images (batch %d); speed settings %s, TensorFlow %s",
-             settings.variant, epochs, arrays.counts["train"], settings.batch_size, speed_settings(),
-             tf.__version__)
+    log.info("training %s for %d epochs on %d images (batch %d, %s); speed settings %s, TensorFlow %s",
+             settings.variant, epochs, arrays.counts["train"], settings.batch_size, settings.precision,
+             speed_settings(), tf.__version__)
     callbacks = [
         _epoch_recorder(run_dir / "history.json", history, epochs, arrays.counts["train"], on_epoch),
         _atomic_best_checkpoint(run_dir / "best.keras", best_so_far(history)),

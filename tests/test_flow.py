@@ -117,3 +117,18 @@ def test_permanent_download_failure_is_not_retried(prefect_server, served_archiv
     assert len(served_archive.behaviour.requests) == 1
     with pytest.raises(Exception, match="HTTP 404"):
         state.result()
+
+
+def test_precision_is_part_of_the_trained_model_key(tmp_path: Path):
+    from catsdogs import store
+    from catsdogs.datasets import DatasetArrays
+    from tasks.training import run_dir
+
+    arrays = DatasetArrays(root=tmp_path / "d", image_size=78, counts={})
+    reference = Settings(workdir=tmp_path)
+    keys = {p: run_dir(arrays, reference.model_copy(update={"precision": p}))
+            for p in ("float32", "mixed_bfloat16", "mixed_float16")}
+    assert len(set(keys.values())) == 3
+    # float32 runs keep the folders they had before precision was a setting, so nothing retrains.
+    assert keys["float32"] == store.step_dir(tmp_path, "runs", {
+        "datasets": arrays.root, "variant": "baseline", "epochs": 30, "batch_size": 32, "seed": 0})

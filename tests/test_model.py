@@ -30,6 +30,23 @@ def test_augmented_adds_augmentation_and_dropout():
     assert model.count_params() == 991_041
 
 
+def test_reference_math_is_float32_everywhere():
+    model = build_model("augmented", 78)
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+
+
+@pytest.mark.parametrize("precision, compute", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
+def test_mixed_precision_keeps_weights_and_output_in_float32(precision: str, compute: str):
+    model = build_model("augmented", 78, seed=0, precision=precision)
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert {layer.compute_dtype for layer in convs} == {compute}
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert model.layers[-1].compute_dtype == "float32" and model.output.dtype == "float32"
+    assert model.count_params() == build_model("augmented", 78).count_params()
+    scaled = type(model.optimizer).__name__ == "LossScaleOptimizer"
+    assert scaled == (precision == "mixed_float16")
+
+
 def test_smallest_size_builds_and_smaller_fails():
     assert build_model("baseline", 78).output_shape == (None, 1)
     with pytest.raises(ValueError):

@@ -11,6 +11,7 @@ def test_defaults_are_the_reference_experiment(monkeypatch):
             monkeypatch.delenv(name)
     s = load_settings()
     assert (s.variant, s.image_size, s.batch_size, s.seed) == ("baseline", 180, 32, 0)
+    assert s.precision == "float32"
     assert (s.train_range, s.validation_range, s.test_range) == ((0, 999), (1000, 1499), (1500, 2499))
     assert s.data_url == DEFAULT_DATA_URL
     assert s.epochs_to_run == 30
@@ -55,6 +56,7 @@ def test_range_from_environment(monkeypatch):
         ({"validation_range": "900-1200"}, ["train_range 0-999 overlaps validation_range 900-1200"]),
         ({"train_range": "10-5"}, ["train_range", "FIRST <= LAST"]),
         ({"variant": "resnet"}, ["variant", "baseline", "augmented", "resnet"]),
+        ({"precision": "fp8"}, ["precision", "float32", "mixed_bfloat16", "mixed_float16", "fp8"]),
         ({"data_url": "ftp://x/y.zip"}, ["data_url", "file:///"]),
         ({"data_sha256": "abc"}, ["data_sha256", "64 hexadecimal"]),
         ({"epochs": "0"}, ["epochs"]),

@@ -59,6 +59,19 @@ def test_same_seed_gives_the_same_run(arrays, tmp_path: Path):
     assert a[0]["val_loss"] == pytest.approx(b[0]["val_loss"], rel=1e-5)
 
 
+def test_mixed_bfloat16_trains_saves_and_reloads(arrays, tmp_path: Path):
+    import keras
+
+    trained = train_model(settings("augmented", tmp_path, epochs=1).model_copy(update={"precision": "mixed_bfloat16"}),
+                          arrays, tmp_path / "run")
+    assert np.isfinite(trained.history()[0]["loss"])
+    model = keras.models.load_model(trained.model_path)
+    assert {layer.compute_dtype for layer in model.layers if type(layer).__name__ == "Conv2D"} == {"bfloat16"}
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["precision"] == "mixed_bfloat16"
+    metrics = evaluate_model(trained, arrays, 8, tmp_path / "run" / "evaluation")
+    assert np.isfinite(metrics.test_loss)
+
+
 def test_completed_run_is_not_trained_again(arrays, tmp_path: Path):
     first = train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "run")
     stamp = first.model_path.stat().st_mtime_ns
