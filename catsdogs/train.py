@@ -95,6 +95,9 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     store.write_json_atomic(run_dir / "settings.json", settings.public_dict())
     # Epochs recorded before an interruption count only if BackupAndRestore can resume after them.
     history = read_history(run_dir / "history.json") if (run_dir / "backup").exists() else []
+    if settings.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        log.warning("precision mixed_float16 without a GPU trains slower than float32 on the CPU; "
+                    "use mixed_bfloat16 there (fast on CPUs with AVX-512 BF16 or AMX) or float32")
     log.info("training %s for %d epochs on %d images (batch %d, %s); speed settings %s, TensorFlow %s",
              settings.variant, epochs, arrays.counts["train"], settings.batch_size, settings.precision,
              speed_settings(), tf.__version__)

@@ -72,6 +72,18 @@ def test_mixed_bfloat16_trains_saves_and_reloads(arrays, tmp_path: Path):
     assert np.isfinite(metrics.test_loss)
 
 
+def test_float16_without_a_gpu_is_warned_about(arrays, tmp_path: Path, caplog):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU, where mixed_float16 is the fast choice")
+    mixed = settings("baseline", tmp_path, epochs=1).model_copy(update={"precision": "mixed_float16"})
+    with caplog.at_level("WARNING", logger="catsdogs.train"):
+        trained = train_model(mixed, arrays, tmp_path / "run")
+    assert np.isfinite(trained.history()[0]["loss"])
+    assert "mixed_bfloat16" in caplog.text and "without a GPU" in caplog.text
+
+
 def test_completed_run_is_not_trained_again(arrays, tmp_path: Path):
     first = train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "run")
     stamp = first.model_path.stat().st_mtime_ns
