@@ -112,7 +112,8 @@ def main() -> None:
     same_seed_diff = max((abs(a["val_loss"] - b["val_loss"]) for run in ours[1:]
                           for a, b in zip(ours[0], run, strict=True)), default=None)
     print(json.dumps({
-        "catsdogs_precision": args.precision, "train_images": TRAIN_IMAGES, "epochs_measured_each": len(epochs["plain"]), "cpu_count": os.cpu_count(),
+        "catsdogs_precision": args.precision, "train_images": TRAIN_IMAGES,
+        "epochs_measured_each": len(epochs["plain"]), "cpu_count": os.cpu_count(),
         "plain_epoch_s": round(plain_s, 2), "catsdogs_epoch_s": round(ours_s, 2),
         "plain_images_per_s": round(TRAIN_IMAGES / plain_s, 1),
         "catsdogs_images_per_s": round(TRAIN_IMAGES / ours_s, 1),
