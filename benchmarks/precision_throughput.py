@@ -19,9 +19,12 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import ARCHIVE, TRAIN_IMAGES, catsdogs, prepare  # noqa: E402
+
+from catsdogs.settings import Precision  # noqa: E402
 
 
 def default_mixed_policy() -> str:
@@ -35,7 +38,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per process (the first is left out)")
     parser.add_argument("--rounds", type=int, default=1, help="alternations of the two")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--mixed", choices=["mixed_bfloat16", "mixed_float16"], default=None,
+    parser.add_argument("--mixed", choices=[p for p in get_args(Precision) if p != "float32"], default=None,
                         help="the mixed policy to time (default: float16 on a GPU, bfloat16 on a CPU)")
     args = parser.parse_args()
     if not ARCHIVE.is_file():

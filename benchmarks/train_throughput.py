@@ -24,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import get_args
+
+from catsdogs.settings import Precision
 
 HERE = Path(__file__).resolve().parent
 ARCHIVE = HERE.parents[1] / "shared" / "data" / "dogs-vs-cats" / "train.zip"
@@ -80,8 +83,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per process (the first is left out)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--precision", default="float32",
-                        choices=["float32", "mixed_bfloat16", "mixed_float16"], help="catsdogs' precision")
+    parser.add_argument("--precision", default="float32", choices=get_args(Precision), help="catsdogs' precision")
     parser.add_argument("--no-onednn-off", action="store_true", help="leave out the plain_onednn_off side")
     args = parser.parse_args()
     if not ARCHIVE.is_file():
