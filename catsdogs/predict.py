@@ -43,9 +43,9 @@ class Prediction(BaseModel):
 
 
 class Predictor:
-    """A loaded model and the image size it was trained at."""
+    """A loaded model, the image size it was trained at, and whether it averages with mirror images."""
 
-    def __init__(self, model_path: Path, image_size: int | None = None):
+    def __init__(self, model_path: Path, image_size: int | None = None, tta_flip: bool = False):
         tensorflow()
         import keras
 
@@ -57,6 +57,7 @@ class Predictor:
         if image_size is not None and image_size != trained_size:
             raise ValueError(f"{self.path} was saved with image_size {image_size} but takes {trained_size}")
         self.image_size = trained_size
+        self.tta_flip = tta_flip
 
     @classmethod
     def from_choice(cls, choice: str | None, workdir: Path) -> Predictor:
@@ -64,19 +65,24 @@ class Predictor:
         choice = choice or "best"
         if choice.endswith(".keras") or os.sep in choice:
             card = card_for_file(Path(choice))
-            return cls(Path(choice), card.image_size if card else _run_image_size(Path(choice)))
+            saved = card.settings if card else _run_settings(Path(choice))
+            return cls(Path(choice), saved.get("image_size"), bool(saved.get("tta_flip")))
         card = resolve_model(workdir, choice)
-        return cls(card.path, card.image_size)
+        return cls(card.path, card.image_size, bool(card.settings.get("tta_flip")))
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities that each image is a dog."""
-        return np.asarray(self.model.predict_on_batch(images.astype("float32")))[:, 0]
+        """Probabilities that each image is a dog (averaged with the mirror image's where the model says so)."""
+        images = images.astype("float32")
+        dog = np.asarray(self.model.predict_on_batch(images), "float64")[:, 0]
+        if self.tta_flip:
+            dog = (dog + np.asarray(self.model.predict_on_batch(images[:, :, ::-1]), "float64")[:, 0]) / 2
+        return dog
 
 
-def _run_image_size(model_path: Path) -> int | None:
-    """The image size in the settings.json a training run leaves beside its checkpoint, if any."""
+def _run_settings(model_path: Path) -> dict[str, Any]:
+    """The settings.json a training run leaves beside its checkpoint, if any."""
     settings = model_path.parent / "settings.json"
-    return json.loads(settings.read_text())["image_size"] if settings.is_file() else None
+    return json.loads(settings.read_text()) if settings.is_file() else {}
 
 
 def collect_inputs(arguments: Iterable[str]) -> list[tuple[str, Path | None, str | None]]:

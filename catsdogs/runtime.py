@@ -43,3 +43,24 @@ def tensorflow(threads: int | None = None, onednn: bool | None = None) -> Module
 def speed_settings() -> dict[str, object]:
     """The speed settings in force in this process (empty before TensorFlow started)."""
     return dict(_applied)
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU has bfloat16 units (AVX-512 BF16 or AMX), where mixed_bfloat16 is fast."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:  # not Linux: no way to tell, so no claim
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str) -> str:
+    """A concrete Keras dtype policy: auto is mixed_float16 on a GPU, mixed_bfloat16 on a BF16 CPU, else float32."""
+    if precision != "auto":
+        return precision
+    if tensorflow().config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_bf16() else "float32"

@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from catsdogs import store
 from catsdogs.datasets import DatasetArrays, load_split
-from catsdogs.model import build_model, model_summary
-from catsdogs.runtime import speed_settings, tensorflow
+from catsdogs.model import build_for, compile_model, model_summary, unfreeze_top
+from catsdogs.runtime import resolve_precision, speed_settings, tensorflow
 from catsdogs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,12 @@ class TrainedModel(BaseModel):
 
     run_dir: Path
     variant: str
-    epochs: int
+    epochs: int  # planned, fine-tuning included
     best_epoch: int
     best_val_loss: float
     summary: str
+    epochs_run: int | None = None  # fewer than planned when early stopping ended the run
+    precision: str = "float32"  # the policy it trained in (auto resolved)
 
     @property
     def model_path(self) -> Path:
@@ -60,6 +62,7 @@ class Metrics(BaseModel):
     epochs: int
     model_path: Path
     confusion: list[list[int]]  # rows: true cat, true dog; columns: predicted cat, predicted dog
+    tta_flip: bool = False  # each image's score averaged with its mirror image's
     predictions_path: Path  # per test image: file, true label, probability of dog
 
 
@@ -88,60 +91,115 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     import keras
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    epochs = settings.epochs_to_run
+    precision = resolve_precision(str(settings.precision))
+    settings = settings.model_copy(update={"precision": precision})
+    frozen_epochs, epochs = settings.epochs_to_run, settings.total_epochs
     keras.utils.set_random_seed(settings.seed)
-    model = build_model(settings.variant, settings.image_size, seed=settings.seed, precision=settings.precision)
+    steps = -(-arrays.counts["train"] // settings.batch_size)
+    model = build_for(settings, precision, steps)
     summary = model_summary(model)
     store.write_json_atomic(run_dir / "settings.json", settings.public_dict())
-    # Epochs recorded before an interruption count only if BackupAndRestore can resume after them.
-    history = read_history(run_dir / "history.json") if (run_dir / "backup").exists() else []
-    if settings.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+    # Epochs recorded before an interruption count only if training can resume after them.
+    backups = [run_dir / "backup", run_dir / "backup-finetune", run_dir / FROZEN_WEIGHTS]
+    history = read_history(run_dir / "history.json") if any(p.exists() for p in backups) else []
+    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
         log.warning("precision mixed_float16 without a GPU trains slower than float32 on the CPU; "
                     "use mixed_bfloat16 there (fast on CPUs with AVX-512 BF16 or AMX) or float32")
-    log.info("training %s for %d epochs on %d images (batch %d, %s); speed settings %s, TensorFlow %s",
-             settings.variant, epochs, arrays.counts["train"], settings.batch_size, settings.precision,
-             speed_settings(), tf.__version__)
-    callbacks = [
-        _epoch_recorder(run_dir / "history.json", history, epochs, arrays.counts["train"], on_epoch),
-        _atomic_best_checkpoint(run_dir / "best.keras", best_so_far(history)),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-    ]
-    model.fit(
-        load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed),
-        validation_data=load_split(arrays, "validation", settings.batch_size),
-        epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0,  # shuffled by tf.data
-    )
+    log.info("training %s for %d epochs on %d images (batch %d, %s%s); speed settings %s, TensorFlow %s",
+             settings.variant, epochs, arrays.counts["train"], settings.batch_size, precision,
+             " from auto" if precision != settings.precision else "", speed_settings(), tf.__version__)
+    train = load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed)
+    validation = load_split(arrays, "validation", settings.batch_size)
+
+    def fit(first_epoch: int, last_epoch: int, backup: str) -> None:
+        callbacks = [
+            _epoch_recorder(run_dir / "history.json", history, epochs, arrays.counts["train"], on_epoch),
+            _atomic_best_checkpoint(run_dir / "best.keras", best_so_far(history)),
+            keras.callbacks.BackupAndRestore(str(run_dir / backup)),
+        ]
+        if settings.early_stopping_patience:
+            callbacks.append(_early_stopping(int(settings.early_stopping_patience), history, first_epoch))
+        model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
+                  callbacks=callbacks, shuffle=False, verbose=0)  # shuffled by tf.data
+
+    if (run_dir / FROZEN_WEIGHTS).exists():  # the frozen phase finished before an interruption
+        model.load_weights(run_dir / FROZEN_WEIGHTS)
+    else:
+        fit(0, frozen_epochs, "backup")
+    if epochs > frozen_epochs:  # efficientnet: train the top of the base too, at a low rate
+        if not (run_dir / FROZEN_WEIGHTS).exists():
+            _save_weights_atomic(model, run_dir / FROZEN_WEIGHTS)
+        unfreeze_top(model, int(settings.fine_tune_layers or 0))
+        compile_model(model, settings, precision, steps, learning_rate=settings.fine_tune_learning_rate,
+                      epochs=epochs - frozen_epochs)
+        log.info("fine-tuning the top %d layers of the base for %d epochs at %g", settings.fine_tune_layers,
+                 epochs - frozen_epochs, settings.fine_tune_learning_rate)
+        fit(len(read_history(run_dir / "history.json")), epochs, "backup-finetune")
     history = read_history(run_dir / "history.json")[:epochs]
     best = best_row(history)
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    result = TrainedModel(run_dir=run_dir, variant=settings.variant, epochs=epochs,
-                          best_epoch=int(best["epoch"]), best_val_loss=best["val_loss"], summary=summary)
+    for leftover in backups:
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    result = TrainedModel(run_dir=run_dir, variant=settings.variant, epochs=epochs, epochs_run=len(history),
+                          best_epoch=int(best["epoch"]), best_val_loss=best["val_loss"], summary=summary,
+                          precision=precision)
     store.mark_complete(run_dir, result.model_dump(mode="json"))
-    log.info("training done: best epoch %d (val_loss %.4f), model %s", result.best_epoch,
-             result.best_val_loss, result.model_path)
+    log.info("training done: best epoch %d (val_loss %.4f) of %d run, model %s", result.best_epoch,
+             result.best_val_loss, len(history), result.model_path)
     return result
+
+
+FROZEN_WEIGHTS = "frozen-phase.weights.h5"
+
+
+def _save_weights_atomic(model: Any, path: Path) -> None:
+    partial = path.with_name(f".{path.stem}.partial.weights.h5")
+    model.save_weights(partial)
+    os.replace(partial, path)
+
+
+def _early_stopping(patience: int, history: list[dict[str, float]], first_epoch: int) -> Any:
+    """EarlyStopping on val_loss that remembers, after a resume, how long the loss has not improved."""
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs: Any = None) -> None:
+            super().on_train_begin(logs)
+            if history:
+                best = best_row(history)
+                self.best, self.wait = best["val_loss"], len(history) - int(best["epoch"])
+
+        def on_train_end(self, logs: Any = None) -> None:
+            if self.stopped_epoch > 0:
+                log.info("early stopping: no lower validation loss for %d epochs; stopped after epoch %d",
+                         self.patience, self.stopped_epoch + 1)
+
+    return ResumableEarlyStopping(monitor="val_loss", patience=patience, start_from_epoch=first_epoch)
 
 
 def best_so_far(history: list[dict[str, float]]) -> float | None:
     return best_row(history)["val_loss"] if history else None
 
 
-def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path) -> Metrics:
-    """Load the best checkpoint and measure loss and accuracy on the test subset."""
+def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
+                   tta_flip: bool = False) -> Metrics:
+    """Load the best checkpoint and measure loss and accuracy on the test subset (TTA_FLIP: with mirror images)."""
     out_dir = Path(out_dir)
-    return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir), Metrics.model_validate)
+    return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir, tta_flip),
+                          Metrics.model_validate)
 
 
-def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path) -> Metrics:
+def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
+              tta_flip: bool) -> Metrics:
     tensorflow()
     import keras
 
-    model = keras.models.load_model(trained.model_path)
-    test = load_split(arrays, "test", batch_size)
-    loss, accuracy = model.evaluate(test, verbose=0)
-    dog_probability = model.predict(test, verbose=0)[:, 0]
+    model = keras.models.load_model(trained.model_path, compile=False)
+    dog_probability = predict_probabilities(model, load_split(arrays, "test", batch_size), tta_flip)
     labels = np.load(arrays.labels("test")).astype(int)
     predicted = (dog_probability > 0.5).astype(int)  # Keras' binary accuracy threshold
+    accuracy = float(np.mean(predicted == labels))
+    # Plain binary cross-entropy, as the reference reports it, even where training smoothed the labels.
+    loss = binary_crossentropy(labels, dog_probability)
     confusion = [[int(np.sum((labels == t) & (predicted == p))) for p in (0, 1)] for t in (0, 1)]
     out_dir.mkdir(parents=True, exist_ok=True)
     store.write_json_atomic(out_dir / "test-predictions.json", [
@@ -149,12 +207,33 @@ def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out
         for name, label, prob in zip(arrays.files("test"), labels, dog_probability, strict=True)])
     metrics = Metrics(variant=trained.variant, test_accuracy=float(accuracy), test_loss=float(loss),
                       test_images=arrays.counts["test"], best_epoch=trained.best_epoch, epochs=trained.epochs,
-                      model_path=trained.model_path, confusion=confusion,
+                      model_path=trained.model_path, confusion=confusion, tta_flip=tta_flip,
                       predictions_path=out_dir / "test-predictions.json")
     store.mark_complete(out_dir, metrics.model_dump(mode="json") | {"evaluated_at": _now()})
     log.info("test accuracy %.4f, test loss %.4f on %d images (best epoch %d)", metrics.test_accuracy,
              metrics.test_loss, metrics.test_images, metrics.best_epoch)
     return metrics
+
+
+def binary_crossentropy(labels: np.ndarray, dog_probability: np.ndarray) -> float:
+    """Mean binary cross-entropy, with Keras' clipping of probabilities to [1e-7, 1 - 1e-7]."""
+    p = np.clip(dog_probability, 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def predict_probabilities(model: Any, images: Any, tta_flip: bool = False) -> np.ndarray:
+    """Each image's probability of dog: a tf.data (images, labels) or an image batch; TTA_FLIP averages it
+    with the mirror image's."""
+    tf = tensorflow()
+    if not isinstance(images, tf.data.Dataset):
+        images = tf.data.Dataset.from_tensor_slices(np.asarray(images, "float32")).batch(256)
+    else:
+        images = images.map(lambda x, *_: x)
+    dog = np.asarray(model.predict(images, verbose=0), "float64")[:, 0]
+    if tta_flip:
+        dog = (dog + np.asarray(model.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=0),
+                                "float64")[:, 0]) / 2
+    return dog
 
 
 def _now() -> str:

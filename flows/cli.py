@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
     try:
         settings = load_settings(overrides, args.config)
+        from catsdogs.model import check_backbone_weights
+
+        check_backbone_weights(settings)  # efficientnet without weights stops here, before any work
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
@@ -101,7 +104,7 @@ def list_models(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(card.model_dump(mode="json") | {"marks": marks}))
         else:
-            print(f"{card.name}  {card.variant:<9}  test accuracy {card.test_accuracy:.4f}  {card.created_at}  "
+            print(f"{card.name}  {card.variant:<12}  test accuracy {card.test_accuracy:.4f}  {card.created_at}  "
                   f"{' '.join(marks)}")
     return 0
 

@@ -7,6 +7,7 @@ import sys
 from prefect import flow
 
 from catsdogs import runtime
+from catsdogs.model import check_backbone_weights
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics
 from tasks.data import build_datasets, download_archive, make_subsets, unzip_archive
@@ -24,7 +25,10 @@ from tasks.training import (
 def train_flow(settings: Settings | None = None) -> Metrics:
     """Train and evaluate the cat/dog convnet that SETTINGS describes."""
     settings = settings or Settings()
+    check_backbone_weights(settings)  # before any work: efficientnet needs its base's weights
     runtime.configure(settings.threads, settings.onednn)  # before any task starts TensorFlow
+    # precision auto becomes the policy this machine will train in, so the model's key names what it is
+    settings = settings.model_copy(update={"precision": runtime.resolve_precision(str(settings.precision))})
     download = download_archive.with_options(
         retries=settings.download_retries,
         retry_delay_seconds=[settings.download_backoff_s * 2**i for i in range(settings.download_retries)] or 0,
@@ -35,7 +39,7 @@ def train_flow(settings: Settings | None = None) -> Metrics:
     arrays = build_datasets(subsets, settings)
     trained = train_model(arrays, settings)
     curves = plot_curves(trained)
-    if settings.variant == "augmented":
+    if settings.variant != "baseline":  # every other variant augments
         plot_augmentations(trained, arrays, settings)
     metrics = evaluate_model(trained, arrays, settings)
     publish_report(trained, metrics, subsets, curves)

@@ -27,11 +27,11 @@ def run_dir(arrays: DatasetArrays, settings: Settings) -> Path:
               "batch_size": settings.batch_size, "seed": settings.seed}
     if settings.precision != "float32":  # only then, so float32 runs keep the keys they had
         inputs["precision"] = settings.precision
-    return store.step_dir(settings.workdir, "runs", inputs)
+    return store.step_dir(settings.workdir, "runs", inputs | settings.recipe_key())
 
 
 def evaluation_dir(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
-    return trained.run_dir / "evaluation"
+    return trained.run_dir / ("evaluation-tta" if settings.tta_flip else "evaluation")
 
 
 @task(name="train", cache_key_fn=cache_while_complete(run_dir))
@@ -78,12 +78,13 @@ def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: S
 def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Metrics:
     """Measure the best checkpoint's loss and accuracy on the test subset."""
     metrics = train.evaluate_model(trained, arrays, settings.batch_size,
-                                   evaluation_dir(trained, arrays, settings))
+                                   evaluation_dir(trained, arrays, settings), bool(settings.tta_flip))
     remember_cache_key(evaluation_dir(trained, arrays, settings))
     create_markdown_artifact(
         "# Test metrics\n\n| metric | value |\n|---|---|\n"
         f"| variant | {metrics.variant} |\n| test accuracy | {metrics.test_accuracy:.4f} |\n"
         f"| test loss | {metrics.test_loss:.4f} |\n| test images | {metrics.test_images} |\n"
+        f"| test-time flip averaging | {'on' if metrics.tta_flip else 'off'} |\n"
         f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| model | `{metrics.model_path}` |",
         key="test-metrics", description="Best checkpoint on the test subset")
     return metrics

@@ -1,0 +1,77 @@
+"""Training speed of xception shapes on this machine: why the variant has the shape it has.
+
+Each shape trains on random 0-255 images held in memory (batch 32, the reference augmentation inside the
+model, as the issue measured), in a fresh process, for a few timed steps after two warm-up steps. Side by
+side: the book's mini-Xception (separable convolutions, stride-1 stem, 180 px) and catsdogs' xception
+(plain convolutions, stride-2 stem) at several input sizes. Prints one JSON line per shape, then one
+object with each shape's images/s relative to the book's.
+
+    python benchmarks/xception_throughput.py [--steps 20] [--precision mixed_bfloat16] [--shapes NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+SHAPES = {
+    # name: (separable, stem strides, image size)
+    "book-separable-180": (True, 1, 180),
+    "plain-stride2-180": (False, 2, 180),
+    "plain-stride2-160": (False, 2, 160),
+    "plain-stride2-128": (False, 2, 128),
+    "separable-stride2-180": (True, 2, 180),
+    "separable-stride2-160": (True, 2, 160),
+}
+
+ONE_SHAPE = """
+import json, sys, time
+import numpy as np
+from catsdogs.runtime import tensorflow
+tensorflow()
+import keras
+from catsdogs.model import build_augmentation, xception_network
+separable, strides, size, steps, precision = (sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3]),
+                                              int(sys.argv[4]), sys.argv[5])
+keras.utils.set_random_seed(0)
+inputs = keras.Input(shape=(size, size, 3))
+x = keras.layers.Rescaling(1 / 255, dtype=precision)(build_augmentation(0)(inputs))
+x = xception_network(x, separable=separable, stem_strides=strides, precision=precision)
+outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(keras.layers.Dropout(0.5)(x))
+model = keras.Model(inputs, outputs)
+model.compile(optimizer="adam", loss="binary_crossentropy")
+images = np.random.default_rng(0).integers(0, 256, (32, size, size, 3)).astype("float32")
+labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
+for _ in range(2):
+    model.train_on_batch(images, labels)
+start = time.perf_counter()
+for _ in range(steps):
+    model.train_on_batch(images, labels)
+seconds = time.perf_counter() - start
+print(json.dumps({"images_per_s": round(32 * steps / seconds, 2), "params": model.count_params()}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps of 32 images per shape")
+    parser.add_argument("--precision", default="mixed_bfloat16", help="Keras dtype policy of every shape")
+    parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    args = parser.parse_args()
+    results = {}
+    for name in args.shapes:
+        separable, strides, size = SHAPES[name]
+        out = subprocess.run([sys.executable, "-c", ONE_SHAPE, "1" if separable else "0", str(strides), str(size),
+                              str(args.steps), args.precision], check=True, capture_output=True, text=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps({"shape": name, "precision": args.precision, **results[name]}), flush=True)
+    book = results.get("book-separable-180", {}).get("images_per_s")
+    print(json.dumps({"precision": args.precision, "images_per_s": {n: r["images_per_s"] for n, r in results.items()},
+                      "relative_to_book": {n: round(r["images_per_s"] / book, 2) for n, r in results.items()}
+                      if book else None}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The stronger variants: xception (from scratch) and efficientnet (pretrained base), and their recipe settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catsdogs import runtime
+from catsdogs.data import make_subsets, unzip_archive
+from catsdogs.datasets import build_arrays
+from catsdogs.model import build_for, build_network, check_backbone_weights, compile_model, unfreeze_top
+from catsdogs.settings import VARIANT_DEFAULTS, Settings, SettingsError, load_settings
+from catsdogs.train import FROZEN_WEIGHTS, _early_stopping, evaluate_model, predict_probabilities, train_model
+
+RANGES = {"train": (0, 7), "validation": (8, 9), "test": (10, 11)}
+
+
+@pytest.fixture
+def arrays(tiny_zip: Path, tmp_path: Path):
+    subsets = make_subsets(unzip_archive(tiny_zip, tmp_path / "x", 2**30), tmp_path / "s", RANGES)
+    return build_arrays(subsets, tmp_path / "d", image_size=78)
+
+
+def tiny(variant: str, tmp_path: Path, **changes) -> Settings:
+    values = dict(variant=variant, image_size=78, batch_size=8, epochs=2, workdir=tmp_path,
+                  train_range="0-7", validation_range="8-9", test_range="10-11", backbone_weights="random")
+    return Settings(**(values | changes))
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_each_variant_fills_its_own_defaults_and_the_reference_keeps_its_own():
+    base, xception = Settings(), Settings(variant="xception")
+    assert (base.image_size, base.precision, base.optimizer, base.lr_schedule, base.tta_flip) == (
+        180, "float32", "rmsprop", "constant", False)
+    assert base.early_stopping_patience == 0 and base.recipe_key() == {}
+    assert Settings(variant="augmented").recipe_key() == {}
+    for name, value in VARIANT_DEFAULTS["xception"].items():
+        assert getattr(xception, name) == value, name
+    assert xception.precision == "auto" and xception.epochs_to_run == 100
+    efficientnet = Settings(variant="efficientnet")
+    assert efficientnet.total_epochs == efficientnet.epochs + efficientnet.fine_tune_epochs > efficientnet.epochs
+
+
+def test_a_value_given_beats_the_variant_default_from_every_source(tmp_path: Path, monkeypatch):
+    config = tmp_path / "run.toml"
+    config.write_text('variant = "xception"\nlabel_smoothing = 0.0\n')
+    monkeypatch.setenv("CATSDOGS_IMAGE_SIZE", "128")
+    s = load_settings({"precision": "float32"}, config_file=config)
+    assert (s.variant, s.image_size, s.precision, s.label_smoothing) == ("xception", 128, "float32", 0.0)
+    assert s.optimizer == "adamw"  # not given anywhere: the variant's
+
+
+def test_settings_round_trip_as_a_flow_parameter():
+    s = Settings(variant="xception", seed=2)
+    again = Settings.model_validate(s.model_dump(mode="json"))
+    assert again == s
+    # A partial dict (a deployment's parameters) gets the variant's defaults too.
+    assert Settings.model_validate({"variant": "xception"}).image_size == 160
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"variant": "xception", "label_smoothing": "0.7"}, ["label_smoothing", "0.5"]),
+    ({"learning_rate": "0"}, ["learning_rate", "greater than 0"]),
+    ({"optimizer": "sgd"}, ["optimizer", "rmsprop", "adamw", "sgd"]),
+    ({"precision": "bf16"}, ["precision", "auto", "mixed_bfloat16"]),
+    ({"early_stopping_patience": "-1"}, ["early_stopping_patience"]),
+])
+def test_invalid_recipe_values_name_the_field(overrides, words):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_recipe_changes_are_part_of_the_trained_model_key(tmp_path: Path):
+    from catsdogs.datasets import DatasetArrays
+    from tasks.training import evaluation_dir, run_dir
+
+    arrays = DatasetArrays(root=tmp_path / "d", image_size=78, counts={})
+    reference = Settings(workdir=tmp_path)
+    variants = [reference, reference.model_copy(update={"label_smoothing": 0.1}),
+                reference.model_copy(update={"optimizer": "adam"}), Settings(workdir=tmp_path, variant="xception"),
+                Settings(workdir=tmp_path, variant="xception", warmup_epochs=1)]
+    assert len({run_dir(arrays, s) for s in variants}) == len(variants)
+    # test-time flipping changes the evaluation, not the trained model
+    flipped = reference.model_copy(update={"tta_flip": True})
+    assert run_dir(arrays, flipped) == run_dir(arrays, reference)
+
+    class Trained:
+        run_dir = tmp_path / "r"
+
+    assert evaluation_dir(Trained, arrays, flipped) != evaluation_dir(Trained, arrays, reference)
+
+
+# ---------------------------------------------------------------- precision auto
+
+
+def test_bf16_is_read_from_the_cpu_flags():
+    assert runtime.cpu_has_bf16("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert runtime.cpu_has_bf16("flags : fpu amx_bf16 amx_tile\n")
+    assert not runtime.cpu_has_bf16("flags : fpu avx2 avx512f avx512_vnni\n")
+    assert not runtime.cpu_has_bf16("")
+
+
+def test_auto_precision_follows_the_machine():
+    assert runtime.resolve_precision("float32") == "float32"
+    assert runtime.resolve_precision("mixed_float16") == "mixed_float16"
+    has_gpu = bool(runtime.tensorflow().config.list_physical_devices("GPU"))
+    expected = "mixed_float16" if has_gpu else ("mixed_bfloat16" if runtime.cpu_has_bf16() else "float32")
+    assert runtime.resolve_precision("auto") == expected
+
+
+# ---------------------------------------------------------------- models
+
+
+def test_xception_is_the_books_blocks_with_a_strided_stem():
+    model = build_network(Settings(variant="xception", image_size=160), "float32")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("SeparableConv2D") == 10 and kinds.count("Add") == 5
+    assert [layer.filters for layer in model.layers if type(layer).__name__ == "SeparableConv2D"][::2] == [
+        32, 64, 128, 256, 512]
+    stem = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")
+    assert stem.kernel_size == (5, 5) and stem.strides == (2, 2)
+    assert kinds[-3:] == ["GlobalAveragePooling2D", "Dropout", "Dense"]
+    assert model.layers[1].name == "data_augmentation"
+    assert model.output_shape == (None, 1) and model.layers[-1].dtype_policy.name == "float32"
+
+
+def test_recipe_compiles_adamw_cosine_with_warmup_and_label_smoothing():
+    settings = Settings(variant="xception", image_size=78, epochs=10, warmup_epochs=2)
+    model = build_for(settings, "float32", steps_per_epoch=5)
+    optimizer = model.optimizer
+    assert type(optimizer).__name__ == "AdamW" and optimizer.weight_decay == pytest.approx(0.05)
+    schedule = optimizer._learning_rate
+    rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(1e-3) and rates[2] == pytest.approx(2e-3)
+    assert rates[2] > rates[3] > rates[4] >= 0.0  # warm-up to the peak after 2 epochs, then cosine decay
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+
+
+def test_efficientnet_base_is_frozen_then_its_top_unfreezes_without_batchnorm():
+    settings = Settings(variant="efficientnet", image_size=78, backbone_weights="random")
+    model = compile_model(build_network(settings, "float32"), settings, "float32", steps_per_epoch=1)
+    base = next(layer for layer in model.layers if layer.name.startswith("efficientnet"))
+    assert not base.trainable
+    frozen_weights = len(model.trainable_weights)
+    assert frozen_weights == 2  # the new head's Dense kernel and bias
+    unfreeze_top(model, 20)
+    top = base.layers[-20:]
+    assert any(layer.trainable and layer.weights for layer in top)
+    assert not any(layer.trainable for layer in top if type(layer).__name__ == "BatchNormalization")
+    assert not any(layer.trainable for layer in base.layers[:-20])
+    assert len(model.trainable_weights) > frozen_weights
+
+
+def test_efficientnet_without_weights_stops_before_any_work_naming_both_ways(tmp_path: Path, monkeypatch):
+    import catsdogs.model
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(catsdogs.model, "EFFICIENTNET_WEIGHTS_URL", "http://127.0.0.1:9/")  # nothing listens
+    with pytest.raises(SettingsError) as caught:
+        check_backbone_weights(Settings(variant="efficientnet"))
+    assert "--backbone-weights" in str(caught.value) and "network" in str(caught.value)
+    with pytest.raises(SettingsError, match="no file at"):
+        check_backbone_weights(Settings(variant="efficientnet", backbone_weights=str(tmp_path / "none.h5")))
+    check_backbone_weights(Settings(variant="efficientnet", backbone_weights="random"))
+    check_backbone_weights(Settings(variant="xception"))  # other variants need no weights
+    cached = tmp_path / "keras" / "models" / catsdogs.model.EFFICIENTNET_WEIGHTS
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    check_backbone_weights(Settings(variant="efficientnet"))  # Keras' cache is enough
+
+
+def test_efficientnet_weights_found_over_http_are_accepted(serve, tmp_path: Path, monkeypatch):
+    import catsdogs.model
+
+    server = serve(b"weights")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(catsdogs.model, "EFFICIENTNET_WEIGHTS_URL", server.url.rsplit("/", 1)[0] + "/")
+    check_backbone_weights(Settings(variant="efficientnet"))
+    assert server.behaviour.requests
+
+
+def test_cli_exits_2_for_efficientnet_without_weights(tmp_path: Path, monkeypatch, capsys):
+    import catsdogs.model
+    from flows.cli import main
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(catsdogs.model, "EFFICIENTNET_WEIGHTS_URL", "http://127.0.0.1:9/")
+    assert main(["run", "--variant", "efficientnet", "--workdir", str(tmp_path / "work")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("catsdogs: invalid setting backbone_weights") and "--backbone-weights" in last
+    assert not (tmp_path / "work").exists()
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_xception_trains_and_evaluates_with_flip_averaging(arrays, tmp_path: Path):
+    settings = tiny("xception", tmp_path)
+    trained = train_model(settings, arrays, tmp_path / "run")
+    assert trained.precision == runtime.resolve_precision("auto") and trained.epochs_run == 2
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert saved["precision"] == trained.precision and saved["tta_flip"] is True
+    metrics = evaluate_model(trained, arrays, 8, tmp_path / "eval", tta_flip=True)
+    assert metrics.tta_flip
+    import keras
+
+    model = keras.models.load_model(trained.model_path, compile=False)
+    images = np.load(arrays.images("test")).astype("float32")
+    plain = model.predict(images, verbose=0)[:, 0]
+    mirrored = model.predict(images[:, :, ::-1], verbose=0)[:, 0]
+    recorded = [row["dog_probability"] for row in json.loads(metrics.predictions_path.read_text())]
+    np.testing.assert_allclose(recorded, (plain + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(predict_probabilities(model, images, tta_flip=False), plain, atol=1e-6)
+
+
+def test_efficientnet_trains_frozen_then_fine_tunes(arrays, tmp_path: Path):
+    settings = tiny("efficientnet", tmp_path, epochs=1, fine_tune_epochs=1, fine_tune_layers=10)
+    trained = train_model(settings, arrays, tmp_path / "run")
+    assert trained.epochs == 2 and [row["epoch"] for row in trained.history()] == [1, 2]
+    assert not (tmp_path / "run" / FROZEN_WEIGHTS).exists()  # a finished run leaves no resume state
+    metrics = evaluate_model(trained, arrays, 8, tmp_path / "eval", tta_flip=True)
+    assert metrics.test_images == 4
+
+
+def test_early_stopping_stops_and_remembers_its_patience_across_a_resume(tmp_path: Path):
+    model = build_network(Settings(image_size=78), "float32")
+    history = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.6}, {"epoch": 3, "val_loss": 0.7}]
+    stopper = _early_stopping(3, history, first_epoch=0)
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    assert stopper.best == 0.5 and stopper.wait == 2  # two epochs since the best, before the interruption
+    stopper.on_epoch_end(3, {"val_loss": 0.8})
+    assert model.stop_training  # the third epoch without improvement
+
+
+def test_early_stopping_ends_a_run_that_does_not_improve(arrays, tmp_path: Path):
+    # RMSprop at a rate of 0.5 throws the weights about: the validation loss soon fails to improve.
+    settings = tiny("augmented", tmp_path, epochs=8, early_stopping_patience=1, learning_rate=0.5)
+    trained = train_model(settings, arrays, tmp_path / "run")
+    rows = trained.history()
+    assert trained.epochs_run == len(rows) < 8 and trained.epochs == 8
+    assert rows[-1]["val_loss"] >= min(row["val_loss"] for row in rows[:-1])  # stopped on no improvement
+
+
+def test_registered_xception_predicts_as_it_was_evaluated(tiny_zip: Path, tmp_path: Path):
+    """catsdogs predict on a registered xception model: its image size and flip averaging, as in evaluation."""
+    import subprocess
+    import sys
+
+    from catsdogs.registry import register_model
+
+    subsets = make_subsets(unzip_archive(tiny_zip, tmp_path / "x", 2**30), tmp_path / "s", RANGES)
+    settings = tiny("xception", tmp_path / "work", image_size=96)
+    arrays = build_arrays(subsets, tmp_path / "d", image_size=96)
+    trained = train_model(settings, arrays, tmp_path / "work" / "runs" / "x1")
+    metrics = evaluate_model(trained, arrays, 8, trained.run_dir / "evaluation-tta", tta_flip=True)
+    card = register_model(trained, metrics, settings.model_copy(update={"precision": trained.precision}), "0" * 64)
+    assert card.variant == "xception" and card.image_size == 96 and card.settings["tta_flip"] is True
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(subsets.root / "test"), "--json",
+                             "--workdir", str(tmp_path / "work")], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = {Path(row["path"]).name: row for row in map(json.loads, result.stdout.splitlines())}
+    for row in json.loads(metrics.predictions_path.read_text()):
+        answer = answers[Path(row["file"]).name]
+        dog = answer["probability"] if answer["label"] == "dog" else 1 - answer["probability"]
+        assert dog == pytest.approx(row["dog_probability"], abs=1e-5)
