@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from catsdogs import store
-from catsdogs.data import CLASS_NAMES, SPLITS, Subsets
+from catsdogs.data import CLASS_NAMES, SPLITS, ArchiveError, Subsets, image_problem
 from catsdogs.runtime import tensorflow
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,14 @@ def _build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: 
             images = np.empty((len(files), image_size, image_size, 3), np.uint8)
             labels = np.empty((len(files),), np.float32)
             row = 0
-            for batch_images, batch_labels in dataset:
-                n = len(batch_labels)
-                images[row:row + n] = tf.cast(tf.round(batch_images), tf.uint8).numpy()
-                labels[row:row + n] = batch_labels.numpy()[:, 0]
-                row += n
+            try:
+                for batch_images, batch_labels in dataset:
+                    n = len(batch_labels)
+                    images[row:row + n] = tf.cast(tf.round(batch_images), tf.uint8).numpy()
+                    labels[row:row + n] = batch_labels.numpy()[:, 0]
+                    row += n
+            except tf.errors.OpError as err:  # a file changed since the subsets step checked it
+                raise ArchiveError(_undecodable(subsets.root, files, err)) from None
             np.save(tmp / f"{split}-images.npy", images)
             np.save(tmp / f"{split}-labels.npy", labels)
             (tmp / f"{split}-files.json").write_text(json.dumps(files))
@@ -83,6 +86,13 @@ def _build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: 
         store.mark_complete(tmp, result.model_dump(mode="json"))
     log.info("decoded datasets at %dx%d into %s: %s", image_size, image_size, out_dir, counts)
     return result
+
+
+def _undecodable(root: Path, files: list[str], err: Exception) -> str:
+    """Name the files TensorFlow cannot decode, and the fix."""
+    bad = [f"{name} ({problem})" for name in files if (problem := image_problem(root / name))]
+    return (f"cannot decode {', '.join(bad) or 'an image'} in {root}: {err.__class__.__name__}; "
+            "the file changed after the subsets step checked it: delete that subsets folder and run again")
 
 
 def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed: int | None = None) -> Any:

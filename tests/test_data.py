@@ -4,6 +4,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -119,7 +120,7 @@ def _encoded(mode: str, fmt: str, size: int = 20) -> bytes:
         (_encoded("RGB", "JPEG"), True),
         (_encoded("L", "JPEG"), True),
         (_encoded("RGBA", "PNG"), True),
-        (_encoded("CMYK", "JPEG"), False),
+        (_encoded("CMYK", "JPEG"), True),  # TensorFlow, the training's decoder, converts CMYK
         (_encoded("RGB", "TIFF"), False),
         (_encoded("RGB", "JPEG")[:200], False),
         (b"", False),
@@ -130,3 +131,51 @@ def test_image_problem(tmp_path: Path, content: bytes, usable: bool):
     path = tmp_path / "x.jpg"
     path.write_bytes(content)
     assert (image_problem(path) is None) is usable
+
+
+def png_with_bad_idat_crc(size: int = 20) -> bytes:
+    """A PNG that Pillow decodes (it does not check IDAT checksums) and TensorFlow's libpng rejects."""
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"IDAT")
+    length = int.from_bytes(data[start - 4:start], "big")
+    data[start + 4 + length] ^= 0xFF  # first byte of the IDAT chunk's CRC
+    return bytes(data)
+
+
+def bomb_header_jpeg() -> bytes:
+    """A small JPEG whose header claims 20,000×20,000 pixels."""
+    data = bytearray(_encoded("RGB", "JPEG", 16))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2
+    return bytes(data)
+
+
+def test_training_decoder_decides_what_is_usable(tmp_path: Path):
+    """A file Pillow accepts but TensorFlow rejects is unusable, and the reason names TensorFlow."""
+    path = tmp_path / "cat.3.png"
+    path.write_bytes(png_with_bad_idat_crc())
+    with Image.open(path) as image:
+        image.load()  # Pillow is content
+    assert "TensorFlow cannot decode" in image_problem(path)
+    path.write_bytes(bomb_header_jpeg())
+    assert "decompression bomb" in image_problem(path)
+
+
+def test_files_the_decoder_rejects_are_skipped_and_counted_and_the_datasets_build(tmp_path: Path):
+    archive = make_kaggle_zip(tmp_path / "k.zip", per_class=6)
+    with zipfile.ZipFile(archive, "a") as zf:  # index 6 of each class is bad, index 7 good
+        zf.writestr("train/cat.6.png", png_with_bad_idat_crc())
+        zf.writestr("train/dog.6.jpg", bomb_header_jpeg())
+        zf.writestr("train/cat.7.jpg", jpeg_bytes((200, 60, 60), seed=7))
+        zf.writestr("train/dog.7.jpg", jpeg_bytes((60, 60, 200), seed=7))
+    root = unzip_archive(archive, tmp_path / "x", GIB)
+    subsets = make_subsets(root, tmp_path / "s", {"train": (0, 3), "validation": (4, 5), "test": (6, 6)})
+    assert subsets.skipped == {"cat": 1, "dog": 1}
+    assert sorted(p.name for p in (subsets.root / "test").rglob("*.*")) == ["cat.7.jpg", "dog.7.jpg"]
+    from catsdogs.datasets import build_arrays
+
+    arrays = build_arrays(subsets, tmp_path / "d", image_size=24)
+    assert arrays.counts == {"train": 8, "validation": 4, "test": 2}

@@ -54,3 +54,18 @@ def test_build_is_skipped_when_complete(arrays, tmp_path: Path):
     before = arrays.images("train").stat().st_mtime_ns
     again = build_arrays(None, tmp_path / "d", image_size=24)  # type: ignore[arg-type]
     assert again == arrays and arrays.images("train").stat().st_mtime_ns == before
+
+
+def test_a_file_broken_after_the_subsets_step_is_named(tmp_path: Path):
+    from catsdogs.data import ArchiveError, make_subsets, unzip_archive
+    from tests.conftest import make_kaggle_zip
+    from tests.test_data import png_with_bad_idat_crc
+
+    root = unzip_archive(make_kaggle_zip(tmp_path / "k.zip", per_class=4), tmp_path / "x", 2**30)
+    subsets = make_subsets(root, tmp_path / "s", {"train": (0, 1), "validation": (2, 2), "test": (3, 3)})
+    victim = subsets.root / "train" / "dog" / "dog.1.jpg"
+    victim.unlink()  # a hard link: replace it, do not write through it
+    victim.write_bytes(png_with_bad_idat_crc())
+    with pytest.raises(ArchiveError, match=r"train/dog/dog\.1\.jpg \(corrupt"):
+        build_arrays(subsets, tmp_path / "d", image_size=24)
+    assert not (tmp_path / "d").exists()

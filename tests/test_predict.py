@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data import make_subsets, unzip_archive
+from catsdogs.data import MAX_FILE_BYTES, make_subsets, unzip_archive
 from catsdogs.datasets import build_arrays
 from catsdogs.predict import ImageError, Predictor, collect_inputs, load_image
 from catsdogs.registry import RegistryError, list_models, register_model, resolve_model
 from catsdogs.settings import Settings
 from catsdogs.train import evaluate_model, train_model
+from tests.test_data import png_with_bad_idat_crc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,9 +69,15 @@ def bad_and_odd_inputs(folder: Path) -> dict[str, bool]:
         "anim.gif": (encoded(rgb, "GIF"), True),
         "photo.webp": (encoded(rgb, "WEBP"), True),
         "plain.jpg": (jpeg, True),
+        "crc.png": (png_with_bad_idat_crc(), False),  # Pillow accepts it, TensorFlow does not
+        "huge.jpg": (None, False),  # too large to read: a sparse file, refused by its size
     }
     for name, (content, _) in cases.items():
-        (folder / name).write_bytes(content)
+        if content is None:
+            with open(folder / name, "wb") as handle:
+                handle.truncate(MAX_FILE_BYTES + 1)
+        else:
+            (folder / name).write_bytes(content)
     return {name: ok for name, (_, ok) in cases.items()}
 
 
@@ -97,6 +104,8 @@ def test_every_bad_input_gets_its_own_error_and_the_rest_goes_on(trained, tmp_pa
     assert "not an image" in by_name["text.jpg"]["error"]
     assert "decompression bomb" in by_name["bomb.jpg"]["error"]
     assert "no such file" in by_name["missing.jpg"]["error"]
+    assert "TensorFlow cannot decode" in by_name["crc.png"]["error"]
+    assert "more than the" in by_name["huge.jpg"]["error"] and "bytes" in by_name["huge.jpg"]["error"]
 
 
 def test_exit_statuses(trained, tmp_path: Path):
