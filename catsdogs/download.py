@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
+import zipfile
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -47,6 +49,23 @@ class Archive(BaseModel):
     size: int
 
 
+def url_scheme(url: str) -> str:
+    """The URL's scheme, lower case; read without urlparse, which raises on malformed hosts."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)
+    return match[1].lower() if match else ""
+
+
+def source_version(url: str) -> dict[str, int] | None:
+    """For a file:// URL, the source's size and modification time: a changed source is a new download."""
+    if url_scheme(url) != "file":
+        return None
+    try:
+        info = Path(unquote(urlparse(url).path)).stat()
+    except (OSError, ValueError):
+        return None  # the download step names the problem
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
 def sha256_of(path: Path) -> str:
     """SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -75,13 +94,14 @@ def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Arc
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".part")
-    scheme = urlparse(url).scheme.lower()
+    scheme = url_scheme(url)
     if scheme == "file":
         _copy_local(url, partial)
     elif scheme in ("http", "https"):
         _fetch_http(url, partial, timeout_s)
     else:
         raise DownloadError(f"unsupported URL scheme {scheme!r} in {redact_url(url)}; use http(s):// or file://")
+    _check_is_zip(partial, url)
     actual = sha256_of(partial)
     if sha256 is not None and actual != sha256:
         partial.unlink(missing_ok=True)
@@ -95,8 +115,32 @@ def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Arc
     return Archive(path=dest, sha256=actual, size=size)
 
 
+def _check_is_zip(partial: Path, url: str) -> None:
+    """Keep only what unzips: an HTML error page or a body cut short must never be cached as the archive."""
+    try:
+        with zipfile.ZipFile(partial) as archive:
+            archive.infolist()
+        return
+    except (zipfile.BadZipFile, OSError, EOFError):
+        pass
+    with open(partial, "rb") as handle:
+        start = handle.read(512).lstrip().lower()
+    size = partial.stat().st_size
+    partial.unlink(missing_ok=True)
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
+        raise DownloadError(f"{redact_url(url)} sent a web page or a message ({size:,} bytes), not a zip archive; "
+                            "check --data-url (a login page? an expired link?)")
+    raise TransientDownloadError(f"{redact_url(url)} sent {size:,} bytes that are not a complete zip archive "
+                                 "(cut short?); it was deleted and will be fetched again")
+
+
 def _copy_local(url: str, partial: Path) -> None:
-    source = Path(unquote(urlparse(url).path))
+    try:
+        source = Path(unquote(urlparse(url).path))
+    except ValueError:
+        source = None
+    if source is None:
+        raise DownloadError(f"{redact_url(url)} is not a valid file:// URL; use file:///absolute/path/train.zip")
     if not source.is_file():
         raise DownloadError(f"local archive {source} does not exist; check --data-url (file:///absolute/path)")
     try:
@@ -110,11 +154,22 @@ def _copy_local(url: str, partial: Path) -> None:
 def _fetch_http(url: str, partial: Path, timeout_s: float) -> None:
     shown = redact_url(url)
     offset = partial.stat().st_size if partial.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    # identity: a compressed body would not match Content-Length, and Range counts bytes of the file itself
+    headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
+    # requests' own messages repeat the URL, credentials and all: only the error's type is shown, and the error
+    # is raised outside the except block so that not even its __context__ keeps requests' message.
+    failure: DownloadError | None = None
     try:
         response = requests.get(url, stream=True, timeout=timeout_s, headers=headers)
-    except (requests.ConnectionError, requests.Timeout) as err:
-        raise TransientDownloadError(f"could not reach {shown}: {type(err).__name__}. {LOCAL_ARCHIVE_HINT}") from None
+    except requests.TooManyRedirects:
+        failure = DownloadError(f"{shown} redirects in a loop (more than 30 redirects); check --data-url")
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidHeader, ValueError, UnicodeError) as err:
+        failure = DownloadError(f"{shown} is not a valid URL ({type(err).__name__}); check --data-url")
+    except requests.RequestException as err:
+        failure = TransientDownloadError(f"could not reach {shown}: {type(err).__name__}. {LOCAL_ARCHIVE_HINT}")
+    if failure is not None:
+        raise failure
     with response:
         status = response.status_code
         if status == 416 and offset:
@@ -127,13 +182,25 @@ def _fetch_http(url: str, partial: Path, timeout_s: float) -> None:
             )
         if status >= 400:
             raise DownloadError(f"{shown} answered HTTP {status} {response.reason}; check --data-url")
-        if status == 206 and offset:
+        encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        start = _range_start(response) if status == 206 else 0
+        if status == 206 and offset and start == offset and not encoded:
             mode = "ab"
             log.info("resuming download of %s at byte %s", shown, f"{offset:,}")
+        elif start:  # a part that does not start where asked (or at 0) cannot be appended
+            partial.unlink(missing_ok=True)
+            raise TransientDownloadError(f"{shown} answered a range starting at byte {start:,} where {offset:,} "
+                                         "was asked; restarting from the beginning")
         else:
             mode, offset = "wb", 0  # server ignored Range: restart cleanly
-        total = _total_size(response, offset)
-        _stream_to(response, partial, mode, offset, total, shown)
+        # With a Content-Encoding (gzip despite identity asked), Content-Length counts encoded bytes.
+        total = None if encoded else _total_size(response, offset)
+        try:
+            _stream_to(response, partial, mode, offset, total, shown)
+        except TransientDownloadError:
+            if encoded:  # an encoded body cannot be resumed by byte ranges
+                partial.unlink(missing_ok=True)
+            raise
 
 
 def _stream_to(response: requests.Response, partial: Path, mode: str, offset: int, total: int | None,
@@ -163,6 +230,12 @@ def _log_progress(done: int, offset: int, total: int | None, started: float) -> 
     rate = (done - offset) / max(time.monotonic() - started, 1e-6) / 1e6
     of_total = f" of {total:,} ({100 * done / total:.0f}%)" if total else ""
     log.info("downloaded %s bytes%s at %.1f MB/s", f"{done:,}", of_total, rate)
+
+
+def _range_start(response: requests.Response) -> int:
+    """The first byte a 206 answer holds, from its Content-Range (bytes START-END/TOTAL); -1 if unreadable."""
+    match = re.match(r"\s*bytes\s+(\d+)-\d+/", response.headers.get("Content-Range", ""))
+    return int(match[1]) if match else -1
 
 
 def _total_size(response: requests.Response, offset: int) -> int | None:

@@ -22,6 +22,7 @@ DEFAULT_DATA_URL = (
 )
 # The reference convnet's four conv+pool blocks and last conv need at least this many pixels a side.
 MIN_IMAGE_SIZE = 78
+MAX_INDEX = 10_000_000  # an image position no archive reaches
 
 Variant = Literal["baseline", "augmented", "xception", "efficientnet"]
 REFERENCE_VARIANTS = ("baseline", "augmented")
@@ -85,7 +86,9 @@ IndexRange = Annotated[tuple[int, int], NoDecode]
 class Settings(BaseSettings):
     """What to train and how; a run is fully described by these values."""
 
-    model_config = SettingsConfigDict(env_prefix="CATSDOGS_", extra="forbid", validate_assignment=True)
+    # allow_inf_nan: no setting means anything as inf or nan (a retry delay of nan sleeps forever).
+    model_config = SettingsConfigDict(env_prefix="CATSDOGS_", extra="forbid", validate_assignment=True,
+                                      allow_inf_nan=False)
 
     variant: Variant = Field("baseline", description="baseline or augmented (flips, rotation, zoom, dropout)")
     data_url: str = Field(DEFAULT_DATA_URL, description="archive to download: http(s):// or file:// URL")
@@ -100,10 +103,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(32, ge=1, le=4096, description="images per training step")
     epochs: int | None = Field(None, description="epochs to train (default: baseline 30, augmented 100, "
                                "xception 100, efficientnet 10 with the base frozen)")
-    seed: int = Field(0, ge=0, description="seeds shuffling, initial weights and augmentation")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds shuffling, initial weights and augmentation")
     download_retries: int = Field(3, ge=0, le=20, description="retries of a transient download failure")
-    download_backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each retry")
-    download_timeout_s: float = Field(60.0, gt=0, description="connect and read timeout of the download")
+    download_backoff_s: float = Field(2.0, ge=0, le=3600, description="first retry delay; doubles each retry")
+    download_timeout_s: float = Field(60.0, gt=0, le=86_400, description="connect and read timeout of the "
+                                      "download")
     # Speed on the CPU: applied before TensorFlow starts; they change no math, only how it is scheduled.
     threads: int | None = Field(None, ge=1, le=1024, description="TensorFlow threads; default: all cores")
     onednn: bool = Field(True, description="TensorFlow's oneDNN kernels (off by default on many CPUs)")
@@ -130,7 +134,8 @@ class Settings(BaseSettings):
                                          "train the top of the base too (0 = off)")
     fine_tune_layers: int | None = Field(None, ge=0, le=10_000, description="efficientnet: base layers to unfreeze")
     fine_tune_learning_rate: float | None = Field(None, gt=0, le=1, description="efficientnet: fine-tuning rate")
-    max_extract_gib: float = Field(20.0, gt=0, description="refuse archives that unpack to more than this")
+    max_extract_gib: float = Field(20.0, gt=0, le=1_000_000, description="refuse archives that unpack to more "
+                                   "than this")
 
     @model_validator(mode="before")
     @classmethod
@@ -151,8 +156,8 @@ class Settings(BaseSettings):
     @classmethod
     def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
         first, last = value
-        if first < 0 or last < first:
-            raise ValueError(f"a range is FIRST-LAST with 0 <= FIRST <= LAST, got {first}-{last}")
+        if first < 0 or last < first or last > MAX_INDEX:
+            raise ValueError(f"a range is FIRST-LAST with 0 <= FIRST <= LAST <= {MAX_INDEX:,}, got {first}-{last}")
         return value
 
     @field_validator("image_size")
@@ -177,7 +182,7 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         if not re.match(r"(?i)^(https?|file)://", value):
             raise ValueError(
-                f"expected an http://, https:// or file:// URL, got {value!r}; "
+                f"expected an http://, https:// or file:// URL, got {redact_url(value)!r}; "
                 "for a local archive use file:///absolute/path/train.zip"
             )
         return value
@@ -229,9 +234,11 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """Hide user:password and query-string values, which may hold credentials."""
-    url = re.sub(r"(?i)^([a-z]+://)[^/@]*@", r"\1***@", url)
-    return re.sub(r"([?&][^=&#]+)=[^&#]*", r"\1=***", url)
+    """Hide whatever may hold credentials: user info (up to the last @, however it is written), query-string
+    values and the fragment. Shown in logs, errors, artifacts and flow parameters instead of the URL."""
+    url = re.sub(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*:)?[/\\]{2})?.*@", lambda m: f"{m[1] or ''}***@", url, count=1)
+    url = re.sub(r"([?&;][^=&#;]*)=[^&#;]*", r"\1=***", url)
+    return re.sub(r"#.+$", "#***", url)
 
 
 def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> Settings:
@@ -245,11 +252,20 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
     if config_file:
         path = Path(config_file)
         try:
-            file_values = tomllib.loads(path.read_text())
+            file_values = tomllib.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise SettingsError(f"config file {path} does not exist; fix the --config path") from None
+        except IsADirectoryError:
+            raise SettingsError(f"config file {path} is a directory; give the path of a .toml file") from None
+        except UnicodeDecodeError as err:
+            raise SettingsError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 "
+                                "TOML") from None
+        except OSError as err:
+            raise SettingsError(f"config file {path} cannot be read: {err.strerror or err}") from None
         except tomllib.TOMLDecodeError as err:
             raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
+        if not isinstance(file_values, dict):
+            raise SettingsError(f"config file {path} must hold settings as TOML keys")
         file_values = file_values.get("catsdogs", file_values)
     env_given = {name for name in Settings.model_fields if f"CATSDOGS_{name}".upper() in os.environ}
     # Init values beat the environment in pydantic-settings, so the file only fills what env leaves open.

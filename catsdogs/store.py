@@ -8,6 +8,7 @@ by this library or by the Prefect cache.
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -57,7 +58,18 @@ def run_once(folder: Path, build: Callable[[], T], load: Callable[[dict[str, Any
     with locked(folder):
         if is_complete(folder):
             return load(read_marker(folder))
+        remove_stale_temporaries(folder)
         return build()
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete what an interrupted attempt at FOLDER left beside it; call while holding FOLDER's lock."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        return
+    for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*"):
+        if leftover.is_dir() and leftover.suffix in (".tmp", ".stale"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def mark_complete(folder: Path, info: dict[str, Any]) -> None:

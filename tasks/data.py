@@ -20,7 +20,10 @@ MAX_RETRY_AFTER_S = 300.0
 
 
 def download_dir(settings: Settings) -> Path:
-    return store.step_dir(settings.workdir, "download", {"url": settings.data_url, "sha256": settings.data_sha256})
+    inputs = {"url": settings.data_url, "sha256": settings.data_sha256}
+    if version := download.source_version(settings.data_url):  # file://: a changed file is copied again
+        inputs["source"] = version
+    return store.step_dir(settings.workdir, "download", inputs)
 
 
 def extract_dir(archive: Archive, settings: Settings) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import threading
@@ -67,6 +68,10 @@ class Behaviour:
     drop_after: list[int] = field(default_factory=list)  # close the connection after N body bytes
     honour_range: bool = True
     stall_after: list[int] = field(default_factory=list)  # send N body bytes, then go silent for 5 s
+    gzip: bool = False  # answer with Content-Encoding: gzip, whatever Accept-Encoding says
+    range_shift: int = 0  # a 206 starts this many bytes before the byte asked for
+    no_length: bool = False  # no Content-Length: the end of the body is the connection's close
+    redirect_loop: bool = False  # every request is redirected to itself
     requests: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -95,10 +100,16 @@ class ArchiveServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if b.redirect_loop:
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 start = 0
                 header = self.headers.get("Range")
                 if header and b.honour_range:
-                    start = int(header.removeprefix("bytes=").split("-")[0])
+                    start = max(0, int(header.removeprefix("bytes=").split("-")[0]) - b.range_shift)
                     if start >= len(server.body):
                         self.send_response(416)
                         self.send_header("Content-Length", "0")
@@ -109,7 +120,13 @@ class ArchiveServer:
                 else:
                     self.send_response(200)
                 payload = server.body[start:]
-                self.send_header("Content-Length", str(len(payload)))
+                if b.gzip:
+                    payload = gzip.compress(payload)
+                    self.send_header("Content-Encoding", "gzip")
+                if b.no_length:
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if b.stall_after:
                     self.wfile.write(payload[: b.stall_after.pop(0)])

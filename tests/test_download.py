@@ -1,12 +1,24 @@
 import hashlib
+import io
+import os
+import random
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from catsdogs.download import DownloadError, TransientDownloadError, download_archive
 
-BODY = bytes(range(256)) * 4096  # 1 MiB
+
+def zip_body(payload: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("train/cat.0.jpg", payload)
+    return buffer.getvalue()
+
+
+BODY = zip_body(random.Random(0).randbytes(1 << 20))  # a 1 MiB zip archive that gzip cannot shrink
 SHA = hashlib.sha256(BODY).hexdigest()
 
 
@@ -102,3 +114,91 @@ def test_credentials_never_appear_in_errors(serve, tmp_path: Path):
     with pytest.raises(DownloadError) as caught:
         download_archive(url, tmp_path / "a.zip")
     assert "hunter2" not in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- what is cached must be the archive
+
+
+def test_gzip_content_encoding_completes_with_the_archive_itself(serve, tmp_path: Path):
+    server = serve(BODY)
+    server.behaviour.gzip = True
+    assert download_archive(server.url, tmp_path / "a.zip", sha256=SHA).path.read_bytes() == BODY
+    assert server.behaviour.requests[0]["Accept-Encoding"] == "identity"
+
+
+def test_gzip_body_cut_short_restarts_instead_of_appending(serve, tmp_path: Path):
+    server = serve(BODY)
+    server.behaviour.gzip = True
+    server.behaviour.drop_after = [50_000]
+    with pytest.raises(TransientDownloadError):
+        download_archive(server.url, tmp_path / "a.zip")
+    assert not (tmp_path / "a.zip.part").exists()  # encoded bytes cannot be resumed by range
+    assert download_archive(server.url, tmp_path / "a.zip", sha256=SHA).sha256 == SHA
+    assert "Range" not in server.behaviour.requests[-1]
+
+
+def test_a_206_starting_elsewhere_is_not_appended(serve, tmp_path: Path):
+    server = serve(BODY)
+    server.behaviour.drop_after = [300_000]
+    server.behaviour.range_shift = 1000  # the resumed part starts 1000 bytes early
+    with pytest.raises(TransientDownloadError):
+        download_archive(server.url, tmp_path / "a.zip")
+    with pytest.raises(TransientDownloadError, match="starting at byte"):
+        download_archive(server.url, tmp_path / "a.zip")
+    assert not (tmp_path / "a.zip.part").exists()
+    assert download_archive(server.url, tmp_path / "a.zip", sha256=SHA).sha256 == SHA  # from byte 0
+
+
+def test_body_without_length_cut_short_is_not_cached(serve, tmp_path: Path):
+    server = serve(BODY)
+    server.behaviour.no_length = True
+    server.behaviour.drop_after = [300_000]
+    with pytest.raises(TransientDownloadError, match="not a complete zip archive"):
+        download_archive(server.url, tmp_path / "a.zip")
+    assert not (tmp_path / "a.zip").exists() and not (tmp_path / "a.zip.part").exists()
+    assert download_archive(server.url, tmp_path / "a.zip").sha256 == SHA
+
+
+@pytest.mark.parametrize("page", [b"<!DOCTYPE html><html><body>Sign in</body></html>", b"<html>gone</html>"])
+def test_a_web_page_is_not_cached_as_the_archive(serve, tmp_path: Path, page: bytes):
+    server = serve(page)
+    with pytest.raises(DownloadError, match="web page") as caught:
+        download_archive(server.url, tmp_path / "a.zip")
+    assert not isinstance(caught.value, TransientDownloadError)
+    assert not (tmp_path / "a.zip").exists() and not (tmp_path / "a.zip.part").exists()
+
+
+def test_redirect_loop_is_one_clear_error(serve, tmp_path: Path):
+    server = serve(BODY)
+    server.behaviour.redirect_loop = True
+    url = server.url.replace("http://", "http://alice:hunter2@")
+    with pytest.raises(DownloadError, match="redirects in a loop") as caught:
+        download_archive(url, tmp_path / "a.zip")
+    assert "hunter2" not in str(caught.value) and not isinstance(caught.value, TransientDownloadError)
+
+
+@pytest.mark.parametrize("url", [
+    "http://alice:hunter2@127.0.0.1:99999/train.zip?token=s3cret",  # invalid port
+    "http://alice:hunter2@[::1/train.zip?token=s3cret",  # invalid host
+    "http://alice:hun@ter2@127.0.0.1:9/x?token=s3cret#frag-s3cret",  # an @ in the password, not encoded
+])
+def test_malformed_urls_fail_clearly_without_their_secrets(tmp_path: Path, url: str):
+    with pytest.raises(DownloadError) as caught:
+        download_archive(url, tmp_path / "a.zip", timeout_s=2)
+    message = str(caught.value)
+    assert "hunter2" not in message and "s3cret" not in message and "ter2" not in message
+    assert caught.value.__cause__ is None and caught.value.__context__ is None  # nothing chained keeps them
+
+
+def test_a_changed_file_source_is_a_new_download(tmp_path: Path):
+    from catsdogs.settings import Settings
+    from tasks.data import download_dir
+
+    source = tmp_path / "src.zip"
+    source.write_bytes(BODY)
+    settings = Settings(data_url=source.as_uri(), workdir=tmp_path / "w")
+    before = download_dir(settings)
+    assert download_dir(settings) == before
+    source.write_bytes(zip_body(b"other images"))
+    os.utime(source, ns=(1, 1))
+    assert download_dir(settings) != before
