@@ -42,7 +42,11 @@ class Predictor:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file {self.path} does not exist")
-        self.model = keras.models.load_model(self.path, compile=False)  # inference needs no optimizer
+        try:
+            self.model = keras.models.load_model(self.path, compile=False)  # inference needs no optimizer
+        except Exception as err:  # noqa: BLE001  Keras raises many kinds for a file that is not a model
+            raise ValueError(f"{self.path} is not a Keras model catsdogs can load ({type(err).__name__}); give a "
+                             "model.keras from a run or the registry, or a registered model's name") from None
         trained_size = int(self.model.input_shape[1])
         if image_size is not None and image_size != trained_size:
             raise ValueError(f"{self.path} was saved with image_size {image_size} but takes {trained_size}")

@@ -75,8 +75,15 @@ def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: S
 def list_models(workdir: Path) -> list[ModelCard]:
     """Every complete registered model, oldest first."""
     root = models_dir(workdir)
-    cards = [ModelCard.model_validate(store.read_marker(folder))
-             for folder in (root.iterdir() if root.is_dir() else []) if store.is_complete(folder)]
+    cards = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not store.is_complete(folder):
+            continue
+        try:
+            cards.append(ModelCard.model_validate(store.read_marker(folder)))
+        except (ValueError, OSError) as err:  # corrupt JSON or a card of another shape: the rest still count
+            log.warning("skipping registered model %s: its card is unreadable (%s); delete the folder or "
+                        "train again", folder.name, type(err).__name__)
     return sorted(cards, key=lambda card: card.created_at)
 
 
@@ -99,7 +106,11 @@ def resolve_model(workdir: Path, which: str = "best") -> ModelCard:
 def card_for_file(path: Path) -> ModelCard | None:
     """The card of a registered model file, or None for a .keras file outside the registry."""
     card = Path(path).parent / CARD_FILE
-    return ModelCard.model_validate(json.loads(card.read_text())) if card.is_file() else None
+    try:
+        return ModelCard.model_validate(json.loads(card.read_text())) if card.is_file() else None
+    except (ValueError, OSError) as err:
+        log.warning("ignoring the unreadable card beside %s (%s)", path, type(err).__name__)
+        return None
 
 
 def _versions() -> dict[str, str]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from catsdogs.data import ArchiveError
@@ -25,6 +29,16 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             default = field.default if field.default is not None else "none"
             parser.add_argument(flag, dest=name, metavar=name.upper(), default=None,
                                 help=f"{field.description} (default: {default})")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 4096, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="best (default), latest, a registered model's name, or a .keras file")
     predict.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
-    predict.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per model call (1 to 4096)")
     models = commands.add_parser("models", help="list the registered models, best and latest marked")
     models.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
@@ -56,7 +70,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; SIGTERM and SIGHUP stop it as Ctrl-C does, so that what it started (a temporary Prefect
+    server) is stopped too; output cut short by a closed pipe (`| head`) ends it quietly."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("catsdogs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away: nothing more can be shown. Point stdout at /dev/null so that Python's
+        # final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("predict", "models"):  # no Prefect here to show the library's warnings: stderr does
+        import logging
+
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("catsdogs: warning: %(message)s"))
+        logging.getLogger("catsdogs").addHandler(handler)
     if args.command == "predict":
         return predict(args)
     if args.command == "models":
@@ -68,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
     try:
         settings = load_settings(overrides, args.config)
+        check_workdir(settings.workdir)
         from catsdogs.model import check_backbone_weights
 
         check_backbone_weights(settings)  # efficientnet without weights stops here, before any work
@@ -76,9 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     from flows.train import train_flow  # imports Prefect and starts nothing until called
 
+    _terminal_shows_expected_failures_in_one_line()
     try:
         metrics = train_flow(settings)
-    except (DownloadError, ArchiveError, SettingsError) as err:
+    except EXPECTED_FAILURES as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return 1
     if args.json:
@@ -87,6 +131,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{metrics.variant}: test accuracy {metrics.test_accuracy:.4f}, test loss {metrics.test_loss:.4f}, "
               f"best epoch {metrics.best_epoch} of {metrics.epochs}; model {metrics.model_path}")
     return 0
+
+
+EXPECTED_FAILURES = (DownloadError, ArchiveError, SettingsError)
+
+
+def _terminal_shows_expected_failures_in_one_line() -> None:
+    """Keep Prefect's tracebacks of expected failures (no network, a bad archive) off the terminal.
+
+    The run's logs in the UI keep them; on the terminal the command's own one-line message says it all.
+    """
+    import logging
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
+        if type(handler).__name__ != "PrefectConsoleHandler" or getattr(handler, "_catsdogs_quiet", False):
+            continue
+        original = handler.format
+
+        def format_record(record: logging.LogRecord, original: Any = original) -> str:
+            if record.exc_info and isinstance(record.exc_info[1], EXPECTED_FAILURES):
+                record = logging.makeLogRecord(record.__dict__ | {"exc_info": None, "exc_text": None})
+            return original(record)
+
+        handler.format = format_record  # type: ignore[method-assign]
+        handler._catsdogs_quiet = True  # type: ignore[attr-defined]
+
+
+def check_workdir(workdir: Path) -> None:
+    """Raise SettingsError unless WORKDIR is (or can be made) a folder this process can write in."""
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"invalid setting workdir: {path} is a file, not a folder; choose another --workdir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise SettingsError(f"invalid setting workdir: cannot write in {path} ({err.strerror or err}); choose a "
+                            "writable --workdir") from None
 
 
 def list_models(args: argparse.Namespace) -> int:

@@ -1,0 +1,196 @@
+"""A hostile user's inputs and faults, from the command line: one line that names the problem, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_kaggle_zip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, api_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CATSDOGS_", "PREFECT_API"))} | env
+    if api_url:
+        environment["PREFECT_API_URL"] = api_url
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=environment, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess, status: int) -> str:
+    """The command failed with STATUS, no traceback on the terminal, and its last line says why."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("catsdogs: "), result.stderr[-3000:]
+    return last
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seed", str(2**32)], ["seed"]),
+    (["--seed", "-1"], ["seed"]),
+    (["--download-backoff-s", "nan"], ["download_backoff_s", "finite"]),
+    (["--download-backoff-s", "inf"], ["download_backoff_s"]),
+    (["--download-timeout-s", "1e309"], ["download_timeout_s"]),
+    (["--max-extract-gib", "inf"], ["max_extract_gib"]),
+    (["--train-range", "0-99999999999"], ["train_range"]),
+])
+def test_every_setting_is_range_checked_before_any_work(tmp_path: Path, args: list[str], words: list[str]):
+    last = one_line_error(cli("run", *args, "--workdir", str(tmp_path / "w")), 2)
+    for word in words:
+        assert word in last
+    assert not (tmp_path / "w").exists()
+
+
+def test_config_file_that_is_a_directory_or_not_utf8(tmp_path: Path):
+    assert "is a directory" in one_line_error(cli("run", "--config", str(tmp_path)), 2)
+    latin = tmp_path / "run.toml"
+    latin.write_bytes('variant = "augmented"  # caf\xe9\n'.encode("latin-1"))
+    assert "not UTF-8" in one_line_error(cli("run", "--config", str(latin)), 2)
+
+
+def test_workdir_that_is_a_file_or_not_writable(tmp_path: Path):
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert "is a file" in one_line_error(cli("run", "--workdir", str(file)), 2)
+    assert "cannot write" in one_line_error(cli("run", "--workdir", "/sys/catsdogs-work"), 2)  # read-only sysfs
+
+
+def test_expected_run_failures_end_with_their_line_and_no_traceback(prefect_server, serve, tmp_path: Path):
+    missing = cli("run", "--data-url", (tmp_path / "none.zip").as_uri(), "--workdir", str(tmp_path / "w"),
+                  api_url=prefect_server)
+    assert "does not exist" in one_line_error(missing, 1)
+    looping = serve(b"")
+    looping.behaviour.redirect_loop = True
+    loop = cli("run", "--data-url", looping.url.replace("http://", "http://alice:hunter2@"), "--workdir",
+               str(tmp_path / "w"), api_url=prefect_server)
+    assert "redirects in a loop" in one_line_error(loop, 1) and "hunter2" not in loop.stderr + loop.stdout
+    page = serve(b"<!DOCTYPE html><html>Please log in</html>")
+    assert "web page" in one_line_error(cli("run", "--data-url", page.url, "--workdir", str(tmp_path / "w"),
+                                            api_url=prefect_server), 1)
+
+
+def test_predict_usage_errors(tmp_path: Path):
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"whatever")
+    not_a_model = tmp_path / "model.keras"
+    not_a_model.write_text("this is not a model")
+    assert "not a Keras model" in one_line_error(cli("predict", str(image), "--model", str(not_a_model)), 2)
+    for size in ("0", "-3", "many"):
+        result = cli("predict", str(image), "--batch-size", size)
+        assert result.returncode == 2 and "--batch-size" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A workdir with two registered tiny models."""
+    from catsdogs.data import make_subsets, unzip_archive
+    from catsdogs.datasets import build_arrays
+    from catsdogs.registry import register_model
+    from catsdogs.settings import Settings
+    from catsdogs.train import evaluate_model, train_model
+
+    tmp = tmp_path_factory.mktemp("registry")
+    ranges = {"train": (0, 5), "validation": (6, 7), "test": (8, 9)}
+    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=10), tmp / "x", 2**30),
+                           tmp / "s", ranges)
+    arrays = build_arrays(subsets, tmp / "d", 78)
+    for seed in (0, 1):
+        settings = Settings(image_size=78, batch_size=8, epochs=1, seed=seed, workdir=tmp / "work",
+                            train_range="0-5", validation_range="6-7", test_range="8-9")
+        run = train_model(settings, arrays, tmp / "work" / "runs" / f"r{seed}")
+        register_model(run, evaluate_model(run, arrays, 8, run.run_dir / "evaluation"), settings, "0" * 64)
+    return tmp / "work", subsets
+
+
+def test_a_corrupt_registry_card_is_skipped_with_a_warning(registry):
+    workdir, _ = registry
+    folders = sorted(p for p in (workdir / "models").iterdir() if p.is_dir())
+    marker = folders[0] / "_COMPLETE.json"
+    good = marker.read_text()
+    try:
+        marker.write_text("{ not json")
+        result = cli("models", "--workdir", str(workdir))
+        assert result.returncode == 0, result.stderr
+        assert folders[1].name in result.stdout and folders[0].name not in result.stdout
+        assert f"skipping registered model {folders[0].name}" in result.stderr
+    finally:
+        marker.write_text(good)
+
+
+def test_predict_piped_into_head_ends_quietly(registry):
+    workdir, subsets = registry
+    command = (f"{sys.executable} -m flows.cli predict {subsets.root} --json --batch-size 1 --workdir {workdir} "
+               "| head -n 1")
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert len(result.stdout.splitlines()) == 1 and json.loads(result.stdout)["label"] in ("cat", "dog")
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode in (0, 141)  # 141: the writer was stopped by the closed pipe, as `yes | head` is
+
+
+def children_of(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += list(kids - found)
+            found |= kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_run_stops_its_temporary_prefect_server(serve, tmp_path: Path, signum: int):
+    stalled = serve(make_kaggle_zip(tmp_path / "k.zip").read_bytes())
+    stalled.behaviour.stall_after = [100] * 20  # the download hangs, so the run is busy when the signal comes
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CATSDOGS_", "PREFECT_API"))}
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--data-url", stalled.url,
+                                    "--workdir", str(tmp_path / "w")], cwd=ROOT, env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 180
+        while "Beginning flow run" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        started = children_of(process.pid)
+        assert started, "the temporary server runs as a child process"
+        process.send_signal(signum)
+        assert process.wait(timeout=120) != 0
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in started if alive(pid)], "the temporary Prefect server outlived the run"
+    assert "Traceback" not in log.read_text()
+
+
+def test_an_interrupted_step_leaves_nothing_behind_on_the_next_run(tmp_path: Path):
+    from catsdogs.data import unzip_archive
+
+    out = tmp_path / "extract" / "abc"
+    leftover = tmp_path / "extract" / ".abc.x1y2.tmp"
+    (leftover / "train").mkdir(parents=True)  # what a killed unzip leaves
+    (leftover / "train" / "cat.0.jpg").write_bytes(b"half")
+    unzip_archive(make_kaggle_zip(tmp_path / "k.zip"), out, 2**30)
+    assert not leftover.exists()
+    assert sorted(p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")) == ["abc"]
