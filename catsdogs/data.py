@@ -44,6 +44,7 @@ class Subsets(BaseModel):
     layout: str
     counts: dict[str, dict[str, int]]  # split -> class -> images
     skipped: dict[str, int]  # class -> unreadable images skipped before the last one used
+    duplicates: dict[str, int] = {}  # class -> files left out for claiming an index another file has
 
 
 # ---------------------------------------------------------------- extraction
@@ -95,23 +96,35 @@ def _check_members(members: list[zipfile.ZipInfo], max_bytes: int) -> None:
 # ---------------------------------------------------------------- layouts
 
 
-def find_class_images(root: Path) -> tuple[str, dict[str, list[Path]]]:
+def find_class_images(root: Path) -> tuple[str, dict[str, list[Path]], dict[str, int]]:
     """Detect the archive's layout and list each class's images in index order.
 
-    Kaggle's train.zip holds ``train/cat.N.jpg``; Microsoft's copy holds ``PetImages/Cat/N.jpg``.
+    Kaggle's train.zip holds ``train/cat.N.jpg``; Microsoft's copy holds ``PetImages/Cat/N.jpg``. Files that
+    claim a class and index another file already has (``train/cat.3.jpg`` and ``extra/cat.3.png``) are
+    duplicates: the first in path order is used, the others are left out and counted (third value).
     """
-    kaggle: dict[str, list[tuple[int, Path]]] = {c: [] for c in CLASS_NAMES}
-    petimages: dict[str, list[tuple[int, Path]]] = {c: [] for c in CLASS_NAMES}
-    for dirpath, _dirs, files in os.walk(root):
+    kaggle: dict[str, dict[int, Path]] = {c: {} for c in CLASS_NAMES}
+    petimages: dict[str, dict[int, Path]] = {c: {} for c in CLASS_NAMES}
+    duplicates = {layout: dict.fromkeys(CLASS_NAMES, 0) for layout in ("kaggle", "petimages")}
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()  # path order, the same on every file system
         folder = Path(dirpath)
-        for name in files:
+        for name in sorted(files):
             if match := KAGGLE_NAME.match(name):
-                kaggle[match[1].lower()].append((int(match[2]), folder / name))
+                layout, found, cls, index = "kaggle", kaggle, match[1].lower(), int(match[2])
             elif (match := PETIMAGES_NAME.match(name)) and folder.name.lower() in CLASS_NAMES:
-                petimages[folder.name.lower()].append((int(match[1]), folder / name))
+                layout, found, cls, index = "petimages", petimages, folder.name.lower(), int(match[1])
+            else:
+                continue
+            if index in found[cls]:
+                duplicates[layout][cls] += 1
+                log.warning("leaving out %s: %s has %s index %d already", folder / name, found[cls][index], cls,
+                            index)
+            else:
+                found[cls][index] = folder / name
     for layout, found in (("kaggle", kaggle), ("petimages", petimages)):
         if all(found.values()):
-            return layout, {c: [p for _, p in sorted(found[c])] for c in CLASS_NAMES}
+            return layout, {c: [found[c][i] for i in sorted(found[c])] for c in CLASS_NAMES}, duplicates[layout]
     raise ArchiveError(
         f"no cat and dog images found under {root}: expected Kaggle's layout (train/cat.0.jpg, train/dog.0.jpg) "
         "or Microsoft's (PetImages/Cat/0.jpg, PetImages/Dog/0.jpg)"
@@ -190,7 +203,7 @@ def make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, 
 
 
 def _make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, int]]) -> Subsets:
-    layout, images = find_class_images(images_root)
+    layout, images, duplicates = find_class_images(images_root)
     needed = max(last for _, last in ranges.values()) + 1
     counts: dict[str, dict[str, int]] = {split: {} for split in ranges}
     skipped: dict[str, int] = {}
@@ -203,10 +216,10 @@ def _make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int,
                 for source in valid[first:last + 1]:
                     _link_or_copy(source, target / f"{cls}.{_index(source)}{source.suffix.lower()}")
                 counts[split][cls] = last - first + 1
-        result = Subsets(root=out_dir, layout=layout, counts=counts, skipped=skipped)
+        result = Subsets(root=out_dir, layout=layout, counts=counts, skipped=skipped, duplicates=duplicates)
         store.mark_complete(tmp, result.model_dump(mode="json"))
-    log.info("subsets ready in %s (%s layout): %s; unreadable images skipped: %s",
-             out_dir, layout, counts, skipped)
+    log.info("subsets ready in %s (%s layout): %s; unreadable images skipped: %s; duplicates left out: %s",
+             out_dir, layout, counts, skipped, duplicates)
     return result
 
 
@@ -235,9 +248,14 @@ def _index(path: Path) -> str:
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:
+    """Hard-link SOURCE as DEST, or copy it where links are impossible; never writes into an existing file
+    (DEST may be a link to another extracted image, whose content a copy would overwrite)."""
     if not source.is_file():
         raise ArchiveError(f"source image {source} is missing; delete its extraction folder and run again")
+    if dest.exists():
+        raise ArchiveError(f"{dest.name} would be written twice, from {source} too; report this as a bug")
     try:
         os.link(source, dest)
     except OSError:
-        shutil.copyfile(source, dest)
+        with store.atomic_path(dest) as tmp:
+            shutil.copyfile(source, tmp)

@@ -98,5 +98,7 @@ def dataset_summary(subsets: Subsets, arrays: DatasetArrays) -> str:
     for split, per_class in subsets.counts.items():
         lines.append(f"| {split} | {per_class['cat']} | {per_class['dog']} | {sum(per_class.values())} |")
     skipped = ", ".join(f"{cls}: {n}" for cls, n in subsets.skipped.items())
-    lines += ["", f"Unreadable images skipped: {skipped}."]
+    duplicates = ", ".join(f"{cls}: {n}" for cls, n in subsets.duplicates.items()) or "none"
+    lines += ["", f"Unreadable images skipped: {skipped}. Duplicates left out (a class and index claimed twice; "
+              f"the first file in path order is used): {duplicates}."]
     return "\n".join(lines)

@@ -64,7 +64,7 @@ def test_truncated_and_non_zip_archives_are_reported(tiny_zip: Path, tmp_path: P
 
 def test_kaggle_layout_in_index_order(tmp_path: Path):
     root = unzip_archive(make_kaggle_zip(tmp_path / "k.zip", per_class=12), tmp_path / "x", GIB)
-    layout, images = find_class_images(root)
+    layout, images, _ = find_class_images(root)
     assert layout == "kaggle"
     assert [p.name for p in images["cat"][:3]] == ["cat.0.jpg", "cat.1.jpg", "cat.2.jpg"]
     assert images["dog"][10].name == "dog.10.jpg"  # numeric, not text, order
@@ -77,7 +77,7 @@ def test_petimages_layout(tmp_path: Path):
         for i in (0, 2, 10):
             (folder / f"{i}.jpg").write_bytes(jpeg_bytes((100, 100, 100), seed=i))
         (folder / "Thumbs.db").write_bytes(b"junk")
-    layout, images = find_class_images(tmp_path)
+    layout, images, _ = find_class_images(tmp_path)
     assert layout == "petimages" and [p.name for p in images["dog"]] == ["0.jpg", "2.jpg", "10.jpg"]
 
 
@@ -179,3 +179,26 @@ def test_files_the_decoder_rejects_are_skipped_and_counted_and_the_datasets_buil
 
     arrays = build_arrays(subsets, tmp_path / "d", image_size=24)
     assert arrays.counts == {"train": 8, "validation": 4, "test": 2}
+
+
+def test_duplicate_indices_are_left_out_counted_and_never_overwrite_an_extracted_file(tmp_path: Path):
+    import hashlib
+
+    archive = make_kaggle_zip(tmp_path / "k.zip", per_class=6)
+    with zipfile.ZipFile(archive, "a") as zf:  # cat 3 and dog 0 claimed again, in folders after train/
+        zf.writestr("zextra/cat.3.jpg", jpeg_bytes((0, 255, 0), seed=99))
+        zf.writestr("zextra/more/dog.0.png", _encoded("RGB", "PNG"))
+    root = unzip_archive(archive, tmp_path / "x", GIB)
+
+    def fingerprint() -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*.*")) if not p.name.startswith("_")}
+
+    before = fingerprint()
+    subsets = make_subsets(root, tmp_path / "s", {"train": (0, 3), "validation": (4, 4), "test": (5, 5)})
+    assert fingerprint() == before  # the completed extraction is untouched
+    assert subsets.duplicates == {"cat": 1, "dog": 1}
+    assert subsets.counts["train"] == {"cat": 4, "dog": 4}
+    used = subsets.root / "train" / "cat" / "cat.3.jpg"
+    assert used.read_bytes() == (root / "train" / "cat.3.jpg").read_bytes()  # the first in path order
+    assert len(list((subsets.root / "train" / "dog").iterdir())) == 4
