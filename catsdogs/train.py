@@ -111,11 +111,19 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     train = load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed)
     validation = load_split(arrays, "validation", settings.batch_size)
 
+    for backup in backups[:2]:
+        if backup.exists() and not _backup_loads(model, backup):
+            log.warning("the resume state in %s is unreadable (a crash or a full disk while it was written?); "
+                        "it is discarded and training starts again from epoch 1", backup)
+            for leftover in [*backups, run_dir / "history.json", run_dir / "best.keras"]:
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            history = []
+
     def fit(first_epoch: int, last_epoch: int, backup: str) -> None:
         callbacks = [
             _epoch_recorder(run_dir / "history.json", history, epochs, arrays.counts["train"], on_epoch),
             _atomic_best_checkpoint(run_dir / "best.keras", best_so_far(history)),
-            keras.callbacks.BackupAndRestore(str(run_dir / backup)),
+            _atomic_backup(run_dir / backup),
         ]
         if settings.early_stopping_patience:
             callbacks.append(_early_stopping(int(settings.early_stopping_patience), history, first_epoch))
@@ -149,6 +157,50 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
 
 
 FROZEN_WEIGHTS = "frozen-phase.weights.h5"
+BACKUP_STATE = "training_metadata.json"  # names the weights file of the last finished epoch
+
+
+def _atomic_backup(folder: Path) -> Any:
+    """Keras' BackupAndRestore, crash-consistent: each epoch's weights go to a new file, renamed when complete,
+    and only then does the state file (written atomically) name it. Keras' own writes both in place, so a crash
+    or a full disk mid-write left a backup that every later run failed to load."""
+    import keras
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _load_model(self) -> None:
+            state = folder / BACKUP_STATE
+            if state.is_file():
+                saved = json.loads(state.read_text())
+                if not self.model.optimizer.built:
+                    self.model.optimizer.build(self.model.trainable_variables)
+                self.model.load_weights(folder / saved["weights"])
+                self.model._initial_epoch = int(saved["epoch"])
+
+        def _save_model(self) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"epoch-{self._current_epoch}.weights.h5"
+            _save_weights_atomic(self.model, folder / name)
+            store.write_json_atomic(folder / BACKUP_STATE, {"epoch": self._current_epoch, "weights": name})
+            for older in folder.glob("epoch-*.weights.h5"):
+                if older.name != name:
+                    older.unlink(missing_ok=True)
+
+    return AtomicBackupAndRestore(str(folder))
+
+
+def _backup_loads(model: Any, folder: Path) -> bool:
+    """True when FOLDER holds a resume state whose weights load into MODEL (or no state at all yet)."""
+    state = folder / BACKUP_STATE
+    if not state.exists():
+        return not any(folder.glob("*.h5"))  # weights without a state: Keras' old format or a broken write
+    try:
+        saved = json.loads(state.read_text())
+        if not model.optimizer.built:  # the backup holds the optimizer's state too
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(folder / saved["weights"])
+        return int(saved["epoch"]) >= 0
+    except Exception:  # noqa: BLE001  any unreadable state is discarded, whatever broke it
+        return False
 
 
 def _save_weights_atomic(model: Any, path: Path) -> None:

@@ -89,3 +89,48 @@ def test_completed_run_is_not_trained_again(arrays, tmp_path: Path):
     stamp = first.model_path.stat().st_mtime_ns
     again = train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "run")
     assert again == first and first.model_path.stat().st_mtime_ns == stamp
+
+
+def interrupt_after(stop_epoch: int):
+    def hook(epoch, epochs, row):
+        if epoch == stop_epoch:
+            raise KeyboardInterrupt("killed after an epoch")
+
+    return hook
+
+
+def test_interrupted_training_resumes_from_its_backup(arrays, tmp_path: Path):
+    with pytest.raises(KeyboardInterrupt):
+        train_model(settings("augmented", tmp_path, epochs=3), arrays, tmp_path / "run", on_epoch=interrupt_after(2))
+    # killed in epoch 2's end, before its backup: the state is epoch 1's
+    state = json.loads((tmp_path / "run" / "backup" / "training_metadata.json").read_text())
+    assert state == {"epoch": 1, "weights": "epoch-1.weights.h5"}
+    assert sorted(p.name for p in (tmp_path / "run" / "backup").iterdir()) == [
+        "epoch-1.weights.h5", "training_metadata.json"]
+    seen = []
+    trained = train_model(settings("augmented", tmp_path, epochs=3), arrays, tmp_path / "run",
+                          on_epoch=lambda epoch, epochs, row: seen.append(epoch))
+    assert seen == [2, 3] and [row["epoch"] for row in trained.history()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage state", "state names a missing file",
+                                    "weights without a state"])
+def test_a_broken_backup_is_discarded_with_a_warning_and_training_starts_again(arrays, tmp_path: Path, caplog,
+                                                                                 damage: str):
+    """What a full disk or a kill -9 during the backup's write leaves: the next run trains, never fails forever."""
+    with pytest.raises(KeyboardInterrupt):
+        train_model(settings("baseline", tmp_path, epochs=2), arrays, tmp_path / "run", on_epoch=interrupt_after(2))
+    backup = tmp_path / "run" / "backup"
+    weights, state = backup / "epoch-1.weights.h5", backup / "training_metadata.json"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "garbage state":
+        state.write_bytes(b'{"epoch": 1, "wei')
+    elif damage == "state names a missing file":
+        weights.unlink()
+    else:
+        state.unlink()
+    with caplog.at_level("WARNING", logger="catsdogs.train"):
+        trained = train_model(settings("baseline", tmp_path, epochs=2), arrays, tmp_path / "run")
+    assert "unreadable" in caplog.text and "starts again from epoch 1" in caplog.text
+    assert [row["epoch"] for row in trained.history()] == [1, 2] and trained.model_path.is_file()
