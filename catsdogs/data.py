@@ -199,7 +199,7 @@ def make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, 
     """
     out_dir = Path(out_dir)
     return store.run_once(out_dir, lambda: _make_subsets(Path(images_root), out_dir, ranges),
-                          Subsets.model_validate)
+                          lambda marker: Subsets.model_validate(marker | {"root": out_dir}))
 
 
 def _make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, int]]) -> Subsets:

@@ -51,8 +51,9 @@ def decode_image(data: Any, image_size: int) -> Any:
 def build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: int = 32) -> DatasetArrays:
     """Decode every split with image_dataset_from_directory and save it as arrays in OUT_DIR."""
     out_dir = Path(out_dir)
+    # Paths recorded in a marker are those of where the folder was made: a moved workdir uses where it is now.
     return store.run_once(out_dir, lambda: _build_arrays(subsets, out_dir, image_size, batch_size),
-                          DatasetArrays.model_validate)
+                          lambda marker: DatasetArrays.model_validate(marker | {"root": out_dir}))
 
 
 def _build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: int) -> DatasetArrays:

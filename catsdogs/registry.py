@@ -53,7 +53,7 @@ def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, 
     """Copy an evaluated model into the registry with its card; registering the same run twice is a no-op."""
     folder = models_dir(settings.workdir) / trained.run_dir.name
     return store.run_once(folder, lambda: _register(folder, trained, metrics, settings, data_sha256),
-                          ModelCard.model_validate)
+                          lambda marker: _card(marker, folder))
 
 
 def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: Settings,
@@ -80,7 +80,7 @@ def list_models(workdir: Path) -> list[ModelCard]:
         if not store.is_complete(folder):
             continue
         try:
-            cards.append(ModelCard.model_validate(store.read_marker(folder)))
+            cards.append(_card(store.read_marker(folder), folder))
         except (ValueError, OSError) as err:  # corrupt JSON or a card of another shape: the rest still count
             log.warning("skipping registered model %s: its card is unreadable (%s); delete the folder or "
                         "train again", folder.name, type(err).__name__)
@@ -107,10 +107,15 @@ def card_for_file(path: Path) -> ModelCard | None:
     """The card of a registered model file, or None for a .keras file outside the registry."""
     card = Path(path).parent / CARD_FILE
     try:
-        return ModelCard.model_validate(json.loads(card.read_text())) if card.is_file() else None
+        return _card(json.loads(card.read_text()), card.parent) if card.is_file() else None
     except (ValueError, OSError) as err:
         log.warning("ignoring the unreadable card beside %s (%s)", path, type(err).__name__)
         return None
+
+
+def _card(recorded: dict[str, Any], folder: Path) -> ModelCard:
+    """A card as recorded, with the model file where the folder is now (the workdir may have moved)."""
+    return ModelCard.model_validate(recorded | {"path": Path(folder).resolve() / MODEL_FILE})
 
 
 def _versions() -> dict[str, str]:

@@ -39,8 +39,22 @@ def digest(value: Any) -> str:
 
 
 def step_dir(workdir: Path, step: str, inputs: dict[str, Any]) -> Path:
-    """The folder that holds the outputs of STEP for these inputs."""
-    return Path(workdir).resolve() / step / digest(inputs)
+    """The folder that holds the outputs of STEP for these inputs.
+
+    Paths inside WORKDIR count relative to it, so a workdir moved or copied elsewhere keeps its folders.
+    """
+    root = Path(workdir).resolve()
+    return root / step / digest(_relative_to(root, inputs))
+
+
+def _relative_to(root: Path, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _relative_to(root, item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_relative_to(root, item) for item in value]
+    if isinstance(value, Path) and value.is_absolute() and value.is_relative_to(root):
+        return f"WORKDIR/{value.relative_to(root).as_posix()}"
+    return value
 
 
 def is_complete(folder: Path) -> bool:

@@ -83,7 +83,8 @@ def train_model(settings: Settings, arrays: DatasetArrays, run_dir: Path,
     An interrupted run left in RUN_DIR resumes from its last finished epoch.
     """
     run_dir = Path(run_dir)
-    return store.run_once(run_dir, lambda: _train(settings, arrays, run_dir, on_epoch), TrainedModel.model_validate)
+    return store.run_once(run_dir, lambda: _train(settings, arrays, run_dir, on_epoch),
+                          lambda marker: TrainedModel.model_validate(marker | {"run_dir": run_dir}))
 
 
 def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: EpochHook | None) -> TrainedModel:
@@ -237,7 +238,8 @@ def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int
     """Load the best checkpoint and measure loss and accuracy on the test subset (TTA_FLIP: with mirror images)."""
     out_dir = Path(out_dir)
     return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir, tta_flip),
-                          Metrics.model_validate)
+                          lambda marker: Metrics.model_validate(marker | {
+                              "model_path": trained.model_path, "predictions_path": out_dir / PREDICTIONS}))
 
 
 def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
@@ -254,13 +256,13 @@ def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out
     loss = binary_crossentropy(labels, dog_probability)
     confusion = [[int(np.sum((labels == t) & (predicted == p))) for p in (0, 1)] for t in (0, 1)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    store.write_json_atomic(out_dir / "test-predictions.json", [
+    store.write_json_atomic(out_dir / PREDICTIONS, [
         {"file": name, "label": int(label), "dog_probability": float(prob)}
         for name, label, prob in zip(arrays.files("test"), labels, dog_probability, strict=True)])
     metrics = Metrics(variant=trained.variant, test_accuracy=float(accuracy), test_loss=float(loss),
                       test_images=arrays.counts["test"], best_epoch=trained.best_epoch, epochs=trained.epochs,
                       model_path=trained.model_path, confusion=confusion, tta_flip=tta_flip,
-                      predictions_path=out_dir / "test-predictions.json")
+                      predictions_path=out_dir / PREDICTIONS)
     store.mark_complete(out_dir, metrics.model_dump(mode="json") | {"evaluated_at": _now()})
     log.info("test accuracy %.4f, test loss %.4f on %d images (best epoch %d)", metrics.test_accuracy,
              metrics.test_loss, metrics.test_images, metrics.best_epoch)
@@ -286,6 +288,9 @@ def predict_probabilities(model: Any, images: Any, tta_flip: bool = False) -> np
         dog = (dog + np.asarray(model.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=0),
                                 "float64")[:, 0]) / 2
     return dog
+
+
+PREDICTIONS = "test-predictions.json"
 
 
 def _now() -> str:

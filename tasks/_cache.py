@@ -20,20 +20,29 @@ KEY_FILE = "_PREFECT_CACHE_KEY"
 
 
 def cache_while_complete(output_dir: Callable[..., Path]) -> Callable[[Any, dict[str, Any]], str]:
-    """A cache_key_fn: the key recorded in the complete output folder, else a fresh one."""
+    """A cache_key_fn: the key recorded in the complete output folder, else a fresh one.
+
+    The key ends with a hash of where the folder is: Prefect's cached result holds absolute paths, so a
+    workdir moved or copied elsewhere gets a new key, and the step loads its folder there instead.
+    """
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         folder = output_dir(**parameters)
         recorded = folder / KEY_FILE
         if store.is_complete(folder) and recorded.is_file():
-            return recorded.read_text().strip()
-        return f"catsdogs-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex[:12]}"
+            base = recorded.read_text().strip()
+        else:
+            base = f"catsdogs-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex[:12]}"
+        return f"{base}{AT}{store.digest(str(folder.resolve()))}"
 
     return key
 
 
+AT = "@"  # between a step's recorded key and the hash of its folder's location
+
+
 def remember_cache_key(folder: Path) -> None:
-    """Record the running task's cache key in its finished output folder."""
+    """Record the running task's cache key (without its location part) in its finished output folder."""
     transaction = get_transaction()
     if transaction is not None and transaction.key:
-        store.write_bytes_atomic(Path(folder) / KEY_FILE, transaction.key.encode())
+        store.write_bytes_atomic(Path(folder) / KEY_FILE, transaction.key.split(AT)[0].encode())

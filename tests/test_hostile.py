@@ -194,3 +194,29 @@ def test_an_interrupted_step_leaves_nothing_behind_on_the_next_run(tmp_path: Pat
     unzip_archive(make_kaggle_zip(tmp_path / "k.zip"), out, 2**30)
     assert not leftover.exists()
     assert sorted(p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")) == ["abc"]
+
+
+def test_a_moved_workdir_uses_only_its_own_files(prefect_server, tmp_path: Path):
+    import shutil
+
+    from catsdogs.settings import Settings
+    from flows.train import train_flow
+
+    archive = make_kaggle_zip(tmp_path / "k.zip", per_class=12)
+    settings = Settings(data_url=archive.as_uri(), workdir=tmp_path / "a", image_size=78, batch_size=8, epochs=1,
+                        train_range="0-5", validation_range="6-7", test_range="8-11")
+    first = train_flow(settings)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")  # the old folder is gone: nothing may read from (or write to) it
+    trained_at = (tmp_path / "b" / Path(first.model_path).relative_to(tmp_path / "a")).stat().st_mtime_ns
+
+    second = train_flow(settings.model_copy(update={"workdir": tmp_path / "b"}))
+    assert Path(second.model_path).is_relative_to(tmp_path / "b")
+    assert Path(second.predictions_path).is_relative_to(tmp_path / "b")
+    assert Path(second.model_path).stat().st_mtime_ns == trained_at  # found where it is now, not trained again
+    assert second.test_accuracy == first.test_accuracy
+    assert not (tmp_path / "a").exists()
+    models = json.loads(cli("models", "--json", "--workdir", str(tmp_path / "b")).stdout.splitlines()[0])
+    assert Path(models["path"]).is_relative_to(tmp_path / "b") and Path(models["path"]).is_file()
+    answer = cli("predict", str(tmp_path / "b" / "subsets"), "--json", "--workdir", str(tmp_path / "b"))
+    assert answer.returncode == 0 and len(answer.stdout.splitlines()) == 24, answer.stderr[-2000:]
