@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The public, no-login copy that Keras' own example and TensorFlow Datasets use (786 MB, PetImages layout).
@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     variant: Variant = Field("baseline", description="baseline or augmented (flips, rotation, zoom, dropout)")
     data_url: str = Field(DEFAULT_DATA_URL, description="archive to download: http(s):// or file:// URL")
     data_sha256: str | None = Field(None, description="expected SHA-256 of the archive; checked when given")
+    data_url_secret: str | None = Field(None, description="name of a Prefect Secret block holding the full "
+                                        "data URL, for one with credentials (kept out of flow parameters)")
     workdir: Path = Field(Path("catsdogs-work"), description="where downloads, datasets and runs are kept")
     # Positions among the valid images of each class, both ends inclusive: the reference experiment's split.
     train_range: IndexRange = Field((0, 999), description="training images per class, FIRST-LAST")
@@ -136,6 +138,11 @@ class Settings(BaseSettings):
     fine_tune_learning_rate: float | None = Field(None, gt=0, le=1, description="efficientnet: fine-tuning rate")
     max_extract_gib: float = Field(20.0, gt=0, le=1_000_000, description="refuse archives that unpack to more "
                                    "than this")
+
+    @field_serializer("data_url", when_used="json")
+    def _masked_url(self, url: str) -> str:
+        """Flow parameters, saved settings and cards hold the URL with its credentials masked (see resolve)."""
+        return redact_url(url)
 
     @model_validator(mode="before")
     @classmethod
@@ -239,6 +246,28 @@ def redact_url(url: str) -> str:
     url = re.sub(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*:)?[/\\]{2})?.*@", lambda m: f"{m[1] or ''}***@", url, count=1)
     url = re.sub(r"([?&;][^=&#;]*)=[^&#;]*", r"\1=***", url)
     return re.sub(r"#.+$", "#***", url)
+
+
+MASK = "***"
+DATA_URL_ENV = "CATSDOGS_DATA_URL"
+
+
+def unmask_data_url(url: str, secret_url: str | None = None) -> str:
+    """The full data URL for URL as flow parameters hold it (credentials masked as ***).
+
+    The full URL comes from SECRET_URL (say, a Prefect Secret block's value) or else the CATSDOGS_DATA_URL
+    environment variable, and must be the same URL once masked. A URL without a mask is returned as it is.
+    """
+    if MASK not in url:
+        return url
+    for candidate, source in ((secret_url, "the secret"), (os.environ.get(DATA_URL_ENV), DATA_URL_ENV)):
+        if candidate and redact_url(candidate) == url:
+            return candidate
+        if candidate:
+            raise SettingsError(f"invalid setting data_url: {source} holds a URL other than {url}; make them agree")
+    raise SettingsError(
+        f"invalid setting data_url: {url} has its credentials masked, as flow parameters keep them; give the "
+        f"full URL in {DATA_URL_ENV} where the flow runs, or in a Prefect Secret block named by data_url_secret")
 
 
 def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> Settings:

@@ -10,7 +10,7 @@ from catsdogs import runtime
 from catsdogs.model import check_backbone_weights
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics
-from tasks.data import build_datasets, download_archive, make_subsets, unzip_archive
+from tasks.data import build_datasets, download_archive, make_subsets, resolve_data_url, unzip_archive
 from tasks.training import (
     evaluate_model,
     plot_augmentations,
@@ -25,6 +25,8 @@ from tasks.training import (
 def train_flow(settings: Settings | None = None) -> Metrics:
     """Train and evaluate the cat/dog convnet that SETTINGS describes."""
     settings = settings or Settings()
+    # Flow parameters hold the data URL with its credentials masked; the full one comes from a secret.
+    settings = settings.model_copy(update={"data_url": resolve_data_url(settings)})
     check_backbone_weights(settings)  # before any work: efficientnet needs its base's weights
     runtime.configure(settings.threads, settings.onednn)  # before any task starts TensorFlow
     # precision auto becomes the policy this machine will train in, so the model's key names what it is

@@ -8,15 +8,30 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.system import Secret
 
 from catsdogs import data, datasets, download, store
 from catsdogs.data import Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
-from catsdogs.settings import Settings
+from catsdogs.settings import Settings, SettingsError, unmask_data_url
 from tasks._cache import cache_while_complete, remember_cache_key
 
 MAX_RETRY_AFTER_S = 300.0
+
+
+def resolve_data_url(settings: Settings) -> str:
+    """The full data URL: flow parameters hold it with credentials masked; the secret comes from a Prefect
+    Secret block (data_url_secret) or the CATSDOGS_DATA_URL environment variable."""
+    secret = None
+    if settings.data_url_secret:
+        try:
+            secret = str(Secret.load(settings.data_url_secret, _sync=True).get())
+        except ValueError:
+            raise SettingsError(f"invalid setting data_url_secret: no Prefect Secret block named "
+                                f"{settings.data_url_secret!r}; create it (prefect block create secret) or leave "
+                                "the setting out") from None
+    return unmask_data_url(settings.data_url, secret)
 
 
 def download_dir(settings: Settings) -> Path:

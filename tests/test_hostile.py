@@ -220,3 +220,61 @@ def test_a_moved_workdir_uses_only_its_own_files(prefect_server, tmp_path: Path)
     assert Path(models["path"]).is_relative_to(tmp_path / "b") and Path(models["path"]).is_file()
     answer = cli("predict", str(tmp_path / "b" / "subsets"), "--json", "--workdir", str(tmp_path / "b"))
     assert answer.returncode == 0 and len(answer.stdout.splitlines()) == 24, answer.stderr[-2000:]
+
+
+SECRETS = ("hunter2", "s3cret", "t0ken")
+
+
+def test_credentials_stay_out_of_flow_parameters_logs_and_artifacts(prefect_server, serve, tmp_path: Path,
+                                                                    monkeypatch):
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    from catsdogs.settings import Settings
+    from flows.train import train_flow
+
+    server = serve(make_kaggle_zip(tmp_path / "k.zip", per_class=12).read_bytes())
+    server.behaviour.statuses = [503]  # a retried failure, whose message names the URL
+    secret_url = server.url.replace("http://", "http://alice:hunter2@") + "?token=s3cret#t0ken"
+    settings = Settings(data_url=secret_url, workdir=tmp_path / "w", image_size=78, batch_size=8, epochs=1,
+                        train_range="0-5", validation_range="6-7", test_range="8-11", download_backoff_s=0.1)
+    monkeypatch.delenv("CATSDOGS_DATA_URL", raising=False)
+    state = train_flow(settings, return_state=True)
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        parameters = client.read_flow_run(run_id).parameters
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    recorded = json.dumps(parameters) + "\n".join(log.message for log in logs) + "".join(
+        str(a.data) for a in artifacts)
+    assert "will retry" in recorded  # the 503 was logged...
+    assert not [s for s in SECRETS if s in recorded]  # ...with the URL masked, as are the parameters
+    assert parameters["settings"]["data_url"] == server.url.replace("http://", "http://***@") + "?token=***#***"
+    on_disk = "".join(p.read_text(errors="replace") for p in (tmp_path / "w").rglob("*.json"))
+    assert not [s for s in SECRETS if s in on_disk]
+
+    # A deployment's run gets the masked parameters back: the full URL must come from the environment
+    masked = Settings.model_validate(parameters["settings"] | {"workdir": str(tmp_path / "w2")})
+    failed = train_flow(masked, return_state=True)
+    assert failed.is_failed() and "CATSDOGS_DATA_URL" in failed.message
+    monkeypatch.setenv("CATSDOGS_DATA_URL", secret_url)
+    assert train_flow(masked, return_state=True).is_completed()
+
+
+@pytest.mark.parametrize("url, status", [
+    ("http://alice:hunter2@127.0.0.1:99999/train.zip?token=s3cret", 1),  # the port does not parse
+    ("http://alice:hunter2@[::1/train.zip?token=s3cret", 1),
+    ("ftp://alice:hunter2@example.org/train.zip?token=s3cret", 2),  # not a scheme catsdogs reads
+])
+def test_odd_urls_never_show_their_secrets_on_the_terminal(prefect_server, tmp_path: Path, url: str, status: int):
+    result = cli("run", "--data-url", url, "--download-retries", "0", "--workdir", str(tmp_path / "w"),
+                 api_url=prefect_server)
+    one_line_error(result, status)
+    assert not [s for s in SECRETS if s in result.stdout + result.stderr]
