@@ -159,17 +159,19 @@ def _terminal_shows_expected_failures_in_one_line() -> None:
 
 
 def check_workdir(workdir: Path) -> None:
-    """Raise SettingsError unless WORKDIR is (or can be made) a folder this process can write in."""
-    path = Path(workdir)
-    if path.exists() and not path.is_dir():
-        raise SettingsError(f"invalid setting workdir: {path} is a file, not a folder; choose another --workdir")
+    """Raise SettingsError unless WORKDIR is a folder this process can write in, or can be made one.
+
+    Leaves no trace: a workdir that does not exist yet is not created here.
+    """
+    path = Path(workdir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise SettingsError(f"invalid setting workdir: {existing} is a file, not a folder; choose another --workdir")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
     except OSError as err:
-        raise SettingsError(f"invalid setting workdir: cannot write in {path} ({err.strerror or err}); choose a "
-                            "writable --workdir") from None
+        raise SettingsError(f"invalid setting workdir: cannot write in {existing} ({err.strerror or err}); choose "
+                            "a writable --workdir") from None
 
 
 def list_models(args: argparse.Namespace) -> int:
