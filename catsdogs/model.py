@@ -37,20 +37,24 @@ def layer_seeds(seed: int | None) -> dict[str, int | None]:
     return {name: int(value) for name, value in zip(RANDOM_LAYERS, values, strict=True)}
 
 
-def build_augmentation(seed: int | None = None) -> Any:
-    """RandomFlip("horizontal"), RandomRotation(0.1), RandomZoom(0.2): the augmented variant's first layers."""
+def build_augmentation(seed: int | None = None, translate: float = 0.0) -> Any:
+    """RandomFlip("horizontal"), RandomRotation(0.1), RandomZoom(0.2): the augmented variant's first layers.
+
+    TRANSLATE > 0 adds RandomTranslation by up to that fraction of the image each way (not in the reference).
+    """
     tensorflow()
     import keras
 
     seeds = layer_seeds(seed)
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seeds["flip"]),
-            keras.layers.RandomRotation(0.1, seed=seeds["rotation"]),
-            keras.layers.RandomZoom(0.2, seed=seeds["zoom"]),
-        ],
-        name="data_augmentation",
-    )
+    layers = [
+        keras.layers.RandomFlip("horizontal", seed=seeds["flip"]),
+        keras.layers.RandomRotation(0.1, seed=seeds["rotation"]),
+        keras.layers.RandomZoom(0.2, seed=seeds["zoom"]),
+    ]
+    if translate:  # its seed is derived apart, so the reference layers' seeds stay what they were
+        shift_seed = None if seed is None else int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+        layers.append(keras.layers.RandomTranslation(translate, translate, seed=shift_seed))
+    return keras.Sequential(layers, name="data_augmentation")
 
 
 def build_model(variant: str, image_size: int, seed: int | None = None, precision: str = "float32") -> Any:
@@ -120,7 +124,7 @@ def build_network(settings: Settings, precision: str) -> Any:
     if settings.variant in REFERENCE_VARIANTS:
         return _reference_network(settings.variant, size, settings.seed, precision)
     inputs = keras.Input(shape=(size, size, 3))
-    x = build_augmentation(settings.seed)(inputs)
+    x = build_augmentation(settings.seed, float(settings.translate or 0.0))(inputs)
     if settings.variant == "xception":
         x = layers.Rescaling(1.0 / 255, dtype=precision)(x)
         x = xception_network(x, precision=precision)
@@ -221,5 +225,15 @@ def unfreeze_top(model: Any, layers_to_train: int) -> None:
 def model_summary(model: Any) -> str:
     """Keras' model summary as plain text."""
     lines: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    # Without a terminal, rich (which Keras draws with) crops the table to 80 columns and loses some; its
+    # console takes its width from COLUMNS. 150 fit every column of every variant.
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "150"
+    try:
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=150)
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
     return "\n".join(lines)

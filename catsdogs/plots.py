@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from catsdogs import store  # noqa: E402
@@ -30,6 +33,7 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -
         axis.plot(epochs, [row[f"val_{metric}"] for row in history], "s-", markersize=3,
                   label=f"validation {metric}")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axis.set_title(f"{title} {metric}".strip())
         axis.grid(alpha=0.3)
         axis.legend()
@@ -39,10 +43,11 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -
     return _save(figure, path)
 
 
-def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_index: int = 0) -> Path:
+def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_index: int = 0,
+                       translate: float = 0.0) -> Path:
     """A 3x3 grid of one training image passed through the augmented variant's random layers."""
     image = np.load(arrays.images("train"), mmap_mode="r")[image_index].astype("float32")
-    augmentation = build_augmentation(seed)
+    augmentation = build_augmentation(seed, translate)
     figure, axes = plt.subplots(3, 3, figsize=(5, 5), dpi=DPI)
     for axis in axes.flat:
         augmented = np.asarray(augmentation(image[None], training=True))[0]
@@ -83,6 +88,23 @@ def plot_confusion(confusion: list[list[int]], path: Path) -> Path:
     axis.set_yticks([0, 1], ["cat", "dog"])
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_accuracy_over_time(cards: list[Any], path: Path) -> Path:
+    """Test accuracy of every registered model by the date it was made, one line per variant."""
+    figure, axis = plt.subplots(figsize=(8, 3.6), dpi=DPI)
+    for variant in sorted({card.variant for card in cards}):
+        mine = sorted((card for card in cards if card.variant == variant), key=lambda card: card.created_at)
+        axis.plot([datetime.fromisoformat(card.created_at) for card in mine],
+                  [card.test_accuracy for card in mine], "o-", markersize=4, label=variant)
+    axis.set_ylabel("test accuracy")
+    axis.set_title("registered models: test accuracy over time")
+    axis.grid(alpha=0.3)
+    if cards:
+        axis.legend()
+    figure.autofmt_xdate()
     figure.tight_layout()
     return _save(figure, path)
 

@@ -126,3 +126,15 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def leaderboard(workdir: Path) -> list[dict[str, Any]]:
+    """Every registered model, best test accuracy first, with the settings that tell runs apart."""
+    rows = []
+    for card in sorted(list_models(workdir), key=lambda c: (-c.test_accuracy, c.created_at)):
+        settings = card.settings
+        rows.append({"model": card.name, "variant": card.variant, "test accuracy": round(card.test_accuracy, 4),
+                     "test loss": round(card.test_loss, 4), "epochs": card.epochs, "best epoch": card.best_epoch,
+                     "image size": card.image_size, "precision": settings.get("precision", ""),
+                     "seed": settings.get("seed", ""), "created": card.created_at[:16].replace("T", " ")})
+    return rows

@@ -42,9 +42,9 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     # 160 px, AdamW with a cosine schedule after 3 warm-up epochs, label smoothing, test-time flip averaging:
     # 100 epochs fit the 60-minute CPU budget (docs/results.md) where the book's recipe needs about three hours.
     # Early stopping is a safety net here: the cosine schedule is meant to run to its end.
-    "xception": {"epochs": 100, "image_size": 160, "precision": "auto", "optimizer": "adamw",
+    "xception": {"epochs": 90, "image_size": 192, "precision": "auto", "optimizer": "adamw",
                  "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 3, "weight_decay": 0.05,
-                 "label_smoothing": 0.1, "early_stopping_patience": 25, "tta_flip": True},
+                 "label_smoothing": 0.1, "early_stopping_patience": 25, "tta_flip": True, "translate": 0.1},
     # The book's ch. 8: frozen ImageNet base and a new head, then the top of the base at a low rate.
     "efficientnet": {"epochs": 10, "image_size": 224, "precision": "auto", "optimizer": "adam",
                      "learning_rate": 1e-3, "label_smoothing": 0.0, "early_stopping_patience": 5,
@@ -55,12 +55,12 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
-    "early_stopping_patience": 0, "tta_flip": False, "fine_tune_epochs": 0, "fine_tune_layers": 0,
+    "early_stopping_patience": 0, "tta_flip": False, "translate": 0.0, "fine_tune_epochs": 0, "fine_tune_layers": 0,
     "fine_tune_learning_rate": 1e-5,
 }
 # Settings that change the trained model beyond variant, epochs, batch size, seed and precision. A run's key
 # names them only where they differ from the reference, so reference runs keep the folders they had.
-RECIPE_FIELDS = ("optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay",
+RECIPE_FIELDS = ("translate", "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay",
                  "label_smoothing", "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
                  "fine_tune_learning_rate", "backbone_weights")
 BACKBONE_FIELDS = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")
@@ -129,6 +129,8 @@ class Settings(BaseSettings):
                                                 "without a lower validation loss; 0 = off (the reference)")
     tta_flip: bool | None = Field(None, description="average each image's score with its mirror image's "
                                   "in evaluation and prediction")
+    translate: float | None = Field(None, ge=0, le=0.5, description="augmentation: also shift images by up to "
+                                    "this fraction each way (0 = the reference's flips, rotation and zoom only)")
     # efficientnet only.
     backbone_weights: str = Field("imagenet", description="efficientnet's base: imagenet (Keras' download, or "
                                   "its cache), a local .h5/.weights.h5 file, or random (untrained, for tests)")
@@ -226,6 +228,22 @@ class Settings(BaseSettings):
     def total_epochs(self) -> int:
         """Every epoch of this run, fine-tuning included."""
         return self.epochs_to_run + (int(self.fine_tune_epochs or 0) if self.variant == "efficientnet" else 0)
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> Settings:
+        """These settings with some changed (a deployment run's partial override). A value that is only its
+        variant's default is left to the new variant's default, so a changed variant brings its own recipe.
+
+        Raises SettingsError naming each invalid field.
+        """
+        if not overrides:
+            return self
+        defaults = COMMON_DEFAULTS | VARIANT_DEFAULTS.get(self.variant, {})
+        kept = {name: value for name, value in self.model_dump().items()
+                if name not in defaults or value != defaults[name]}
+        try:
+            return Settings.model_validate(kept | overrides)
+        except ValidationError as err:
+            raise SettingsError(format_validation_error(err)) from None
 
     def recipe_key(self) -> dict[str, Any]:
         """The recipe settings that differ from the reference's: part of a trained model's cache key."""

@@ -339,6 +339,18 @@ def _atomic_best_checkpoint(path: Path, initial_best: float | None) -> Any:
     )
 
 
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def history_table(history: list[dict[str, float]]) -> str:
+    """The history as a markdown table: epochs in order, the columns in a reading order, numbers rounded."""
+    lines = ["| " + " | ".join(HISTORY_COLUMNS) + " |", "|" + "---:|" * len(HISTORY_COLUMNS)]
+    for row in history:
+        cells = [str(int(row["epoch"])), *(f"{row[c]:.4f}" for c in HISTORY_COLUMNS[1:-1]), f"{row['seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def most_wrong(metrics: Metrics, count: int = 8) -> list[dict[str, Any]]:
     """The misclassified test images the model was most sure of, most confident mistake first."""
     rows = json.loads(metrics.predictions_path.read_text())

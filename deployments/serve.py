@@ -7,7 +7,9 @@ Needs a persistent Prefect server (PREFECT_API_URL): the temporary one has no sc
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from prefect import serve
 from prefect.schedules import Cron
@@ -31,7 +33,13 @@ def build_deployments() -> list:
     return found
 
 
+# Served deployments record their flows' entry points relative to the working directory: from the project's
+# root they resolve wherever `catsdogs serve` was started.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def main() -> int:
+    os.chdir(PROJECT_ROOT)
     serve(*build_deployments())
     return 0
 

@@ -1,8 +1,9 @@
-"""The training flow: download, unzip, subsets, datasets, train, plot, evaluate."""
+"""The training flow: download, unzip, subsets, datasets, train, plot, evaluate, report, register."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from prefect import flow
 
@@ -10,27 +11,39 @@ from catsdogs import runtime
 from catsdogs.model import check_backbone_weights
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics
-from tasks.data import build_datasets, download_archive, make_subsets, resolve_data_url, unzip_archive
+from tasks.data import (
+    build_datasets,
+    download_archive,
+    make_subsets,
+    publish_dataset_summary,
+    resolve_data_url,
+    unzip_archive,
+)
+from tasks.runs import tag_run, train_run_name
 from tasks.training import (
     evaluate_model,
     plot_augmentations,
     plot_curves,
+    publish_leaderboard,
+    publish_metrics,
     publish_report,
+    publish_training,
     register_model,
     train_model,
 )
 
 
-@flow(name="catsdogs-train", log_prints=False)
-def train_flow(settings: Settings | None = None) -> Metrics:
-    """Train and evaluate the cat/dog convnet that SETTINGS describes."""
-    settings = settings or Settings()
+@flow(name="catsdogs-train", flow_run_name=train_run_name, log_prints=False)
+def train_flow(settings: Settings | None = None, overrides: dict[str, Any] | None = None) -> Metrics:
+    """Train and evaluate the cat/dog convnet that SETTINGS describes (OVERRIDES change some of them)."""
+    settings = (settings or Settings()).with_overrides(overrides)
     # Flow parameters hold the data URL with its credentials masked; the full one comes from a secret.
     settings = settings.model_copy(update={"data_url": resolve_data_url(settings)})
     check_backbone_weights(settings)  # before any work: efficientnet needs its base's weights
     runtime.configure(settings.threads, settings.onednn)  # before any task starts TensorFlow
     # precision auto becomes the policy this machine will train in, so the model's key names what it is
     settings = settings.model_copy(update={"precision": runtime.resolve_precision(str(settings.precision))})
+    tag_run(settings)
     download = download_archive.with_options(
         retries=settings.download_retries,
         retry_delay_seconds=[settings.download_backoff_s * 2**i for i in range(settings.download_retries)] or 0,
@@ -39,13 +52,18 @@ def train_flow(settings: Settings | None = None) -> Metrics:
     images = unzip_archive(archive, settings)
     subsets = make_subsets(images, settings)
     arrays = build_datasets(subsets, settings)
+    links = publish_dataset_summary(subsets, arrays)
     trained = train_model(arrays, settings)
-    curves = plot_curves(trained)
+    links |= publish_training(trained)
+    curves, curve_links = plot_curves(trained)
+    links |= curve_links
     if settings.variant != "baseline":  # every other variant augments
-        plot_augmentations(trained, arrays, settings)
+        links |= plot_augmentations(trained, arrays, settings)
     metrics = evaluate_model(trained, arrays, settings)
-    publish_report(trained, metrics, subsets, curves)
+    links |= publish_metrics(metrics, settings)
     register_model(trained, metrics, archive, settings)
+    links |= publish_leaderboard(settings)
+    publish_report(trained, metrics, subsets, curves, links, settings)
     return metrics
 
 

@@ -7,6 +7,7 @@ folder is deleted or was left incomplete, a key never seen before makes the step
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +47,35 @@ def remember_cache_key(folder: Path) -> None:
     transaction = get_transaction()
     if transaction is not None and transaction.key:
         store.write_bytes_atomic(Path(folder) / KEY_FILE, transaction.key.split(AT)[0].encode())
+    if not (Path(folder) / PRODUCER_FILE).exists():  # the first run to finish it produced it
+        remember_producer(folder)
+
+
+PRODUCER_FILE = "_PRODUCED_BY.json"
+
+
+def remember_producer(folder: Path) -> None:
+    """Record which flow run produced FOLDER, so that a later run that reuses it can say where it came from."""
+    from datetime import UTC, datetime
+
+    from prefect.runtime import flow_run
+
+    store.write_json_atomic(Path(folder) / PRODUCER_FILE, {
+        "flow_run_id": str(flow_run.id or ""), "flow_run_name": flow_run.name or "",
+        "at": datetime.now(UTC).isoformat(timespec="seconds")})
+
+
+def reused_from(folder: Path) -> str | None:
+    """'run NAME (ID) of DATE' when an earlier flow run produced FOLDER, None when this one did."""
+    from prefect.runtime import flow_run
+
+    record = Path(folder) / PRODUCER_FILE
+    if not record.is_file():
+        return "an earlier run" if store.is_complete(folder) else None
+    try:
+        producer = json.loads(record.read_text())
+    except ValueError:
+        return "an earlier run"
+    if producer.get("flow_run_id") == str(flow_run.id or ""):
+        return None
+    return f"run {producer.get('flow_run_name')} ({producer.get('flow_run_id')}) of {producer.get('at')}"

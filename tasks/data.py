@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
 
@@ -15,7 +15,7 @@ from catsdogs.data import Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
 from catsdogs.settings import Settings, SettingsError, unmask_data_url
-from tasks._cache import cache_while_complete, remember_cache_key
+from tasks._cache import cache_while_complete, remember_cache_key, reused_from
 
 MAX_RETRY_AFTER_S = 300.0
 
@@ -101,9 +101,20 @@ def build_datasets(subsets: Subsets, settings: Settings) -> DatasetArrays:
     arrays = datasets.build_arrays(subsets, datasets_dir(subsets, settings), settings.image_size,
                                    settings.batch_size)
     remember_cache_key(arrays.root)
-    create_markdown_artifact(dataset_summary(subsets, arrays), key="dataset-summary",
-                             description="Images per split and class")
     return arrays
+
+
+@task(name="publish-dataset")
+def publish_dataset_summary(subsets: Subsets, arrays: DatasetArrays) -> dict[str, str]:
+    """Publish the images per split and class, in every run (the steps behind it may come from the cache)."""
+    reused = {step: source for step, folder in (("subsets", subsets.root), ("datasets", arrays.root))
+              if (source := reused_from(folder))}
+    for step, source in reused.items():
+        get_run_logger().info("%s: reused from %s", step, source)
+    note = "".join(f"\n\nThe {step} step was reused from {source}." for step, source in reused.items())
+    artifact = create_markdown_artifact(dataset_summary(subsets, arrays) + note, key="dataset-summary",
+                                        description=f"{sum(arrays.counts.values())} images per split and class")
+    return {"dataset-summary": str(artifact)}
 
 
 def dataset_summary(subsets: Subsets, arrays: DatasetArrays) -> str:

@@ -19,7 +19,8 @@ from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics, TrainedModel
-from tasks._cache import cache_while_complete, remember_cache_key
+from tasks._cache import cache_while_complete, remember_cache_key, reused_from
+from tasks.runs import run_label
 
 
 def run_dir(arrays: DatasetArrays, settings: Settings) -> Path:
@@ -37,7 +38,6 @@ def evaluation_dir(trained: TrainedModel, arrays: DatasetArrays, settings: Setti
 @task(name="train", cache_key_fn=cache_while_complete(run_dir))
 def train_model(arrays: DatasetArrays, settings: Settings) -> TrainedModel:
     """Train the selected variant, logging each epoch and moving a progress artifact as epochs finish."""
-    logger = get_run_logger()
     progress = create_progress_artifact(0.0, key="training-progress",
                                         description=f"Epochs finished, {settings.variant} model (%)")
 
@@ -45,33 +45,56 @@ def train_model(arrays: DatasetArrays, settings: Settings) -> TrainedModel:
         update_progress_artifact(progress, 100.0 * epoch / epochs)
 
     trained = train.train_model(settings, arrays, run_dir(arrays, settings), on_epoch=on_epoch)
+    update_progress_artifact(progress, 100.0)  # early stopping ends before the last planned epoch
     remember_cache_key(trained.run_dir)
-    logger.info("best epoch %d of %d", trained.best_epoch, trained.epochs)
-    create_markdown_artifact(f"# Model summary ({trained.variant})\n\n```\n{trained.summary}\n```",
-                             key="model-summary", description="Keras model summary")
-    create_table_artifact(trained.history(), key="training-history",
-                          description="Loss and accuracy per epoch, training and validation")
+    get_run_logger().info("best epoch %d of %d", trained.best_epoch, trained.epochs_run or trained.epochs)
     return trained
 
 
+@task(name="publish-training")
+def publish_training(trained: TrainedModel) -> dict[str, str]:
+    """Publish the model summary and the history per epoch, in every run, trained here or reused."""
+    source = reused_from(trained.run_dir)
+    ids: dict[str, str] = {}
+    if source:  # the train step came from the cache: its progress artifact belongs to that earlier run
+        get_run_logger().info("train: reused the model trained by %s", source)
+        create_progress_artifact(100.0, key="training-progress",
+                                 description=f"Epochs finished: reused from {source}")
+    summary = f"# Model summary ({trained.variant})\n\n```\n{trained.summary}\n```"
+    ids["model-summary"] = str(create_markdown_artifact(summary, key="model-summary",
+                                                        description=f"Keras model summary, {trained.variant}"))
+    history = trained.history()
+    best = train.best_row(history)
+    table = (f"# Training history ({trained.variant})\n\nBest checkpoint: epoch {trained.best_epoch} "
+             f"(lowest validation loss).{f' Reused from {source}.' if source else ''}\n\n"
+             f"{train.history_table(history)}")
+    ids["training-history"] = str(create_markdown_artifact(
+        table, key="training-history", description=f"{len(history)} epochs; best {trained.best_epoch}: "
+        f"validation accuracy {best['val_accuracy']:.4f}"))
+    return ids
+
+
 @task(name="plot-curves")
-def plot_curves(trained: TrainedModel) -> Path:
+def plot_curves(trained: TrainedModel) -> tuple[Path, dict[str, str]]:
     """Plot training and validation accuracy and loss per epoch."""
     path = plots.plot_history(trained.history(), trained.run_dir / "curves.png", title=trained.variant)
-    create_markdown_artifact(
+    best = train.best_row(trained.history())
+    artifact = create_markdown_artifact(
         f"# Training curves ({trained.variant})\n\nBest checkpoint: epoch {trained.best_epoch} of "
-        f"{trained.epochs}.\n\n![training curves]({plots.png_data_uri(path)})",
-        key="training-curves", description="Accuracy and loss per epoch")
-    return path
+        f"{trained.epochs_run or trained.epochs}.\n\n![training curves]({plots.png_data_uri(path)})",
+        key="training-curves", description=f"best epoch {trained.best_epoch}: validation accuracy "
+        f"{best['val_accuracy']:.4f}, loss {best['val_loss']:.4f}")
+    return path, {"training-curves": str(artifact)}
 
 
 @task(name="plot-augmentations")
-def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
+def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> dict[str, str]:
     """Show a 3x3 grid of one training image through the augmentation layers."""
-    path = plots.plot_augmentations(arrays, trained.run_dir / "augmentations.png", seed=settings.seed)
-    create_markdown_artifact(f"# Augmented samples\n\n![augmented samples]({plots.png_data_uri(path)})",
-                             key="augmentation-grid", description="RandomFlip, RandomRotation, RandomZoom")
-    return path
+    path = plots.plot_augmentations(arrays, trained.run_dir / "augmentations.png", seed=settings.seed,
+                                    translate=float(settings.translate or 0.0))
+    artifact = create_markdown_artifact(f"# Augmented samples\n\n![augmented samples]({plots.png_data_uri(path)})",
+                                        key="augmentation-grid", description="RandomFlip, RandomRotation, RandomZoom")
+    return {"augmentation-grid": str(artifact)}
 
 
 @task(name="evaluate", cache_key_fn=cache_while_complete(evaluation_dir))
@@ -80,14 +103,25 @@ def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, settings: Setti
     metrics = train.evaluate_model(trained, arrays, settings.batch_size,
                                    evaluation_dir(trained, arrays, settings), bool(settings.tta_flip))
     remember_cache_key(evaluation_dir(trained, arrays, settings))
-    create_markdown_artifact(
+    return metrics
+
+
+@task(name="publish-metrics")
+def publish_metrics(metrics: Metrics, settings: Settings) -> dict[str, str]:
+    """Publish the test metrics, in every run; the description carries the accuracy for the key's history."""
+    source = reused_from(metrics.predictions_path.parent)
+    if source:
+        get_run_logger().info("evaluate: reused the evaluation by %s", source)
+    artifact = create_markdown_artifact(
         "# Test metrics\n\n| metric | value |\n|---|---|\n"
         f"| variant | {metrics.variant} |\n| test accuracy | {metrics.test_accuracy:.4f} |\n"
         f"| test loss | {metrics.test_loss:.4f} |\n| test images | {metrics.test_images} |\n"
         f"| test-time flip averaging | {'on' if metrics.tta_flip else 'off'} |\n"
-        f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| model | `{metrics.model_path}` |",
-        key="test-metrics", description="Best checkpoint on the test subset")
-    return metrics
+        f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| seed | {settings.seed} |\n"
+        f"| model | `{metrics.model_path}` |",
+        key="test-metrics", description=f"test accuracy {metrics.test_accuracy:.4f}, loss {metrics.test_loss:.4f} "
+        f"({run_label(settings)})")
+    return {"test-metrics": str(artifact)}
 
 
 @task(name="register")
@@ -98,13 +132,31 @@ def register_model(trained: TrainedModel, metrics: Metrics, archive: Archive, se
     return card.path
 
 
+@task(name="publish-leaderboard")
+def publish_leaderboard(settings: Settings) -> dict[str, str]:
+    """Publish every registered model, best first, and their test accuracy over time."""
+    rows = registry.leaderboard(settings.workdir)
+    ids = {"leaderboard": str(create_table_artifact(
+        rows, key="leaderboard", description=f"{len(rows)} registered models; best test accuracy "
+        f"{rows[0]['test accuracy']:.4f} ({rows[0]['model']})" if rows else "no registered model"))}
+    path = plots.plot_accuracy_over_time(registry.list_models(settings.workdir),
+                                         registry.models_dir(settings.workdir) / "accuracy-over-time.png")
+    ids["accuracy-history"] = str(create_markdown_artifact(
+        f"# Test accuracy of the registered models over time\n\n![accuracy over time]({plots.png_data_uri(path)})",
+        key="accuracy-history", description="One line per variant, one point per registered model"))
+    return ids
+
+
 @task(name="report")
-def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, curves: Path) -> str:
+def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, curves: Path,
+                   links: dict[str, str], settings: Settings) -> str:
     """Publish the confusion matrix, the most confident mistakes and one report that ties the run together."""
     folder = metrics.predictions_path.parent
     confusion = plots.plot_confusion(metrics.confusion, folder / "confusion.png")
-    create_markdown_artifact(f"# Confusion matrix (test set)\n\n![confusion matrix]({plots.png_data_uri(confusion)})",
-                             key="confusion-matrix", description="Rows: true class; columns: predicted class")
+    links = dict(links)
+    links["confusion-matrix"] = str(create_markdown_artifact(
+        f"# Confusion matrix (test set)\n\n![confusion matrix]({plots.png_data_uri(confusion)})",
+        key="confusion-matrix", description="Rows: true class; columns: predicted class"))
     mistakes = train.most_wrong(metrics)
     gallery_md = "No test image was misclassified."
     if mistakes:
@@ -112,23 +164,34 @@ def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, cu
                  for r in mistakes]
         gallery = plots.plot_gallery(items, folder / "most-wrong.png")
         gallery_md = f"![most confident mistakes]({plots.png_data_uri(gallery)})"
-    create_markdown_artifact(f"# Most confident mistakes\n\nTrue label and predicted probability of dog.\n\n"
-                             f"{gallery_md}", key="most-wrong", description="Test images the model got most wrong")
+    links["most-wrong"] = str(create_markdown_artifact(
+        f"# Most confident mistakes\n\nTrue label and predicted probability of dog.\n\n{gallery_md}",
+        key="most-wrong", description=f"{len(mistakes)} test images the model got most wrong"))
     (tn, fp), (fn, tp) = metrics.confusion
-    ui = PREFECT_UI_URL.value()
-    links = ", ".join(f"[{key}]({ui}/artifacts/key/{key})" if ui else f"`{key}`" for key in REPORT_KEYS)
+    reused = {step: source for step, path in (("subsets", subsets.root), ("train", trained.run_dir),
+                                              ("evaluate", folder)) if (source := reused_from(path))}
+    reused_md = "".join(f"\n- `{step}`: reused from {source}" for step, source in reused.items())
     report = (
-        f"# catsdogs run: {metrics.variant}\n\n"
+        f"# catsdogs run: {run_label(settings)}\n\n"
         f"| test accuracy | test loss | best epoch | test images |\n|---|---|---|---|\n"
         f"| {metrics.test_accuracy:.4f} | {metrics.test_loss:.4f} | {metrics.best_epoch} of {metrics.epochs} "
         f"| {metrics.test_images} |\n\n"
         f"| true \\ predicted | cat | dog |\n|---|---|---|\n| cat | {tn} | {fp} |\n| dog | {fn} | {tp} |\n\n"
         f"![training curves]({plots.png_data_uri(curves)})\n\nModel: `{metrics.model_path}`\n\n"
-        f"More on this run: {links}."
+        f"This run's artifacts: {artifact_links(links)}.\n\n"
+        + (f"Steps taken from earlier runs:{reused_md}\n" if reused else "Every step ran in this run.\n")
     )
-    create_markdown_artifact(report, key="run-report", description="Metrics, curves and links for this run")
+    create_markdown_artifact(report, key="run-report",
+                             description=f"test accuracy {metrics.test_accuracy:.4f} ({run_label(settings)})")
     return report
 
 
+def artifact_links(ids: dict[str, str]) -> str:
+    """Markdown links to this run's own artifacts (by id, not to a key's history across runs)."""
+    ui = PREFECT_UI_URL.value()
+    ordered = [key for key in REPORT_KEYS if key in ids] + sorted(set(ids) - set(REPORT_KEYS))
+    return ", ".join(f"[{key}]({ui}/artifacts/artifact/{ids[key]})" if ui else f"`{key}`" for key in ordered)
+
+
 REPORT_KEYS = ["test-metrics", "training-curves", "augmentation-grid", "confusion-matrix", "most-wrong",
-               "model-summary", "dataset-summary", "training-history"]
+               "model-summary", "dataset-summary", "training-history", "leaderboard", "accuracy-history"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import threading
@@ -47,6 +48,33 @@ def make_kaggle_zip(path: Path, per_class: int = 12, corrupt: dict[str, list[int
 @pytest.fixture
 def tiny_zip(tmp_path: Path) -> Path:
     return make_kaggle_zip(tmp_path / "train.zip")
+
+
+# Orchestration tests run on this generated archive, never on ../shared: 300 small noisy JPEGs per class
+# (reddish cats, bluish dogs), enough for every range they use. Built once per test session, in memory.
+SAMPLE_PER_CLASS = 300
+
+
+def _sample_zip() -> tuple[bytes, str]:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for cls, colour in (("cat", (200, 60, 60)), ("dog", (60, 60, 200))):
+            for i in range(SAMPLE_PER_CLASS):
+                info = zipfile.ZipInfo(f"train/{cls}.{i}.jpg", date_time=(2020, 1, 1, 0, 0, 0))
+                zf.writestr(info, jpeg_bytes(colour, seed=i))
+    data = buffer.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+SAMPLE_ZIP, SAMPLE_SHA256 = _sample_zip()
+
+
+@pytest.fixture(scope="session")
+def sample_archive(tmp_path_factory) -> Path:
+    """The generated sample archive as a file (Kaggle layout)."""
+    path = tmp_path_factory.mktemp("sample") / "train.zip"
+    path.write_bytes(SAMPLE_ZIP)
+    return path
 
 
 @pytest.fixture

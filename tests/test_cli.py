@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.test_flow import SHARED_SHA256
+from tests.conftest import SAMPLE_SHA256
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,10 +33,9 @@ def test_environment_setting_is_checked_too(tmp_path: Path):
     assert result.returncode == 2 and "overlaps" in result.stderr
 
 
-@pytest.mark.realdata
-def test_run_json_with_python_m(prefect_server, shared_archive: Path, tmp_path: Path):
-    result = cli("-m", "flows.train", "--json", "--data-url", shared_archive.as_uri(), "--data-sha256",
-                 SHARED_SHA256, "--workdir", str(tmp_path / "w"), "--image-size", "78", "--epochs", "1",
+def test_run_json_with_python_m(prefect_server, sample_archive: Path, tmp_path: Path):
+    result = cli("-m", "flows.train", "--json", "--data-url", sample_archive.as_uri(), "--data-sha256",
+                 SAMPLE_SHA256, "--workdir", str(tmp_path / "w"), "--image-size", "78", "--epochs", "1",
                  "--batch-size", "8", "--train-range", "0-9", "--validation-range", "10-14",
                  "--test-range", "15-24", api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]

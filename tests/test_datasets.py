@@ -69,3 +69,4 @@ def test_a_file_broken_after_the_subsets_step_is_named(tmp_path: Path):
     with pytest.raises(ArchiveError, match=r"train/dog/dog\.1\.jpg \(corrupt"):
         build_arrays(subsets, tmp_path / "d", image_size=24)
     assert not (tmp_path / "d").exists()
+

@@ -15,13 +15,12 @@ import requests
 import yaml
 
 from deployments.schedules import PREDICTION, TIMEZONE, TRAINING
-from tests.test_flow import SHARED_SHA256
+from tests.conftest import SAMPLE_SHA256
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
-pytestmark = pytest.mark.realdata
 
 
 def free_port() -> int:
@@ -92,7 +91,7 @@ def server(tmp_path: Path) -> Iterator[PrefectServer]:
 
 
 def tiny_settings(archive: Path, workdir: Path) -> dict:
-    return {"variant": "augmented", "data_url": archive.as_uri(), "data_sha256": SHARED_SHA256,
+    return {"variant": "augmented", "data_url": archive.as_uri(), "data_sha256": SAMPLE_SHA256,
             "workdir": str(workdir), "image_size": 78, "batch_size": 8, "epochs": 1, "train_range": [0, 9],
             "validation_range": [10, 14], "test_range": [15, 24]}
 
@@ -143,13 +142,18 @@ def check_schedules(found: dict[str, dict]) -> None:
     assert found[PREDICTION["name"]]["parameters"] == PREDICTION["parameters"]
 
 
-def check_training_artifacts(server: PrefectServer, flow_run_id: str) -> dict[str, dict]:
+def check_training_artifacts(server: PrefectServer, flow_run_id: str, augmented: bool = True) -> dict[str, dict]:
     found = run_artifacts(server, flow_run_id)
-    assert set(found) >= {"run-report", "test-metrics", "training-curves", "augmentation-grid", "confusion-matrix",
-                          "most-wrong", "model-summary", "dataset-summary", "training-history"}
+    assert set(found) >= {"run-report", "test-metrics", "training-curves", "confusion-matrix", "most-wrong",
+                          "model-summary", "dataset-summary", "training-history", "training-progress",
+                          "leaderboard", "accuracy-history"}
+    assert ("augmentation-grid" in found) == augmented
     report = found["run-report"]["data"]
     assert "test accuracy" in report and "data:image/png;base64," in report
-    assert f"{server.ui}/artifacts/key/confusion-matrix" in report
+    # links lead to this run's own artifacts, and only to those that exist
+    for key in ("confusion-matrix", "test-metrics", "leaderboard"):
+        assert f"{server.ui}/artifacts/artifact/{found[key]['id']}" in report
+    assert "/artifacts/key/" not in report and ("augmentation-grid" in report) == augmented
     return found
 
 
@@ -163,20 +167,25 @@ def test_prefect_yaml_matches_the_schedules():
     assert by_name[PREDICTION["name"]]["parameters"] == PREDICTION["parameters"]
 
 
-def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, shared_archive, tmp_path):
+def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sample_archive, tmp_path):
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], env=server.env, cwd=ROOT, stdout=log,
-                             stderr=subprocess.STDOUT)
+    elsewhere = tmp_path / "elsewhere"  # `catsdogs serve` started outside the repository
+    elsewhere.mkdir()
+    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], env=server.env, cwd=elsewhere,
+                             stdout=log, stderr=subprocess.STDOUT)
     try:
         found = wait_for_deployments(server, {s["name"] for s in TRAINING} | {PREDICTION["name"]}, serve)
         check_schedules(found)
         started = time.monotonic()
-        flow_run_id = run_deployment(server, found["nightly-baseline"]["id"],
-                                     {"settings": tiny_settings(shared_archive, tmp_path / "work")})
+        # a partial override merges onto the deployment's settings (variant baseline stays; 1 epoch, tiny data)
+        overrides = {k: v for k, v in tiny_settings(sample_archive, tmp_path / "work").items() if k != "variant"}
+        flow_run_id = run_deployment(server, found["nightly-baseline"]["id"], {"overrides": overrides})
         run = wait_for_run(server, flow_run_id)
         assert run["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         print(f"served deployment run finished in {time.monotonic() - started:.1f} s")
-        artifacts = check_training_artifacts(server, flow_run_id)
+        assert run["name"] == "baseline-1ep-78px-seed0"  # named from its merged settings
+        assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0"} <= set(run["tags"])
+        artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
         from tests.browser import check_artifact_page, chromium_available
 
         if chromium_available() or os.environ.get("CATSDOGS_REQUIRE_BROWSER") == "1":
@@ -190,7 +199,7 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, share
         log.close()
 
 
-def test_work_pool_deploy_and_worker(server, shared_archive, tmp_path):
+def test_work_pool_deploy_and_worker(server, sample_archive, tmp_path):
     created = server.prefect("work-pool", "create", "catsdogs", "--type", "process")
     assert created.returncode == 0, created.stdout + created.stderr
     deployed = server.prefect("--no-prompt", "deploy", "--all")
@@ -199,7 +208,7 @@ def test_work_pool_deploy_and_worker(server, shared_archive, tmp_path):
     check_schedules(found)
     assert found["nightly-baseline"]["work_pool_name"] == "catsdogs"
     flow_run_id = run_deployment(server, found["nightly-baseline"]["id"],
-                                 {"settings": tiny_settings(shared_archive, tmp_path / "work")})
+                                 {"settings": tiny_settings(sample_archive, tmp_path / "work")})
     worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", "catsdogs", "--run-once"],
                             env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=480)
     run = wait_for_run(server, flow_run_id, timeout=60)

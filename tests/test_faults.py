@@ -20,23 +20,23 @@ from catsdogs.data import ArchiveError, unzip_archive
 from catsdogs.download import DownloadError, download_archive
 from catsdogs.registry import list_models
 from flows.train import train_flow
-from tests.test_flow import SHARED_SHA256, tiny
+from tests.conftest import SAMPLE_SHA256, SAMPLE_ZIP
+from tests.test_flow import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.realdata
 
 
 def cli_args(archive: Path, workdir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "flows.cli", "run", "--json", "--data-url", archive.as_uri(), "--data-sha256",
-            SHARED_SHA256, "--workdir", str(workdir), "--image-size", "78", "--batch-size", "16", *extra]
+            SAMPLE_SHA256, "--workdir", str(workdir), "--image-size", "78", "--batch-size", "16", *extra]
 
 
 def cli_env(api_url: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")} | {"PREFECT_API_URL": api_url}
 
 
-def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, shared_archive, tmp_path):
-    args = cli_args(shared_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-199",
+def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, sample_archive, tmp_path):
+    args = cli_args(sample_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-199",
                     "--validation-range", "200-249", "--test-range", "250-269")
     first = subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -73,8 +73,8 @@ def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, sh
     assert keras.models.load_model(result["model_path"]).output_shape == (None, 1)  # the checkpoint is whole
 
 
-def test_two_runs_at_once_on_one_workdir(prefect_server, shared_archive, tmp_path):
-    args = cli_args(shared_archive, tmp_path / "w", "--epochs", "1", "--train-range", "0-19",
+def test_two_runs_at_once_on_one_workdir(prefect_server, sample_archive, tmp_path):
+    args = cli_args(sample_archive, tmp_path / "w", "--epochs", "1", "--train-range", "0-19",
                     "--validation-range", "20-29", "--test-range", "30-39")
     runs = [subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -103,10 +103,12 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def test_full_disk_during_download(small_disk, serve, shared_archive):
-    server = serve(shared_archive.read_bytes())
+def test_full_disk_during_download(small_disk, serve):
+    from tests.test_download import zip_body
+
+    server = serve(zip_body(os.urandom(6_000_000)))  # more than the 4 MB disk holds
     with pytest.raises(DownloadError, match="No space left|free some disk space"):
-        download_archive(server.url, small_disk / "dl" / "archive.zip", sha256=SHARED_SHA256)
+        download_archive(server.url, small_disk / "dl" / "archive.zip")
     leftovers = [p.name for p in (small_disk / "dl").iterdir() if not p.name.endswith(".lock")]
     assert leftovers == []  # nothing a later run could take for a download
 
@@ -122,8 +124,8 @@ def test_full_disk_during_extraction(small_disk, tmp_path):
     assert [p.name for p in small_disk.iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_credentials_in_the_url_never_reach_logs_or_artifacts(prefect_server, serve, shared_archive, tmp_path):
-    server = serve(shared_archive.read_bytes())
+def test_credentials_in_the_url_never_reach_logs_or_artifacts(prefect_server, serve, tmp_path):
+    server = serve(SAMPLE_ZIP)
     server.behaviour.statuses = [503]  # a retry logs the URL too
     url = server.url.replace("http://", "http://alice:pw-hunter2@") + "?token=tok-s3cret"
     state = train_flow(tiny(url, tmp_path / "w"), return_state=True)

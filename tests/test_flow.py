@@ -1,4 +1,4 @@
-"""End to end: the real archive served from 127.0.0.1, the flow under a real Prefect server."""
+"""End to end: a generated archive served from 127.0.0.1, the flow under a real Prefect server."""
 
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from catsdogs.settings import Settings
 from flows.train import train_flow
+from tests.conftest import SAMPLE_SHA256, SAMPLE_ZIP
 
-SHARED_SHA256 = "37a922ad350e022523b89340edac18bc8eb6ea18aa79e78dc6033d47cb6f1add"
 EXPENSIVE = ["download", "unzip", "subsets", "datasets", "train", "evaluate"]
-
-pytestmark = pytest.mark.realdata
 
 
 def tiny(url: str, workdir: Path, **changes) -> Settings:
-    values = dict(data_url=url, data_sha256=SHARED_SHA256, workdir=workdir, image_size=78, batch_size=8,
+    values = dict(data_url=url, data_sha256=SAMPLE_SHA256, workdir=workdir, image_size=78, batch_size=8,
                   epochs=1, train_range="0-9", validation_range="10-14", test_range="15-24",
                   download_backoff_s=0.1)
     return Settings(**(values | changes))
@@ -47,32 +45,48 @@ def artifacts(flow_run_id: UUID) -> dict[str, object]:
     return {a.key: a for a in found}
 
 
+FULL_SET = {"dataset-summary", "model-summary", "training-history", "training-curves", "augmentation-grid",
+            "test-metrics", "training-progress", "confusion-matrix", "most-wrong", "run-report", "leaderboard",
+            "accuracy-history"}
+
+
+def flow_run_name(flow_run_id: UUID) -> str:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).name
+
+
 def embedded_png_sizes(markdown: str) -> list[int]:
     return [len(base64.b64decode(m)) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", markdown)]
 
 
 @pytest.fixture
-def served_archive(serve, shared_archive: Path):
-    return serve(shared_archive.read_bytes())
+def served_archive(serve):
+    return serve(SAMPLE_ZIP)
 
 
 def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_archive, tmp_path: Path):
     settings = tiny(served_archive.url, tmp_path / "work", variant="augmented")
     first_id, metrics = run(settings)
     assert metrics.variant == "augmented" and metrics.test_images == 20 and metrics.epochs == 1
-    assert 0.0 <= metrics.test_accuracy <= 1.0 and metrics.best_epoch == 1
+    (tn, fp), (fn, tp) = metrics.confusion
+    assert metrics.test_accuracy == pytest.approx((tn + tp) / 20) and tn + fp == fn + tp == 10
+    assert metrics.best_epoch == 1
     assert Path(metrics.model_path).is_file()
     assert all(state == "Completed" for state in task_states(first_id).values())
 
     found = artifacts(first_id)
-    assert set(found) >= {"dataset-summary", "model-summary", "training-history", "training-curves",
-                          "augmentation-grid", "test-metrics", "training-progress"}
+    assert set(found) == FULL_SET
+    assert "Every step ran in this run" in found["run-report"].data
     assert "| train | 10 | 10 | 20 |" in found["dataset-summary"].data
     assert "kaggle" in found["dataset-summary"].data
     assert "Total params" in found["model-summary"].data
     assert f"{metrics.test_accuracy:.4f}" in found["test-metrics"].data
     assert found["training-progress"].data == 100.0
-    assert '"val_accuracy"' in found["training-history"].data
+    history = found["training-history"].data
+    assert "| epoch | loss | accuracy | val_loss | val_accuracy | seconds |" in history  # in reading order
+    assert re.search(r"\| 1 \| \d\.\d{4} \| \d\.\d{4} \|", history)  # rounded, not raw floats
+    assert f"test accuracy {metrics.test_accuracy:.4f}" in found["test-metrics"].description
+    assert "Param #" in found["model-summary"].data
     for key in ("training-curves", "augmentation-grid"):
         sizes = embedded_png_sizes(found[key].data)
         assert len(sizes) == 1 and 1000 < sizes[0] < 100_000
@@ -83,6 +97,14 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
     assert [states[name] for name in EXPENSIVE] == ["Cached"] * len(EXPENSIVE)
     assert again == metrics
     assert len(served_archive.behaviour.requests) == 1
+    # a cached run publishes the full set too, and says which run produced what it reused
+    cached = artifacts(second_id)
+    assert set(cached) == FULL_SET
+    first_name = flow_run_name(first_id)
+    assert first_name == "augmented-1ep-78px-seed0"
+    assert f"reused from run {first_name}" in cached["dataset-summary"].data
+    assert f"`train`: reused from run {first_name} ({first_id})" in cached["run-report"].data
+    assert cached["training-progress"].data == 100.0
 
     # only the variant changes: the data steps are reused, the model is trained anew
     third_id, baseline = run(tiny(served_archive.url, tmp_path / "work", variant="baseline"))
@@ -101,11 +123,11 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
 
 def test_download_survives_a_failing_server(prefect_server, served_archive, tmp_path: Path):
     served_archive.behaviour.statuses = [503, 500]
-    served_archive.behaviour.drop_after = [5_000_000]
+    served_archive.behaviour.drop_after = [300_000]
     flow_run_id, metrics = run(tiny(served_archive.url, tmp_path / "work"))
     assert Path(metrics.model_path).is_file()
     requests = served_archive.behaviour.requests
-    assert len(requests) == 4  # 503, 500, a body cut at 5 MB, then the rest
+    assert len(requests) == 4  # 503, 500, a body cut at 300 kB, then the rest
     assert requests[-1]["Range"].startswith("bytes=") and requests[-1]["Range"] != "bytes=0-"
     assert task_states(flow_run_id)["download"] == "Completed"
 

@@ -84,3 +84,13 @@ def test_layer_seeds_are_distinct_and_repeatable():
     seeds = layer_seeds(0)
     assert len(set(seeds.values())) == 4 and seeds == layer_seeds(0)
     assert not set(seeds.values()) & set(layer_seeds(1).values())
+
+
+def test_summary_keeps_every_column_without_a_terminal():
+    from catsdogs.model import build_network
+    from catsdogs.settings import Settings
+
+    text = model_summary(build_network(Settings(variant="xception", image_size=96), "float32"))
+    header = next(line for line in text.splitlines() if "Layer (type)" in line)
+    assert "Param #" in header and "Connected to" in header
+    assert "Total params: 723,905" in text

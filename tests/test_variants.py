@@ -41,7 +41,7 @@ def test_each_variant_fills_its_own_defaults_and_the_reference_keeps_its_own():
     assert Settings(variant="augmented").recipe_key() == {}
     for name, value in VARIANT_DEFAULTS["xception"].items():
         assert getattr(xception, name) == value, name
-    assert xception.precision == "auto" and xception.epochs_to_run == 100
+    assert xception.precision == "auto" and xception.epochs_to_run == VARIANT_DEFAULTS["xception"]["epochs"]
     efficientnet = Settings(variant="efficientnet")
     assert efficientnet.total_epochs == efficientnet.epochs + efficientnet.fine_tune_epochs > efficientnet.epochs
 
