@@ -1,54 +1,53 @@
-"""Cache keys that hold only while a step's output folder is complete on disk.
+"""One cache: a step's folder, complete once its marker is written; Prefect's cache key is read off it.
 
-Prefect's cache remembers a result, not the files behind it. So a step's key is stored inside its output
-folder: while the folder is complete the same key comes back and Prefect returns the cached result; once the
-folder is deleted or was left incomplete, a key never seen before makes the step run again.
+The library builds each step's folder once and marks it complete (catsdogs.store). Prefect only names what
+the folder holds: a complete folder's key is a hash of its marker and of where the folder is; a folder that
+is missing or incomplete has no key, so the step runs. Nothing else is stored to make the two agree: a
+deleted, unfinished or moved folder is never answered from the cache, and a complete one shows as Cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from prefect.transactions import get_transaction
+from prefect.results import get_result_store
 
 from catsdogs import store
 
-KEY_FILE = "_PREFECT_CACHE_KEY"
+T = TypeVar("T")
 
 
-def cache_while_complete(output_dir: Callable[..., Path]) -> Callable[[Any, dict[str, Any]], str]:
-    """A cache_key_fn: the key recorded in the complete output folder, else a fresh one.
+def folder_key(folder: Path) -> str | None:
+    """The cache key of a step's folder: None until it is complete."""
+    folder = Path(folder)
+    if not store.is_complete(folder):
+        return None
+    marker = hashlib.sha256((folder / store.MARKER).read_bytes()).hexdigest()[:16]
+    return f"catsdogs-{folder.parent.name}-{folder.name}-{marker}@{store.digest(str(folder.resolve()))}"
 
-    The key ends with a hash of where the folder is: Prefect's cached result holds absolute paths, so a
-    workdir moved or copied elsewhere gets a new key, and the step loads its folder there instead.
-    """
 
-    def key(_context: Any, parameters: dict[str, Any]) -> str:
-        folder = output_dir(**parameters)
-        recorded = folder / KEY_FILE
-        if store.is_complete(folder) and recorded.is_file():
-            base = recorded.read_text().strip()
-        else:
-            base = f"catsdogs-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex[:12]}"
-        return f"{base}{AT}{store.digest(str(folder.resolve()))}"
+def cache_while_complete(output_dir: Callable[..., Path]) -> Callable[[Any, dict[str, Any]], str | None]:
+    """A cache_key_fn: the key of the step's output folder (None, so no caching, until it is complete)."""
+
+    def key(_context: Any, parameters: dict[str, Any]) -> str | None:
+        return folder_key(output_dir(**parameters))
 
     return key
 
 
-AT = "@"  # between a step's recorded key and the hash of its folder's location
-
-
-def remember_cache_key(folder: Path) -> None:
-    """Record the running task's cache key (without its location part) in its finished output folder."""
-    transaction = get_transaction()
-    if transaction is not None and transaction.key:
-        store.write_bytes_atomic(Path(folder) / KEY_FILE, transaction.key.split(AT)[0].encode())
-    if not (Path(folder) / PRODUCER_FILE).exists():  # the first run to finish it produced it
+def remember_result(folder: Path, result: T) -> T:
+    """Keep RESULT under the key of its now complete FOLDER, so the next run takes it from Prefect's cache."""
+    if (key := folder_key(folder)) is not None:
+        results = get_result_store()
+        if not results.exists(key):
+            results.persist_result_record(results.create_result_record(result, key=key))
+    if not (Path(folder) / PRODUCER_FILE).exists():  # the first run to finish the folder produced it
         remember_producer(folder)
+    return result
 
 
 PRODUCER_FILE = "_PRODUCED_BY.json"

@@ -15,7 +15,7 @@ from catsdogs.data import Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
 from catsdogs.settings import Settings, SettingsError, unmask_data_url
-from tasks._cache import cache_while_complete, remember_cache_key, reused_from
+from tasks._cache import cache_while_complete, remember_result, reused_from
 
 MAX_RETRY_AFTER_S = 300.0
 
@@ -72,8 +72,7 @@ def download_archive(settings: Settings) -> Archive:
             time.sleep(min(err.retry_after, MAX_RETRY_AFTER_S))
         raise
     store.mark_complete(out, archive.model_dump(mode="json"))
-    remember_cache_key(out)
-    return archive
+    return remember_result(out, archive)
 
 
 @task(name="unzip", cache_key_fn=cache_while_complete(extract_dir))
@@ -81,8 +80,7 @@ def unzip_archive(archive: Archive, settings: Settings) -> Path:
     """Extract the archive safely; returns the folder of extracted files."""
     limit = int(settings.max_extract_gib * 2**30)
     images = data.unzip_archive(archive.path, extract_dir(archive, settings), limit)
-    remember_cache_key(images)
-    return images
+    return remember_result(images, images)
 
 
 @task(name="subsets", cache_key_fn=cache_while_complete(subsets_dir))
@@ -91,8 +89,7 @@ def make_subsets(images: Path, settings: Settings) -> Subsets:
     ranges = {"train": settings.train_range, "validation": settings.validation_range,
               "test": settings.test_range}
     subsets = data.make_subsets(images, subsets_dir(images, settings), ranges)
-    remember_cache_key(subsets.root)
-    return subsets
+    return remember_result(subsets.root, subsets)
 
 
 @task(name="datasets", cache_key_fn=cache_while_complete(datasets_dir))
@@ -100,8 +97,7 @@ def build_datasets(subsets: Subsets, settings: Settings) -> DatasetArrays:
     """Decode and resize every subset once into arrays the training reads from memory."""
     arrays = datasets.build_arrays(subsets, datasets_dir(subsets, settings), settings.image_size,
                                    settings.batch_size)
-    remember_cache_key(arrays.root)
-    return arrays
+    return remember_result(arrays.root, arrays)
 
 
 @task(name="publish-dataset")

@@ -19,7 +19,7 @@ from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics, TrainedModel
-from tasks._cache import cache_while_complete, remember_cache_key, reused_from
+from tasks._cache import cache_while_complete, remember_result, reused_from
 from tasks.runs import run_label
 
 
@@ -46,9 +46,8 @@ def train_model(arrays: DatasetArrays, settings: Settings) -> TrainedModel:
 
     trained = train.train_model(settings, arrays, run_dir(arrays, settings), on_epoch=on_epoch)
     update_progress_artifact(progress, 100.0)  # early stopping ends before the last planned epoch
-    remember_cache_key(trained.run_dir)
     get_run_logger().info("best epoch %d of %d", trained.best_epoch, trained.epochs_run or trained.epochs)
-    return trained
+    return remember_result(trained.run_dir, trained)
 
 
 @task(name="publish-training")
@@ -102,8 +101,7 @@ def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, settings: Setti
     """Measure the best checkpoint's loss and accuracy on the test subset."""
     metrics = train.evaluate_model(trained, arrays, settings.batch_size,
                                    evaluation_dir(trained, arrays, settings), bool(settings.tta_flip))
-    remember_cache_key(evaluation_dir(trained, arrays, settings))
-    return metrics
+    return remember_result(evaluation_dir(trained, arrays, settings), metrics)
 
 
 @task(name="publish-metrics")
