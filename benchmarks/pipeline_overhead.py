@@ -15,7 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import tasks  # noqa: F401  (Prefect defaults before Prefect starts)
+from tasks import use_prefect_defaults
+
+use_prefect_defaults()  # before Prefect starts
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats" / "train.zip"
 

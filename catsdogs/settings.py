@@ -9,11 +9,18 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_serializer, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 # The public, no-login copy that Keras' own example and TensorFlow Datasets use (786 MB, PetImages layout).
 DEFAULT_DATA_URL = (
@@ -140,6 +147,16 @@ class Settings(BaseSettings):
     fine_tune_learning_rate: float | None = Field(None, gt=0, le=1, description="efficientnet: fine-tuning rate")
     max_extract_gib: float = Field(20.0, gt=0, le=1_000_000, description="refuse archives that unpack to more "
                                    "than this")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, **_unused: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init values) beat CATSDOGS_* variables, which beat the TOML file load_settings was given."""
+        toml = _TOML_FILE.get()
+        if toml is None:
+            return init_settings, env_settings
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml[0], toml_table_header=toml[1])
 
     @field_serializer("data_url", when_used="json")
     def _masked_url(self, url: str) -> str:
@@ -289,39 +306,49 @@ def unmask_data_url(url: str, secret_url: str | None = None) -> str:
 
 
 def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> Settings:
-    """Build Settings from flags (overrides), environment and an optional TOML file.
+    """Build Settings from flags (overrides), environment and an optional TOML file, merged by
+    pydantic-settings' own sources in that order of precedence.
 
     Raises SettingsError with one line per invalid field.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     config_file = config_file or os.environ.get("CATSDOGS_CONFIG")
-    file_values: dict[str, Any] = {}
+    toml = None
     if config_file:
         path = Path(config_file)
-        try:
-            file_values = tomllib.loads(path.read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            raise SettingsError(f"config file {path} does not exist; fix the --config path") from None
-        except IsADirectoryError:
-            raise SettingsError(f"config file {path} is a directory; give the path of a .toml file") from None
-        except UnicodeDecodeError as err:
-            raise SettingsError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 "
-                                "TOML") from None
-        except OSError as err:
-            raise SettingsError(f"config file {path} cannot be read: {err.strerror or err}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
-        if not isinstance(file_values, dict):
-            raise SettingsError(f"config file {path} must hold settings as TOML keys")
-        file_values = file_values.get("catsdogs", file_values)
-    env_given = {name for name in Settings.model_fields if f"CATSDOGS_{name}".upper() in os.environ}
-    # Init values beat the environment in pydantic-settings, so the file only fills what env leaves open.
-    values = {k: v for k, v in file_values.items() if k not in env_given}
-    values.update(overrides)
+        header = ("catsdogs",) if "catsdogs" in _read_toml(path) else ()  # flat, or under a [catsdogs] table
+        toml = (path, header)
+    token = _TOML_FILE.set(toml)
     try:
-        return Settings(**values)
+        return Settings(**overrides)
     except ValidationError as err:
         raise SettingsError(format_validation_error(err)) from None
+    finally:
+        _TOML_FILE.reset(token)
+
+
+# The TOML file of the Settings being built by load_settings (and its table), for settings_customise_sources.
+_TOML_FILE: ContextVar[tuple[Path, tuple[str, ...]] | None] = ContextVar("catsdogs_toml_file", default=None)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML, or a SettingsError that names what is wrong with it (before pydantic-settings reads it)."""
+    try:
+        values = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist; fix the --config path") from None
+    except IsADirectoryError:
+        raise SettingsError(f"config file {path} is a directory; give the path of a .toml file") from None
+    except UnicodeDecodeError as err:
+        raise SettingsError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 "
+                            "TOML") from None
+    except OSError as err:
+        raise SettingsError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
+    if "catsdogs" in values and not isinstance(values["catsdogs"], dict):
+        raise SettingsError(f"config file {path}: catsdogs must be a table of settings")
+    return values
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -11,13 +11,16 @@ import os
 import sys
 from pathlib import Path
 
-from prefect import serve
-from prefect.schedules import Cron
+from tasks import use_prefect_defaults
 
-import tasks  # noqa: F401  (Prefect defaults before Prefect is imported)
-from deployments.schedules import PREDICTION, TIMEZONE, TRAINING
-from flows.predict import predict_flow
-from flows.train import train_flow
+use_prefect_defaults()  # before Prefect is imported
+
+from prefect import serve  # noqa: E402
+from prefect.schedules import Cron  # noqa: E402
+
+from deployments.schedules import PREDICTION, TIMEZONE, TRAINING  # noqa: E402
+from flows.predict import predict_flow  # noqa: E402
+from flows.train import train_flow  # noqa: E402
 
 
 def build_deployments() -> list:

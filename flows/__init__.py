@@ -1,3 +1,5 @@
 """Prefect flows that wire the catsdogs tasks together."""
 
-import tasks  # noqa: F401  (sets Prefect's defaults before Prefect is imported)
+from tasks import use_prefect_defaults
+
+use_prefect_defaults()  # before any flow module imports Prefect

@@ -103,10 +103,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return predict(args)
     if args.command == "models":
         return list_models(args)
-    if args.command == "serve":
-        from deployments.serve import main as serve
-
-        return serve()
+    if args.command == "serve":  # its own process: the deployments import the flows, not the other way round
+        os.execv(sys.executable, [sys.executable, "-m", "deployments.serve"])
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
     try:
         settings = load_settings(overrides, args.config)

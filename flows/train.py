@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from prefect import flow
@@ -66,8 +65,3 @@ def train_flow(settings: Settings | None = None, overrides: dict[str, Any] | Non
     publish_report(trained, metrics, subsets, curves, links, settings)
     return metrics
 
-
-if __name__ == "__main__":
-    from flows.cli import main
-
-    sys.exit(main(["run", *sys.argv[1:]]))

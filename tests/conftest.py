@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tasks  # noqa: F401  (Prefect defaults, before Prefect is imported)
+from tasks import use_prefect_defaults
+
+use_prefect_defaults()  # before Prefect is imported
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -33,8 +33,8 @@ def test_environment_setting_is_checked_too(tmp_path: Path):
     assert result.returncode == 2 and "overlaps" in result.stderr
 
 
-def test_run_json_with_python_m(prefect_server, sample_archive: Path, tmp_path: Path):
-    result = cli("-m", "flows.train", "--json", "--data-url", sample_archive.as_uri(), "--data-sha256",
+def test_run_json_with_python_m_flows(prefect_server, sample_archive: Path, tmp_path: Path):
+    result = cli("-m", "flows", "run", "--json", "--data-url", sample_archive.as_uri(), "--data-sha256",
                  SAMPLE_SHA256, "--workdir", str(tmp_path / "w"), "--image-size", "78", "--epochs", "1",
                  "--batch-size", "8", "--train-range", "0-9", "--validation-range", "10-14",
                  "--test-range", "15-24", api_url=prefect_server)

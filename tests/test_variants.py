@@ -60,7 +60,7 @@ def test_settings_round_trip_as_a_flow_parameter():
     again = Settings.model_validate(s.model_dump(mode="json"))
     assert again == s
     # A partial dict (a deployment's parameters) gets the variant's defaults too.
-    assert Settings.model_validate({"variant": "xception"}).image_size == 160
+    assert Settings.model_validate({"variant": "xception"}).image_size == VARIANT_DEFAULTS["xception"]["image_size"]
 
 
 @pytest.mark.parametrize("overrides, words", [

@@ -1,0 +1,40 @@
+"""The layers depend one way: deployments -> flows -> tasks -> catsdogs, and the library never on Prefect."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["deployments", "flows", "tasks", "catsdogs"]  # each may import only those after it
+
+
+def imports(package: str) -> set[tuple[str, str]]:
+    """(module, imported top-level name) for every import in PACKAGE, inside functions too."""
+    found = set()
+    for path in (ROOT / package).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add((f"{package}/{path.name}", node.module.split(".")[0]))
+            elif isinstance(node, ast.Import):
+                found |= {(f"{package}/{path.name}", alias.name.split(".")[0]) for alias in node.names}
+    return found
+
+
+def test_dependencies_run_one_way():
+    backwards = [(module, name) for i, package in enumerate(ORDER) for module, name in imports(package)
+                 if name in ORDER[:i]]
+    assert backwards == []
+
+
+def test_the_library_does_not_import_prefect():
+    assert [module for module, name in imports("catsdogs") if name == "prefect"] == []
+
+
+def test_importing_tasks_changes_no_environment(monkeypatch):
+    import importlib
+    import os
+
+    before = dict(os.environ)
+    importlib.reload(importlib.import_module("tasks"))
+    assert dict(os.environ) == before
