@@ -1,10 +1,13 @@
-"""Prediction speed: images per second over a folder of 1,000 real images, and one-image latency.
+"""Prediction speed, LiteRT against TensorFlow side by side: one image and 1,000 images, the whole command.
 
-Uses --model (default: a freshly built reference model at 180×180, saved to a temporary file: the speed of
-inference does not depend on the weights). Images are the first 500 cats and 500 dogs of
-../shared/data/dogs-vs-cats/train.zip. Prints one JSON object on its last line.
+A reference model (--variant, default baseline at 180×180; the speed of inference does not depend on the
+weights) is registered in a temporary workdir, which exports it for LiteRT. `catsdogs predict --model NAME`
+then runs on LiteRT without importing TensorFlow; the same model given as a .keras file outside the registry
+runs on TensorFlow, as every model did before. Images are the first 500 cats and 500 dogs of
+../shared/data/dogs-vs-cats/train.zip. Each command runs REPEATS times, alternating; medians are reported.
+Prints one JSON object on its last line.
 
-    python benchmarks/predict_throughput.py [--model PATH] [--repeats 3]
+    python benchmarks/predict_throughput.py [--variant baseline] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,46 +34,61 @@ def timed(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def register_untrained(variant: str, workdir: Path) -> str:
+    """Register a freshly built model of VARIANT (so exported for LiteRT); returns its registered name."""
+    from catsdogs.model import build_for
+    from catsdogs.registry import register_model
+    from catsdogs.settings import Settings
+    from catsdogs.train import Metrics, TrainedModel
+
+    settings = Settings(variant=variant, workdir=workdir, precision="float32")
+    run_dir = workdir / "runs" / f"bench-{variant}"
+    run_dir.mkdir(parents=True)
+    build_for(settings, "float32", 1).save(run_dir / "best.keras")
+    trained = TrainedModel(run_dir=run_dir, variant=variant, epochs=1, best_epoch=1, best_val_loss=0.0, summary="")
+    metrics = Metrics(variant=variant, test_accuracy=0.5, test_loss=0.7, test_images=0, best_epoch=1, epochs=1,
+                      model_path=trained.model_path, confusion=[[0, 0], [0, 0]],
+                      predictions_path=run_dir / "none.json")
+    card = register_model(trained, metrics, settings, "0" * 64)
+    if card.litert_error:
+        sys.exit(f"the {variant} model could not be exported for LiteRT: {card.litert_error}")
+    return card.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--variant", default="baseline")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if not ARCHIVE.is_file():
+        sys.exit(f"the real archive is needed at {ARCHIVE}")
     work = Path(tempfile.mkdtemp(prefix="catsdogs-predict-bench-"))
     with zipfile.ZipFile(ARCHIVE) as zf:
         for cls in ("cat", "dog"):
             for i in range(500):
                 zf.extract(f"train/{cls}.{i}.jpg", work / "images")
-    folder = work / "images" / "train"
-    model = args.model
-    if model is None:
-        from catsdogs.model import build_model
+    folder, one = work / "images" / "train", work / "images" / "train" / "cat.0.jpg"
+    name = register_untrained(args.variant, work / "work")
+    outside = work / "outside.keras"  # no card beside it: the TensorFlow route
+    shutil.copyfile(work / "work" / "models" / name / "model.keras", outside)
 
-        model = work / "reference.keras"
-        build_model("baseline", 180).save(model)
-
-    from catsdogs.predict import Predictor, collect_inputs, predict_files
-
-    predictor = Predictor(model)
-    inputs = collect_inputs([str(folder)])
-    list(predict_files(predictor, inputs[:64]))  # warm-up: graph tracing
-    in_process = []
+    command = [sys.executable, "-m", "flows.cli", "predict", "--json", "--workdir", str(work / "work")]
+    routes = {"litert": [*command, "--model", name], "tensorflow": [*command, "--model", str(outside)]}
+    seconds: dict[str, dict[str, list[float]]] = {r: {"one": [], "folder": []} for r in routes}
     for _ in range(args.repeats):
-        started = time.perf_counter()
-        results = list(predict_files(predictor, inputs))
-        in_process.append(time.perf_counter() - started)
-    assert len(results) == 1000 and not any(r.error for r in results)
-
-    command = [sys.executable, "-m", "flows.cli", "predict", "--model", str(model), "--json"]
-    folder_s = [timed([*command, str(folder)]) for _ in range(args.repeats)]
-    one_s = [timed([*command, str(folder / "cat.0.jpg")]) for _ in range(args.repeats)]
-    print(json.dumps({
-        "images": len(inputs), "cpu_count": os.cpu_count(),
-        "in_process_images_per_s": round(len(inputs) / statistics.median(in_process), 1),
-        "folder_command_s": round(statistics.median(folder_s), 2),
-        "folder_command_images_per_s": round(len(inputs) / statistics.median(folder_s), 1),
-        "one_image_command_latency_s": round(statistics.median(one_s), 2),
-    }))
+        for route, args_ in routes.items():
+            seconds[route]["one"].append(timed([*args_, str(one)]))
+            seconds[route]["folder"].append(timed([*args_, str(folder)]))
+    result: dict[str, object] = {"variant": args.variant, "images": 1000, "cpu_count": os.cpu_count()}
+    for route in routes:
+        result[f"{route}_one_image_command_s"] = round(statistics.median(seconds[route]["one"]), 3)
+        result[f"{route}_folder_command_s"] = round(statistics.median(seconds[route]["folder"]), 2)
+        result[f"{route}_folder_images_per_s"] = round(1000 / statistics.median(seconds[route]["folder"]), 1)
+    result["one_image_speedup"] = round(result["tensorflow_one_image_command_s"]  # type: ignore[operator]
+                                        / result["litert_one_image_command_s"], 2)  # type: ignore[operator]
+    result["folder_speedup"] = round(result["tensorflow_folder_command_s"]  # type: ignore[operator]
+                                     / result["litert_folder_command_s"], 2)  # type: ignore[operator]
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,10 @@ class Predictor:
         card = resolve_model(workdir, choice)
         return cls(card.path, card.image_size, bool(card.settings.get("tta_flip")))
 
+    def load(self, path: Path) -> np.ndarray:
+        """One file decoded and resized as the training data was."""
+        return load_image(path, self.image_size)
+
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities that each image is a dog (averaged with the mirror image's where the model says so)."""
         images = images.astype("float32")
@@ -71,6 +75,32 @@ class Predictor:
         if self.tta_flip:
             dog = (dog + np.asarray(self.model.predict_on_batch(images[:, :, ::-1]), "float64")[:, 0]) / 2
         return dog
+
+
+def open_predictor(choice: str | None, workdir: Path) -> Any:
+    """The fastest way to answer with the chosen model: its LiteRT export where it has one (no TensorFlow
+    imported), else the Keras model, saying why in one log line. Raises as Predictor.from_choice does."""
+    choice = choice or "best"
+    if choice.endswith(".keras") or os.sep in choice:
+        card = card_for_file(Path(choice))
+    else:
+        card = resolve_model(workdir, choice)
+    reason = "it is not in the registry" if card is None else card.litert_error or (
+        None if card.litert_path and Path(card.litert_path).is_file() else "it has no LiteRT export")
+    if reason is None:
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError:
+            reason = "ai-edge-litert is not installed"
+    if reason is None:
+        from catsdogs.lite import LitePredictor
+
+        try:
+            return LitePredictor(card.litert_path, card.image_size, bool(card.settings.get("tta_flip")))
+        except (ValueError, RuntimeError) as err:
+            reason = f"its LiteRT export does not load ({type(err).__name__})"
+    log.warning("predicting with TensorFlow: %s", reason)
+    return Predictor.from_choice(choice, workdir)
 
 
 def _run_settings(model_path: Path) -> dict[str, Any]:
@@ -122,7 +152,7 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
     return tf.cast(tf.round(resized), tf.uint8).numpy()
 
 
-def predict_files(predictor: Predictor, inputs: list[tuple[str, Path | None, str | None]],
+def predict_files(predictor: Any, inputs: list[tuple[str, Path | None, str | None]],
                   batch_size: int = 32, workers: int | None = None) -> Iterator[Prediction]:
     """Classify every input in order; files are decoded in parallel, batches go through the model at once."""
     workers = workers or os.cpu_count() or 1
@@ -132,7 +162,7 @@ def predict_files(predictor: Predictor, inputs: list[tuple[str, Path | None, str
         if error or path is None:
             return shown, None, error
         try:
-            return shown, load_image(path, predictor.image_size), None
+            return shown, predictor.load(path), None
         except ImageError as err:
             return shown, None, str(err)
         except OSError as err:

@@ -14,6 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from catsdogs import store
+from catsdogs.lite import LITERT_FILE
+from catsdogs.model import build_network
+from catsdogs.runtime import tensorflow
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics, TrainedModel
 
@@ -43,6 +46,8 @@ class ModelCard(BaseModel):
     data_sha256: str | None
     settings: dict[str, Any]
     versions: dict[str, str]
+    litert_path: Path | None = None  # the LiteRT export `catsdogs predict` runs without TensorFlow
+    litert_error: str | None = None  # why there is none
 
 
 def models_dir(workdir: Path) -> Path:
@@ -61,15 +66,41 @@ def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: S
     public = settings.public_dict()
     with store.fresh_dir(folder) as tmp:
         shutil.copyfile(trained.model_path, tmp / MODEL_FILE)
+        litert_error = export_litert(tmp / MODEL_FILE, settings, tmp / LITERT_FILE)
         card = ModelCard(
             name=folder.name, path=folder / MODEL_FILE, created_at=datetime.now(UTC).isoformat(),
             variant=trained.variant, image_size=settings.image_size, test_accuracy=metrics.test_accuracy,
             test_loss=metrics.test_loss, best_epoch=metrics.best_epoch, epochs=metrics.epochs,
-            data_url=public["data_url"], data_sha256=data_sha256, settings=public, versions=_versions())
+            data_url=public["data_url"], data_sha256=data_sha256, settings=public, versions=_versions(),
+            litert_path=None if litert_error else folder / LITERT_FILE, litert_error=litert_error)
         store.write_json_atomic(tmp / CARD_FILE, card.model_dump(mode="json"))
         store.mark_complete(tmp, card.model_dump(mode="json"))
     log.info("registered model %s (test accuracy %.4f)", card.name, card.test_accuracy)
     return card
+
+
+def export_litert(model_path: Path, settings: Settings, out: Path) -> str | None:
+    """Export the model for LiteRT, computing in float32; returns None, or why it could not be exported.
+
+    A model trained in mixed precision is rebuilt in float32 with its weights (which are float32 anyway):
+    LiteRT has no bfloat16 kernels, and inference needs none of mixed precision's speed-up.
+    """
+    tensorflow()
+    import keras
+
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+        if any(layer.compute_dtype != "float32" for layer in model.layers):
+            float32 = build_network(settings, "float32")
+            float32.set_weights(model.get_weights())
+            model = float32
+        model.export(str(out), format="litert", verbose=False)
+    except Exception as err:  # noqa: BLE001  predict falls back to TensorFlow and says why
+        Path(out).unlink(missing_ok=True)
+        log.warning("no LiteRT export for %s (%s: %s); predict will use TensorFlow", model_path.parent.name,
+                    type(err).__name__, str(err).splitlines()[0][:200] if str(err) else "")
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'export failed'}"
+    return None
 
 
 def list_models(workdir: Path) -> list[ModelCard]:
@@ -115,7 +146,9 @@ def card_for_file(path: Path) -> ModelCard | None:
 
 def _card(recorded: dict[str, Any], folder: Path) -> ModelCard:
     """A card as recorded, with the model file where the folder is now (the workdir may have moved)."""
-    return ModelCard.model_validate(recorded | {"path": Path(folder).resolve() / MODEL_FILE})
+    here = Path(folder).resolve()
+    lite = {"litert_path": here / LITERT_FILE} if recorded.get("litert_path") else {}
+    return ModelCard.model_validate(recorded | {"path": here / MODEL_FILE} | lite)
 
 
 def _versions() -> dict[str, str]:

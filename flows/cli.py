@@ -193,12 +193,12 @@ def list_models(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from catsdogs.predict import Predictor, as_json_line, collect_inputs, format_table, predict_files
+    from catsdogs.predict import as_json_line, collect_inputs, format_table, open_predictor, predict_files
     from catsdogs.registry import RegistryError
 
     try:
         workdir = args.workdir or load_settings().workdir
-        predictor = Predictor.from_choice(args.model, workdir)
+        predictor = open_predictor(args.model, workdir)
     except (SettingsError, RegistryError, FileNotFoundError, ValueError) as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR

@@ -10,13 +10,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from catsdogs import plots
-from catsdogs.predict import Prediction, Predictor, collect_inputs, predict_files
+from catsdogs.predict import Prediction, collect_inputs, open_predictor, predict_files
 
 
 @task(name="classify")
 def classify_images(paths: list[str], model: str, workdir: Path, batch_size: int = 32) -> list[Prediction]:
     """Classify every image under PATHS with the chosen model (best, latest, a name or a .keras file)."""
-    predictor = Predictor.from_choice(model, workdir)
+    predictor = open_predictor(model, workdir)
     predictions = list(predict_files(predictor, collect_inputs(paths), batch_size=batch_size))
     failed = sum(1 for p in predictions if p.error)
     get_run_logger().info("classified %d images with %s; %d could not be read", len(predictions) - failed,

@@ -1,0 +1,137 @@
+"""Prediction without TensorFlow: the training's pixels exactly, the Keras model's answers, a fallback."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import lite
+from catsdogs.data import make_subsets, unzip_archive
+from catsdogs.datasets import build_arrays, decode_image
+from catsdogs.registry import register_model
+from catsdogs.settings import Settings
+from catsdogs.train import evaluate_model, train_model
+from tests.conftest import make_kaggle_zip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def picture(height: int, width: int, seed: int = 0) -> Image.Image:
+    """Smooth gradients with noise: what JPEG's DCT and upsampling round differently if set differently."""
+    rng = np.random.default_rng(seed)
+    ramp = np.cumsum(rng.integers(0, 9, (height, width, 3)), axis=1) % 256
+    return Image.fromarray(ramp.astype(np.uint8))
+
+
+def encodings(image: Image.Image) -> dict[str, bytes]:
+    found = {}
+    for name, fmt, mode, options in [
+        ("baseline.jpg", "JPEG", "RGB", {"quality": 85}), ("444.jpg", "JPEG", "RGB", {"subsampling": 0}),
+        ("progressive.jpg", "JPEG", "RGB", {"progressive": True}), ("grey.jpg", "JPEG", "L", {}),
+        ("cmyk.jpg", "JPEG", "CMYK", {}), ("alpha.png", "PNG", "RGBA", {}), ("palette.gif", "GIF", "RGB", {}),
+        ("plain.bmp", "BMP", "RGB", {}),
+    ]:
+        buffer = io.BytesIO()
+        image.convert(mode).save(buffer, format=fmt, **options)
+        found[name] = buffer.getvalue()
+    return found
+
+
+@pytest.mark.parametrize("height, width", [(200, 200), (375, 500), (61, 47)])
+def test_pixels_are_the_training_pipelines_bit_for_bit(tmp_path: Path, height: int, width: int):
+    for name, data in encodings(picture(height, width)).items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for size in (78, 160, 180, 192):
+            ours, training = lite.load_image(path, size), decode_image(data, size).numpy()
+            assert np.array_equal(ours, training), (name, size, np.abs(ours.astype(int) - training).max())
+
+
+def test_resize_is_tensorflows_bilinear_in_float32():
+    import tensorflow as tf
+
+    image = np.random.default_rng(1).integers(0, 256, (37, 53, 3)).astype(np.uint8)
+    for size in (10, 37, 53, 100):
+        expected = tf.image.resize(image, (size, size), method="bilinear").numpy()
+        assert np.array_equal(lite.resize_bilinear(image, size), expected)
+
+
+def test_other_formats_use_pillow_within_a_tolerance(tmp_path: Path):
+    """WebP and TIFF have no TensorFlow decoder: Pillow's RGB, resized the same way, is what the model sees."""
+    for fmt in ("WEBP", "TIFF"):
+        path = tmp_path / f"x.{fmt.lower()}"
+        picture(90, 120).save(path, format=fmt)
+        with Image.open(path) as image:
+            expected = lite.resize_bilinear(np.asarray(image.convert("RGB")), 64)
+        assert np.abs(lite.load_image(path, 64).astype(float) - expected).max() <= 0.5  # rounding only
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A tiny baseline and a tiny bfloat16 xception, trained, evaluated and registered (and so exported)."""
+    tmp = tmp_path_factory.mktemp("lite")
+    ranges = {"train": (0, 7), "validation": (8, 9), "test": (10, 17)}
+    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=18), tmp / "x", 2**30),
+                           tmp / "s", ranges)
+    arrays = build_arrays(subsets, tmp / "d", 78)
+    cards = {}
+    for variant, precision in (("baseline", "float32"), ("xception", "mixed_bfloat16")):
+        settings = Settings(variant=variant, image_size=78, batch_size=8, epochs=1, workdir=tmp / "work",
+                            train_range="0-7", validation_range="8-9", test_range="10-17", precision=precision)
+        run = train_model(settings, arrays, tmp / "work" / "runs" / variant)
+        metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation", bool(settings.tta_flip))
+        cards[variant] = (register_model(run, metrics, settings, "0" * 64), metrics)
+    return {"subsets": subsets, "cards": cards, "workdir": tmp / "work"}
+
+
+PREDICT_AND_REPORT_MODULES = """
+import json, sys
+from flows.cli import main
+status = main(["predict", *sys.argv[1:]])
+print(json.dumps({"status": status, "tensorflow": "tensorflow" in sys.modules, "prefect": "prefect" in sys.modules}))
+"""
+
+
+def predict_json(model: str, registered, *extra: str) -> tuple[dict[str, dict], dict, str]:
+    result = subprocess.run([sys.executable, "-c", PREDICT_AND_REPORT_MODULES, str(registered["subsets"].root /
+                             "test"), "--json", "--model", model, "--workdir", str(registered["workdir"]), *extra],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    lines = result.stdout.strip().splitlines()
+    answers = {Path(row["path"]).name: row for row in map(json.loads, lines[:-1])}
+    return answers, json.loads(lines[-1]), result.stderr
+
+
+@pytest.mark.parametrize("variant", ["baseline", "xception"])
+def test_predict_answers_as_keras_did_without_importing_tensorflow(registered, variant: str):
+    card, metrics = registered["cards"][variant]
+    assert card.litert_path and card.litert_path.is_file() and card.litert_error is None
+    answers, modules, stderr = predict_json(card.name, registered)
+    assert modules == {"status": 0, "tensorflow": False, "prefect": False}, stderr[-2000:]
+    # the baseline computes in float32 in both; the xception trained in bfloat16 and is exported in float32
+    tolerance = 1e-5 if variant == "baseline" else 2e-2
+    for row in json.loads(metrics.predictions_path.read_text()):
+        answer = answers[Path(row["file"]).name]
+        dog = answer["probability"] if answer["label"] == "dog" else 1 - answer["probability"]
+        assert dog == pytest.approx(row["dog_probability"], abs=tolerance)
+        if abs(row["dog_probability"] - 0.5) > tolerance:
+            assert (answer["label"] == "dog") == (row["dog_probability"] > 0.5)
+
+
+def test_a_model_without_its_export_falls_back_to_tensorflow_and_says_why(registered):
+    card, metrics = registered["cards"]["baseline"]
+    moved = card.litert_path.with_suffix(".moved")
+    card.litert_path.rename(moved)
+    try:
+        answers, modules, stderr = predict_json(card.name, registered)
+    finally:
+        moved.rename(card.litert_path)
+    assert modules["status"] == 0 and modules["tensorflow"] is True
+    assert "predicting with TensorFlow: it has no LiteRT export" in stderr
+    assert len(answers) == metrics.test_images
