@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
     commands.add_parser("serve", help="register the scheduled deployments and run them (needs PREFECT_API_URL)")
+    web = commands.add_parser("web", help="a web page and an HTTP API that answer cat or dog",
+                              description="Serve GET / (a page to drop photos on), POST /predict and GET /healthz.")
+    web.add_argument("--model", default="best", help="best (default), latest, a registered model's name, or a "
+                     ".keras file")
+    web.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
+    web.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     return parser
 
 
@@ -92,7 +99,7 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("predict", "models"):  # no Prefect here to show the library's warnings: stderr does
+    if args.command in ("predict", "models", "web"):  # no Prefect here to show the library's warnings: stderr does
         import logging
 
         handler = logging.StreamHandler()
@@ -103,6 +110,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return predict(args)
     if args.command == "models":
         return list_models(args)
+    if args.command == "web":
+        return web(args)
     if args.command == "serve":  # its own process: the deployments import the flows, not the other way round
         os.execv(sys.executable, [sys.executable, "-m", "deployments.serve"])
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
@@ -189,6 +198,21 @@ def list_models(args: argparse.Namespace) -> int:
         else:
             print(f"{card.name}  {card.variant:<12}  test accuracy {card.test_accuracy:.4f}  {card.created_at}  "
                   f"{' '.join(marks)}")
+    return 0
+
+
+def web(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from catsdogs.registry import RegistryError
+    from flows.web import create_app
+
+    try:
+        app = create_app(Path(args.workdir or load_settings().workdir), args.model)
+    except (SettingsError, RegistryError, FileNotFoundError, ValueError) as err:
+        print(f"catsdogs: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 

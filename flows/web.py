@@ -1,0 +1,159 @@
+"""`catsdogs web`: a page that answers "cat or dog?" for dropped photos, and the HTTP API behind it.
+
+    GET  /          the page: drop or pick photos, see each one's thumbnail, label and probability
+    POST /predict   multipart/form-data, one or more `files`: one answer per file, as `predict --json` gives
+    GET  /healthz   {"status": "ok", "model": ..., "runtime": "litert" | "tensorflow"}
+
+The model is loaded once. Uploads go to a temporary folder under names the server makes, and are deleted
+with it: nothing a client sends names a file on the server.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from catsdogs.data import ImageError
+from catsdogs.predict import Prediction, labelled, open_predictor
+
+MAX_FILES = 32  # files per request
+MAX_REQUEST_BYTES = 64 * 2**20  # a request body larger than this is refused before it is read (413)
+
+
+def create_app(workdir: Path, model: str = "best", max_files: int = MAX_FILES,
+               max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+    """The web app for the registered MODEL in WORKDIR (best, latest, a name or a .keras file)."""
+    predictor = open_predictor(model, workdir)
+    runtime = "litert" if type(predictor).__name__ == "LitePredictor" else "tensorflow"
+    model_name = Path(predictor.path).parent.name if runtime == "litert" else Path(predictor.path).stem
+    lock = threading.Lock()  # one interpreter: calls into the model take turns; decoding does not
+    app = FastAPI(title="catsdogs", description="Cat or dog?")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": model_name, "runtime": runtime, "image_size": predictor.image_size}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.replace("{{MODEL}}", html.escape(f"{model_name} ({runtime})"))
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        refused = _refuse(request, max_request_bytes)
+        if refused is not None:
+            return refused
+        try:
+            form = await request.form(max_files=max_files, max_fields=max_files, max_part_size=max_request_bytes)
+        except (MultiPartException, HTTPException) as err:  # Starlette turns the first into the second
+            reason = getattr(err, "message", None) or getattr(err, "detail", "malformed multipart body")
+            return _error(400, f"{reason.rstrip('.')}; send at most {max_files} files per request")
+        uploads = [item for _, item in form.multi_items() if isinstance(item, UploadFile)]
+        if not uploads:
+            return _error(400, "no files: send one or more images as multipart/form-data fields named files")
+        with tempfile.TemporaryDirectory(prefix="catsdogs-web-") as folder:
+            saved = []
+            for number, upload in enumerate(uploads):
+                path = Path(folder) / f"upload-{number}"  # the server's name, never the client's
+                path.write_bytes(await upload.read())
+                saved.append((upload.filename or f"file {number + 1}", path))
+            answers = [_answer(predictor, lock, shown, path) for shown, path in saved]
+        await form.close()
+        return JSONResponse([answer.model_dump(exclude_none=True) for answer in answers])
+
+    return app
+
+
+def _refuse(request: Request, max_bytes: int) -> JSONResponse | None:
+    """415 for anything but multipart/form-data, 411 without a length, 413 over the limit."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return _error(415, "send the images as multipart/form-data, in fields named files")
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        return _error(411, "the request needs a Content-Length")
+    if int(length) > max_bytes:
+        return _error(413, f"the request is {int(length):,} bytes, more than the {max_bytes:,} allowed; "
+                           "send fewer or smaller images")
+    return None
+
+
+def _answer(predictor: Any, lock: threading.Lock, shown: str, path: Path) -> Prediction:
+    try:
+        image = predictor.load(path)
+    except ImageError as err:
+        return Prediction(path=shown, error=str(err))
+    except OSError as err:
+        return Prediction(path=shown, error=f"could not read: {err.strerror or err}")
+    with lock:
+        dog = float(predictor.predict_batch(image[None])[0])
+    return labelled(shown, dog)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>catsdogs: cat or dog?</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font-family: system-ui, sans-serif; max-width: 860px; margin: 2em auto; padding: 0 1em; color: #222; }
+ #drop { border: 2px dashed #888; border-radius: 12px; padding: 2.5em; text-align: center; cursor: pointer; }
+ #drop.over { background: #eef5ff; border-color: #36c; }
+ #answers { display: flex; flex-wrap: wrap; gap: 1em; margin-top: 1.5em; }
+ figure { margin: 0; width: 180px; } figure img { width: 180px; height: 180px; object-fit: cover; border-radius: 8px; }
+ figcaption { margin-top: .3em; } .label { font-weight: bold; font-size: 1.2em; } .error { color: #b00; }
+ .model { color: #666; font-size: .9em; }
+</style></head>
+<body>
+<h1>Cat or dog?</h1>
+<p class="model">Answered by model <span id="model">{{MODEL}}</span>.</p>
+<label id="drop">Drop photos here, or click to pick them
+ <input id="pick" type="file" accept="image/*" multiple hidden></label>
+<div id="answers"></div>
+<script>
+const drop = document.getElementById("drop"), pick = document.getElementById("pick");
+const answers = document.getElementById("answers");
+drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", e => { e.preventDefault(); drop.classList.remove("over"); ask(e.dataTransfer.files); });
+pick.addEventListener("change", () => ask(pick.files));
+async function ask(files) {
+  if (!files.length) return;
+  const form = new FormData();
+  for (const file of files) form.append("files", file, file.name);
+  const cards = [...files].map(file => {
+    const figure = document.createElement("figure");
+    const img = document.createElement("img"); img.src = URL.createObjectURL(file); img.alt = file.name;
+    const caption = document.createElement("figcaption"); caption.textContent = "asking…";
+    figure.append(img, caption); answers.prepend(figure); return caption;
+  });
+  let result;
+  try {
+    const response = await fetch("predict", { method: "POST", body: form });
+    result = await response.json();
+    if (!response.ok) throw new Error(result.error || response.statusText);
+  } catch (err) {
+    cards.forEach(c => { c.className = "error"; c.textContent = "error: " + err.message; }); return;
+  }
+  result.forEach((answer, i) => {
+    const c = cards[i];
+    if (answer.error) { c.className = "error"; c.textContent = answer.path + ": " + answer.error; return; }
+    c.innerHTML = "";
+    const label = document.createElement("div"); label.className = "label"; label.textContent = answer.label;
+    const detail = document.createElement("div");
+    detail.textContent = (100 * answer.probability).toFixed(1) + "% sure · " + answer.path;
+    c.append(label, detail);
+  });
+}
+</script>
+</body></html>
+"""

@@ -1,0 +1,147 @@
+"""`catsdogs web`: the HTTP API's answers and refusals, concurrent requests, and the page in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from catsdogs.data import make_subsets, unzip_archive
+from catsdogs.datasets import build_arrays
+from catsdogs.registry import register_model
+from catsdogs.settings import Settings
+from catsdogs.train import evaluate_model, train_model
+from flows.web import create_app
+from tests.conftest import jpeg_bytes, make_kaggle_zip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web")
+    ranges = {"train": (0, 11), "validation": (12, 13), "test": (14, 17)}
+    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=18), tmp / "x", 2**30),
+                           tmp / "s", ranges)
+    arrays = build_arrays(subsets, tmp / "d", 78)
+    settings = Settings(image_size=78, batch_size=8, epochs=3, workdir=tmp / "work", train_range="0-11",
+                        validation_range="12-13", test_range="14-17")
+    run = train_model(settings, arrays, tmp / "work" / "runs" / "r")
+    metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation")
+    card = register_model(run, metrics, settings, "0" * 64)
+    return {"workdir": tmp / "work", "card": card, "metrics": metrics, "subsets": subsets}
+
+
+@pytest.fixture(scope="module")
+def client(registered):
+    return TestClient(create_app(registered["workdir"], max_files=4, max_request_bytes=2_000_000))
+
+
+def test_health_names_the_model_and_runtime(client, registered):
+    assert client.get("/healthz").json() == {"status": "ok", "model": registered["card"].name, "runtime": "litert",
+                                             "image_size": 78}
+
+
+def test_predict_answers_each_file_as_the_cli_does(client, registered):
+    test = sorted((registered["subsets"].root / "test").rglob("*.jpg"))
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in test[:3]]
+    files.append(("files", ("notes.txt", b"not an image", "text/plain")))
+    answers = client.post("/predict", files=files).json()
+    assert [a["path"] for a in answers] == [p.name for p in test[:3]] + ["notes.txt"]
+    recorded = {Path(r["file"]).name: r["dog_probability"]
+                for r in json.loads(registered["metrics"].predictions_path.read_text())}
+    for answer in answers[:3]:
+        dog = answer["probability"] if answer["label"] == "dog" else 1 - answer["probability"]
+        assert dog == pytest.approx(recorded[answer["path"]], abs=1e-5)
+    assert "not an image" in answers[3]["error"] and set(answers[3]) == {"path", "error"}
+
+
+def test_refusals_are_clear_4xx(client):
+    image = ("files", ("a.jpg", jpeg_bytes((200, 60, 60)), "image/jpeg"))
+    too_many = client.post("/predict", files=[image] * 5)
+    assert too_many.status_code == 400 and "at most 4 files" in too_many.json()["error"]
+    big = client.post("/predict", files=[("files", ("big.jpg", os.urandom(2_100_000), "image/jpeg"))])
+    assert big.status_code == 413 and "more than the 2,000,000 allowed" in big.json()["error"]
+    wrong = client.post("/predict", content=b'{"x": 1}', headers={"content-type": "application/json"})
+    assert wrong.status_code == 415 and "multipart/form-data" in wrong.json()["error"]
+    empty = client.post("/predict", data={"note": "no files"})
+    assert empty.status_code in (400, 415)
+
+
+def test_client_file_names_never_touch_the_servers_files(client, tmp_path: Path):
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me")
+    names = [str(target), "../../../../etc/passwd", "/etc/passwd", "..\\\\..\\\\x.jpg"]
+    answers = client.post("/predict", files=[("files", (name, b"plain text", "image/jpeg")) for name in names]).json()
+    assert [a["path"] for a in answers] == names and all("error" in a for a in answers)
+    assert target.read_text() == "keep me" and Path("/etc/passwd").read_text().startswith("root")
+
+
+def test_concurrent_requests_are_all_answered(client):
+    image = jpeg_bytes((60, 60, 200), seed=3)
+    results: list[int] = []
+
+    def ask() -> None:
+        response = client.post("/predict", files=[("files", ("d.jpg", image, "image/jpeg"))])
+        results.append(response.status_code if response.json()[0]["label"] == "dog" else -1)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == [200] * 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_page_answers_a_dropped_photo_in_a_browser(registered, tmp_path: Path):
+    from tests.browser import CHROMIUM_FLAGS, chromium_available, chromium_path
+
+    if not chromium_available() and os.environ.get("CATSDOGS_REQUIRE_BROWSER") != "1":
+        pytest.skip("the page check needs Debian's chromium (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "flows.cli", "web", "--workdir", str(registered["workdir"]),
+                               "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        photo = tmp_path / "my dog.jpg"
+        Image.fromarray(np.full((120, 160, 3), (60, 60, 200), np.uint8)).save(photo)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            assert registered["card"].name in page.locator("#model").inner_text()
+            page.set_input_files("#pick", str(photo))
+            label = page.locator("figcaption .label").first
+            label.wait_for(timeout=30_000)
+            assert label.inner_text() in ("cat", "dog")
+            assert "my dog.jpg" in page.locator("figcaption").first.inner_text()
+            page.screenshot(path=str(tmp_path / "web.png"))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(30)
