@@ -108,10 +108,10 @@ class Settings(BaseSettings):
     validation_range: IndexRange = Field((1000, 1499), description="validation images per class")
     test_range: IndexRange = Field((1500, 2499), description="test images per class")
     image_size: int | None = Field(None, description=f"square input size in pixels, at least {MIN_IMAGE_SIZE} "
-                                   "(default: 180; xception 160, efficientnet 224)")
+                                   "(default: 180; xception 192, efficientnet 224)")
     batch_size: int = Field(32, ge=1, le=4096, description="images per training step")
     epochs: int | None = Field(None, description="epochs to train (default: baseline 30, augmented 100, "
-                               "xception 100, efficientnet 10 with the base frozen)")
+                               "xception 90, efficientnet 10 with the base frozen)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds shuffling, initial weights and augmentation")
     download_retries: int = Field(3, ge=0, le=20, description="retries of a transient download failure")
     download_backoff_s: float = Field(2.0, ge=0, le=3600, description="first retry delay; doubles each retry")

@@ -210,3 +210,30 @@ def prefect_server() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield str(get_current_settings().api.url)
+
+
+# ---------------------------------------------------------------- registered tiny models
+
+
+def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *changes: dict) -> dict:
+    """A generated archive's subsets, then per CHANGES one tiny model (78 px, 1 epoch unless changed) trained,
+    evaluated and registered in FOLDER/work. Returns the subsets, the workdir and (card, metrics) per model."""
+    from catsdogs.data import make_subsets, unzip_archive
+    from catsdogs.datasets import build_arrays
+    from catsdogs.registry import register_model
+    from catsdogs.settings import Settings
+    from catsdogs.train import evaluate_model, train_model
+
+    per_class = max(last for _, last in ranges.values()) + 1
+    subsets = make_subsets(unzip_archive(make_kaggle_zip(folder / "k.zip", per_class=per_class), folder / "x",
+                                         2**30), folder / "s", ranges)
+    arrays = build_arrays(subsets, folder / "d", 78)
+    spans = {f"{split}_range": f"{first}-{last}" for split, (first, last) in ranges.items()}
+    models = []
+    for number, change in enumerate(changes):
+        settings = Settings(**({"image_size": 78, "batch_size": 8, "epochs": 1, "workdir": folder / "work"}
+                               | spans | change))
+        run = train_model(settings, arrays, folder / "work" / "runs" / f"r{number}")
+        metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation", bool(settings.tta_flip))
+        models.append((register_model(run, metrics, settings, "0" * 64), metrics))
+    return {"subsets": subsets, "workdir": folder / "work", "models": models}

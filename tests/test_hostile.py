@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_kaggle_zip
+from tests.conftest import make_kaggle_zip, train_and_register
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,23 +92,9 @@ def test_predict_usage_errors(tmp_path: Path):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A workdir with two registered tiny models."""
-    from catsdogs.data import make_subsets, unzip_archive
-    from catsdogs.datasets import build_arrays
-    from catsdogs.registry import register_model
-    from catsdogs.settings import Settings
-    from catsdogs.train import evaluate_model, train_model
-
-    tmp = tmp_path_factory.mktemp("registry")
-    ranges = {"train": (0, 5), "validation": (6, 7), "test": (8, 9)}
-    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=10), tmp / "x", 2**30),
-                           tmp / "s", ranges)
-    arrays = build_arrays(subsets, tmp / "d", 78)
-    for seed in (0, 1):
-        settings = Settings(image_size=78, batch_size=8, epochs=1, seed=seed, workdir=tmp / "work",
-                            train_range="0-5", validation_range="6-7", test_range="8-9")
-        run = train_model(settings, arrays, tmp / "work" / "runs" / f"r{seed}")
-        register_model(run, evaluate_model(run, arrays, 8, run.run_dir / "evaluation"), settings, "0" * 64)
-    return tmp / "work", subsets
+    made = train_and_register(tmp_path_factory.mktemp("registry"), {"train": (0, 5), "validation": (6, 7),
+                                                                    "test": (8, 9)}, {"seed": 0}, {"seed": 1})
+    return made["workdir"], made["subsets"]
 
 
 def test_a_corrupt_registry_card_is_skipped_with_a_warning(registry):

@@ -13,12 +13,8 @@ import pytest
 from PIL import Image
 
 from catsdogs import lite
-from catsdogs.data import make_subsets, unzip_archive
-from catsdogs.datasets import build_arrays, decode_image
-from catsdogs.registry import register_model
-from catsdogs.settings import Settings
-from catsdogs.train import evaluate_model, train_model
-from tests.conftest import make_kaggle_zip
+from catsdogs.datasets import decode_image
+from tests.conftest import train_and_register
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,19 +72,10 @@ def test_other_formats_use_pillow_within_a_tolerance(tmp_path: Path):
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """A tiny baseline and a tiny bfloat16 xception, trained, evaluated and registered (and so exported)."""
-    tmp = tmp_path_factory.mktemp("lite")
-    ranges = {"train": (0, 7), "validation": (8, 9), "test": (10, 17)}
-    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=18), tmp / "x", 2**30),
-                           tmp / "s", ranges)
-    arrays = build_arrays(subsets, tmp / "d", 78)
-    cards = {}
-    for variant, precision in (("baseline", "float32"), ("xception", "mixed_bfloat16")):
-        settings = Settings(variant=variant, image_size=78, batch_size=8, epochs=1, workdir=tmp / "work",
-                            train_range="0-7", validation_range="8-9", test_range="10-17", precision=precision)
-        run = train_model(settings, arrays, tmp / "work" / "runs" / variant)
-        metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation", bool(settings.tta_flip))
-        cards[variant] = (register_model(run, metrics, settings, "0" * 64), metrics)
-    return {"subsets": subsets, "cards": cards, "workdir": tmp / "work"}
+    made = train_and_register(tmp_path_factory.mktemp("lite"), {"train": (0, 7), "validation": (8, 9),
+                                                                "test": (10, 17)},
+                              {"variant": "baseline"}, {"variant": "xception", "precision": "mixed_bfloat16"})
+    return made | {"cards": dict(zip(["baseline", "xception"], made["models"], strict=True))}
 
 
 PREDICT_AND_REPORT_MODULES = """

@@ -17,30 +17,18 @@ import requests
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from catsdogs.data import make_subsets, unzip_archive
-from catsdogs.datasets import build_arrays
-from catsdogs.registry import register_model
-from catsdogs.settings import Settings
-from catsdogs.train import evaluate_model, train_model
 from flows.web import create_app
-from tests.conftest import jpeg_bytes, make_kaggle_zip
+from tests.conftest import jpeg_bytes, train_and_register
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("web")
-    ranges = {"train": (0, 11), "validation": (12, 13), "test": (14, 17)}
-    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=18), tmp / "x", 2**30),
-                           tmp / "s", ranges)
-    arrays = build_arrays(subsets, tmp / "d", 78)
-    settings = Settings(image_size=78, batch_size=8, epochs=3, workdir=tmp / "work", train_range="0-11",
-                        validation_range="12-13", test_range="14-17")
-    run = train_model(settings, arrays, tmp / "work" / "runs" / "r")
-    metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation")
-    card = register_model(run, metrics, settings, "0" * 64)
-    return {"workdir": tmp / "work", "card": card, "metrics": metrics, "subsets": subsets}
+    made = train_and_register(tmp_path_factory.mktemp("web"), {"train": (0, 11), "validation": (12, 13),
+                                                               "test": (14, 17)}, {"epochs": 3})
+    card, metrics = made["models"][0]
+    return made | {"card": card, "metrics": metrics}
 
 
 @pytest.fixture(scope="module")
