@@ -116,8 +116,7 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
         if backup.exists() and not _backup_loads(model, backup):
             log.warning("the resume state in %s is unreadable (a crash or a full disk while it was written?); "
                         "it is discarded and training starts again from epoch 1", backup)
-            for leftover in [*backups, run_dir / "history.json", run_dir / "best.keras"]:
-                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            _discard([*backups, run_dir / "history.json", run_dir / "best.keras"])
             history = []
 
     def fit(first_epoch: int, last_epoch: int, backup: str) -> None:
@@ -146,8 +145,7 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
         fit(len(read_history(run_dir / "history.json")), epochs, "backup-finetune")
     history = read_history(run_dir / "history.json")[:epochs]
     best = best_row(history)
-    for leftover in backups:
-        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    _discard(backups)  # a finished run keeps no resume state
     result = TrainedModel(run_dir=run_dir, variant=settings.variant, epochs=epochs, epochs_run=len(history),
                           best_epoch=int(best["epoch"]), best_val_loss=best["val_loss"], summary=summary,
                           precision=precision)
@@ -155,6 +153,14 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     log.info("training done: best epoch %d (val_loss %.4f) of %d run, model %s", result.best_epoch,
              result.best_val_loss, len(history), result.model_path)
     return result
+
+
+def _discard(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 FROZEN_WEIGHTS = "frozen-phase.weights.h5"
