@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ def decode_rgb(path: Path) -> np.ndarray:
             return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False)
         except ValueError as err:
             raise ImageError(f"corrupt or truncated image: {err}") from None
+    if header.format == "PNG":
+        _check_png_checksums(data)
     try:
         with header, Image.open(io.BytesIO(data)) as image:
             if header.format not in DECODABLE_FORMATS:  # WebP, TIFF: Pillow is the only decoder here
@@ -45,6 +48,26 @@ def decode_rgb(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"corrupt or truncated image: {err}") from None
+
+
+PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+
+
+def _check_png_checksums(data: bytes) -> None:
+    """Refuse what TensorFlow's libpng refuses and Pillow lets through: a critical chunk with a wrong CRC."""
+    position = 8  # after the signature
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        end = position + 8 + length
+        if end + 4 > len(data):
+            raise ImageError("corrupt or truncated image: a PNG chunk runs past the end of the file")
+        if kind in PNG_CRITICAL and zlib.crc32(data[position + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            raise ImageError(f"corrupt or truncated image: TensorFlow cannot decode it (the PNG's {kind.decode()} "
+                             "chunk fails its checksum)")
+        if kind == b"IEND":
+            return
+        position = end + 4
 
 
 def _has_adobe_segment(data: bytes) -> bool:

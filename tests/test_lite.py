@@ -122,3 +122,13 @@ def test_a_model_without_its_export_falls_back_to_tensorflow_and_says_why(regist
     assert modules["status"] == 0 and modules["tensorflow"] is True
     assert "predicting with TensorFlow: it has no LiteRT export" in stderr
     assert len(answers) == metrics.test_images
+
+
+def test_a_png_tensorflow_refuses_is_refused_here_too(tmp_path: Path):
+    from catsdogs.data import ImageError
+    from tests.test_data import png_with_bad_idat_crc
+
+    path = tmp_path / "crc.png"
+    path.write_bytes(png_with_bad_idat_crc())
+    with pytest.raises(ImageError, match="checksum"):
+        lite.load_image(path, 64)

@@ -268,7 +268,9 @@ def test_registered_xception_predicts_as_it_was_evaluated(tiny_zip: Path, tmp_pa
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr[-2000:]
     answers = {Path(row["path"]).name: row for row in map(json.loads, result.stdout.splitlines())}
+    # evaluated in bfloat16 (auto precision here), answered by its float32 LiteRT export
+    tolerance = 1e-5 if trained.precision == "float32" else 2e-2
     for row in json.loads(metrics.predictions_path.read_text()):
         answer = answers[Path(row["file"]).name]
         dog = answer["probability"] if answer["label"] == "dog" else 1 - answer["probability"]
-        assert dog == pytest.approx(row["dog_probability"], abs=1e-5)
+        assert dog == pytest.approx(row["dog_probability"], abs=tolerance)
