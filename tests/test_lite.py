@@ -132,3 +132,31 @@ def test_a_png_tensorflow_refuses_is_refused_here_too(tmp_path: Path):
     path.write_bytes(png_with_bad_idat_crc())
     with pytest.raises(ImageError, match="checksum"):
         lite.load_image(path, 64)
+
+
+@pytest.mark.realdata
+def test_the_real_test_subset_gives_keras_answers_on_litert(shared_archive: Path, tmp_path: Path):
+    """The 2,000 real test images: pixels identical to the training's, probabilities within 1e-5 of Keras'."""
+    import keras
+
+    from catsdogs.data import make_subsets, unzip_archive
+    from catsdogs.datasets import build_arrays
+    from catsdogs.model import build_for
+    from catsdogs.settings import Settings
+
+    subsets = make_subsets(unzip_archive(shared_archive, tmp_path / "x", 2**31), tmp_path / "s",
+                           {"train": (0, 9), "validation": (10, 19), "test": (1500, 2499)})
+    arrays = build_arrays(subsets, tmp_path / "d", 180)
+    images = np.load(arrays.images("test"))
+    ours = np.stack([lite.load_image(subsets.root / name, 180) for name in arrays.files("test")])
+    assert ours.shape == (2000, 180, 180, 3) and np.array_equal(ours, images)
+
+    keras.utils.set_random_seed(0)
+    model = build_for(Settings(variant="baseline"), "float32", 1)
+    model.export(str(tmp_path / "model.tflite"), format="litert", verbose=False)
+    expected = model.predict(images.astype("float32"), batch_size=64, verbose=0)[:, 0]
+    predictor = lite.LitePredictor(tmp_path / "model.tflite", 180)
+    got = np.concatenate([predictor.predict_batch(ours[i:i + 64]) for i in range(0, 2000, 64)])
+    assert np.abs(got - expected).max() < 1e-5
+    clear = np.abs(expected - 0.5) > 1e-5
+    assert np.array_equal((got > 0.5)[clear], (expected > 0.5)[clear])
