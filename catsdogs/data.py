@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
@@ -173,6 +174,16 @@ def tf_decode(data: bytes) -> Any:
     except tf.errors.OpError as err:
         reason = (err.message or str(err)).strip().splitlines()[-1][:200]
         raise ImageError(f"corrupt or truncated image: TensorFlow cannot decode it ({reason})") from None
+
+
+def pillow_rgb(header: Image.Image) -> np.ndarray:
+    """Pillow's RGB pixels of an image read_image_file opened (its first frame), then closed; or ImageError."""
+    try:
+        with header:
+            header.seek(0)  # GIF: the first frame, as TensorFlow's expand_animations=False
+            return np.asarray(header.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"corrupt or truncated image: {err}") from None
 
 
 def image_problem(path: Path) -> str | None:

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from catsdogs import store
-from catsdogs.data import CLASS_NAMES, SPLITS, ArchiveError, Subsets, image_problem
+from catsdogs.data import CLASS_NAMES, SPLITS, ArchiveError, Subsets, image_problem, tf_decode
 from catsdogs.runtime import tensorflow
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,13 @@ class DatasetArrays(BaseModel):
 
 
 def decode_image(data: Any, image_size: int) -> Any:
-    """Bytes of an image file to a uint8 HxWx3 tensor exactly as the dataset build makes them."""
+    """Bytes of an image file to a uint8 HxWx3 tensor exactly as the dataset build makes them (or ImageError)."""
+    return resize_like_training(tf_decode(data), image_size)
+
+
+def resize_like_training(image: Any, image_size: int) -> Any:
+    """An HxWx3 image resized as image_dataset_from_directory does, rounded to whole uint8 values."""
     tf = tensorflow()
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image = tf.image.resize(image, (image_size, image_size), method="bilinear")
     return tf.cast(tf.round(image), tf.uint8)
 

@@ -12,15 +12,15 @@ centres, no antialiasing) before rounding to whole values:
 
 from __future__ import annotations
 
-import io
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from catsdogs.data import DECODABLE_FORMATS, ImageError, read_image_file
+from catsdogs.data import ImageError, pillow_rgb, read_image_file
 
 LITERT_FILE = "model.tflite"
 
@@ -40,14 +40,7 @@ def decode_rgb(path: Path) -> np.ndarray:
             raise ImageError(f"corrupt or truncated image: {err}") from None
     if header.format == "PNG":
         _check_png_checksums(data)
-    try:
-        with header, Image.open(io.BytesIO(data)) as image:
-            if header.format not in DECODABLE_FORMATS:  # WebP, TIFF: Pillow is the only decoder here
-                return np.asarray(image.convert("RGB"))
-            image.seek(0)  # GIF: the first frame, as expand_animations=False
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"corrupt or truncated image: {err}") from None
+    return pillow_rgb(header)  # PNG, GIF, BMP: lossless, the same values; WebP, TIFF: Pillow's only
 
 
 PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
@@ -120,6 +113,16 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
     return np.round(resized).astype(np.uint8)  # round half to even, as tf.round
 
 
+def mirror_averaged(run: Callable[[np.ndarray], Any], images: np.ndarray, tta_flip: bool) -> np.ndarray:
+    """Each image's probability of dog from RUN (a batch to an (n, 1) output), averaged with its mirror
+    image's where TTA_FLIP: what evaluation does, for every predictor."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    dog = np.asarray(run(images), "float64")[:, 0]
+    if tta_flip:
+        dog = (dog + np.asarray(run(np.ascontiguousarray(images[:, :, ::-1])), "float64")[:, 0]) / 2
+    return dog
+
+
 class LitePredictor:
     """A LiteRT model exported at registration: the same answers as the Keras model, without TensorFlow."""
 
@@ -145,12 +148,8 @@ class LitePredictor:
             self._batch = images.shape[0]
         self.interpreter.set_tensor(self._input, images)
         self.interpreter.invoke()
-        return np.asarray(self.interpreter.get_tensor(self._output), "float64")[:, 0]
+        return self.interpreter.get_tensor(self._output)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities that each image is a dog (averaged with the mirror image's where the model says so)."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        dog = self._run(images)
-        if self.tta_flip:
-            dog = (dog + self._run(np.ascontiguousarray(images[:, :, ::-1]))) / 2
-        return dog
+        return mirror_averaged(self._run, images, self.tta_flip)

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from catsdogs.data import CLASS_NAMES, DECODABLE_FORMATS, ImageError, read_image_file, tf_decode
-from catsdogs.registry import card_for_file, resolve_model
+from catsdogs.data import CLASS_NAMES, DECODABLE_FORMATS, ImageError, pillow_rgb, read_image_file
+from catsdogs.datasets import decode_image, resize_like_training
+from catsdogs.lite import mirror_averaged
+from catsdogs.registry import ModelCard, card_for_file, resolve_model
 from catsdogs.runtime import tensorflow
 
 log = logging.getLogger(__name__)
@@ -56,13 +58,9 @@ class Predictor:
     @classmethod
     def from_choice(cls, choice: str | None, workdir: Path) -> Predictor:
         """A model file path, or "best", "latest" or a name from the registry in WORKDIR."""
-        choice = choice or "best"
-        if choice.endswith(".keras") or os.sep in choice:
-            card = card_for_file(Path(choice))
-            saved = card.settings if card else _run_settings(Path(choice))
-            return cls(Path(choice), saved.get("image_size"), bool(saved.get("tta_flip")))
-        card = resolve_model(workdir, choice)
-        return cls(card.path, card.image_size, bool(card.settings.get("tta_flip")))
+        path, card = _chosen(choice, workdir)
+        saved = card.settings if card else _run_settings(path)
+        return cls(path, saved.get("image_size"), bool(saved.get("tta_flip")))
 
     def load(self, path: Path) -> np.ndarray:
         """One file decoded and resized as the training data was."""
@@ -70,21 +68,13 @@ class Predictor:
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities that each image is a dog (averaged with the mirror image's where the model says so)."""
-        images = images.astype("float32")
-        dog = np.asarray(self.model.predict_on_batch(images), "float64")[:, 0]
-        if self.tta_flip:
-            dog = (dog + np.asarray(self.model.predict_on_batch(images[:, :, ::-1]), "float64")[:, 0]) / 2
-        return dog
+        return mirror_averaged(lambda batch: self.model.predict_on_batch(batch), images, self.tta_flip)
 
 
 def open_predictor(choice: str | None, workdir: Path) -> Any:
     """The fastest way to answer with the chosen model: its LiteRT export where it has one (no TensorFlow
     imported), else the Keras model, saying why in one log line. Raises as Predictor.from_choice does."""
-    choice = choice or "best"
-    if choice.endswith(".keras") or os.sep in choice:
-        card = card_for_file(Path(choice))
-    else:
-        card = resolve_model(workdir, choice)
+    _, card = _chosen(choice, workdir)
     reason = "it is not in the registry" if card is None else card.litert_error or (
         None if card.litert_path and Path(card.litert_path).is_file() else "it has no LiteRT export")
     if reason is None:
@@ -101,6 +91,15 @@ def open_predictor(choice: str | None, workdir: Path) -> Any:
             reason = f"its LiteRT export does not load ({type(err).__name__})"
     log.warning("predicting with TensorFlow: %s", reason)
     return Predictor.from_choice(choice, workdir)
+
+
+def _chosen(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | None]:
+    """The model file CHOICE names (a path, or best, latest or a registered name) and its card, if it has one."""
+    choice = choice or "best"
+    if choice.endswith(".keras") or os.sep in choice:
+        return Path(choice), card_for_file(Path(choice))
+    card = resolve_model(workdir, choice)
+    return card.path, card
 
 
 def _run_settings(model_path: Path) -> dict[str, Any]:
@@ -138,18 +137,9 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
     BMP); Pillow, converting to RGB, for the rest (WebP, TIFF).
     """
     data, header = read_image_file(path)
-    tf = tensorflow()
     if header.format in DECODABLE_FORMATS:
-        image = tf_decode(data)
-    else:
-        try:
-            with header:
-                rgb = np.asarray(header.convert("RGB"))
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ImageError(f"corrupt or truncated image: {err}") from None
-        image = tf.convert_to_tensor(rgb)
-    resized = tf.image.resize(image, (image_size, image_size), method="bilinear")
-    return tf.cast(tf.round(resized), tf.uint8).numpy()
+        return decode_image(data, image_size).numpy()  # the training path itself
+    return resize_like_training(pillow_rgb(header), image_size).numpy()
 
 
 def predict_files(predictor: Any, inputs: list[tuple[str, Path | None, str | None]],

@@ -61,6 +61,11 @@ def test_range_from_environment(monkeypatch):
         ({"data_sha256": "abc"}, ["data_sha256", "64 hexadecimal"]),
         ({"epochs": "0"}, ["epochs"]),
         ({"batch_size": "many"}, ["batch_size"]),
+        ({"variant": "xception", "label_smoothing": "0.7"}, ["label_smoothing", "0.5"]),
+        ({"learning_rate": "0"}, ["learning_rate", "greater than 0"]),
+        ({"optimizer": "sgd"}, ["optimizer", "rmsprop", "adamw", "sgd"]),
+        ({"precision": "bf16"}, ["precision", "auto", "mixed_bfloat16"]),
+        ({"early_stopping_patience": "-1"}, ["early_stopping_patience"]),
     ],
 )
 def test_invalid_values_name_the_field_and_what_is_allowed(overrides, words):
