@@ -66,9 +66,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "early_stopping_patience": 0, "tta_flip": False, "translate": 0.0, "fine_tune_epochs": 0, "fine_tune_layers": 0,
     "fine_tune_learning_rate": 1e-5,
 }
-# Settings that change the trained model beyond variant, epochs, batch size, seed and precision. A run's key
-# names them only where they differ from the reference, so reference runs keep the folders they had.
-RECIPE_FIELDS = ("translate", "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay",
+# Settings that change the trained model beyond variant, epochs, batch size and seed. A run's key names them
+# only where they differ from the reference, so reference runs keep the folders they had.
+RECIPE_FIELDS = ("precision", "translate", "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay",
                  "label_smoothing", "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
                  "fine_tune_learning_rate", "backbone_weights")
 BACKBONE_FIELDS = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")

@@ -26,8 +26,6 @@ from tasks.runs import run_label
 def run_dir(arrays: DatasetArrays, settings: Settings) -> Path:
     inputs = {"datasets": arrays.root, "variant": settings.variant, "epochs": settings.epochs_to_run,
               "batch_size": settings.batch_size, "seed": settings.seed}
-    if settings.precision != "float32":  # only then, so float32 runs keep the keys they had
-        inputs["precision"] = settings.precision
     return store.step_dir(settings.workdir, "runs", inputs | settings.recipe_key())
 
 
