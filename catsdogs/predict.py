@@ -58,7 +58,7 @@ class Predictor:
     @classmethod
     def from_choice(cls, choice: str | None, workdir: Path) -> Predictor:
         """A model file path, or "best", "latest" or a name from the registry in WORKDIR."""
-        path, card = _chosen(choice, workdir)
+        path, card = chosen_model(choice, workdir)
         saved = card.settings if card else _run_settings(path)
         return cls(path, saved.get("image_size"), bool(saved.get("tta_flip")))
 
@@ -74,7 +74,7 @@ class Predictor:
 def open_predictor(choice: str | None, workdir: Path) -> Any:
     """The fastest way to answer with the chosen model: its LiteRT export where it has one (no TensorFlow
     imported), else the Keras model, saying why in one log line. Raises as Predictor.from_choice does."""
-    _, card = _chosen(choice, workdir)
+    _, card = chosen_model(choice, workdir)
     reason = "it is not in the registry" if card is None else card.litert_error or (
         None if card.litert_path and Path(card.litert_path).is_file() else "it has no LiteRT export")
     if reason is None:
@@ -93,7 +93,7 @@ def open_predictor(choice: str | None, workdir: Path) -> Any:
     return Predictor.from_choice(choice, workdir)
 
 
-def _chosen(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | None]:
+def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | None]:
     """The model file CHOICE names (a path, or best, latest or a registered name) and its card, if it has one."""
     choice = choice or "best"
     if choice.endswith(".keras") or os.sep in choice:

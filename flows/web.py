@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from catsdogs.data import ImageError
-from catsdogs.predict import Prediction, labelled, open_predictor
+from catsdogs.predict import Prediction, chosen_model, labelled, open_predictor
 
 MAX_FILES = 32  # files per request
 MAX_REQUEST_BYTES = 64 * 2**20  # a request body larger than this is refused before it is read (413)
@@ -34,7 +34,8 @@ def create_app(workdir: Path, model: str = "best", max_files: int = MAX_FILES,
     """The web app for the registered MODEL in WORKDIR (best, latest, a name or a .keras file)."""
     predictor = open_predictor(model, workdir)
     runtime = "litert" if type(predictor).__name__ == "LitePredictor" else "tensorflow"
-    model_name = Path(predictor.path).parent.name if runtime == "litert" else Path(predictor.path).stem
+    path, card = chosen_model(model, workdir)
+    model_name = card.name if card else path.name  # the registered name, or the file given
     lock = threading.Lock()  # one interpreter: calls into the model take turns; decoding does not
     app = FastAPI(title="catsdogs", description="Cat or dog?")
 

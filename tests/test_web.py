@@ -133,3 +133,14 @@ def test_the_page_answers_a_dropped_photo_in_a_browser(registered, tmp_path: Pat
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_a_model_without_litert_export_is_named_by_its_registry_name(registered):
+    card = registered["card"]
+    moved = card.litert_path.with_suffix(".moved")
+    card.litert_path.rename(moved)
+    try:
+        health = TestClient(create_app(registered["workdir"])).get("/healthz").json()
+    finally:
+        moved.rename(card.litert_path)
+    assert health["model"] == card.name and health["runtime"] == "tensorflow"
