@@ -123,3 +123,32 @@ def plot_gallery(items: list[tuple[Path, str]], path: Path, columns: int = 4, th
         axis.set_title(caption, fontsize=7)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def plot_sweep_curves(runs: list[tuple[str, str, list[dict[str, float]]]], path: Path) -> Path:
+    """Validation accuracy and loss per epoch of every run of a sweep, overlaid: one colour per configuration
+    (RUNS holds configuration, run label, history), one line per seed."""
+    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=DPI)
+    configurations = list(dict.fromkeys(configuration for configuration, _, _ in runs))
+    colours = plt.get_cmap("tab10")
+    for configuration, label, history in runs:
+        if not history:
+            continue
+        colour = colours(configurations.index(configuration) % 10)
+        epochs = [row["epoch"] for row in history]
+        for axis, metric in ((acc_ax, "val_accuracy"), (loss_ax, "val_loss")):
+            # the first run of a configuration names it in the legend; its other seeds share the colour
+            first = label == next(lab for conf, lab, _ in runs if conf == configuration)
+            axis.plot(epochs, [row[metric] for row in history], ".-", color=colour, alpha=0.8, linewidth=1.2,
+                      markersize=3, label=configuration if first else None)
+    last = max((len(history) for _, _, history in runs), default=1)
+    for axis, title in ((acc_ax, "validation accuracy"), (loss_ax, "validation loss")):
+        axis.set_xlim(0.5, last + 0.5)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    if any(history for _, _, history in runs):
+        acc_ax.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, path)

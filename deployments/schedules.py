@@ -29,3 +29,11 @@ PREDICTION: dict[str, Any] = {
     "description": "Classify a folder of images with the best registered model (run on demand).",
     "parameters": {"paths": ["incoming"], "model": "best"},
 }
+
+# On demand: one run trains every configuration of the grid (each its own training-flow run) and compares them.
+SWEEP: dict[str, Any] = {
+    "name": "seed-study",
+    "description": "Compare configurations over seeds in one run: by default the reference augmented study, "
+                   "seeds 0, 1 and 2 (run on demand; edit the grid in the Run form).",
+    "parameters": {"grid": {"variant": ["augmented"], "seed": [0, 1, 2]}},
+}

@@ -18,13 +18,14 @@ use_prefect_defaults()  # before Prefect is imported
 from prefect import serve  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 
-from deployments.schedules import PREDICTION, TIMEZONE, TRAINING  # noqa: E402
+from deployments.schedules import PREDICTION, SWEEP, TIMEZONE, TRAINING  # noqa: E402
 from flows.predict import predict_flow  # noqa: E402
+from flows.sweep import sweep_flow  # noqa: E402
 from flows.train import train_flow  # noqa: E402
 
 
 def build_deployments() -> list:
-    """The training deployments on their cron schedules, and the on-demand prediction deployment."""
+    """The training deployments on their cron schedules, and the on-demand prediction and sweep deployments."""
     found = [
         train_flow.to_deployment(name=spec["name"], description=spec["description"],
                                  schedules=[Cron(spec["cron"], timezone=TIMEZONE)], parameters=spec["parameters"],
@@ -33,6 +34,8 @@ def build_deployments() -> list:
     ]
     found.append(predict_flow.to_deployment(name=PREDICTION["name"], description=PREDICTION["description"],
                                             parameters=PREDICTION["parameters"], tags=["catsdogs"]))
+    found.append(sweep_flow.to_deployment(name=SWEEP["name"], description=SWEEP["description"],
+                                          parameters=SWEEP["parameters"], tags=["catsdogs"]))
     return found
 
 

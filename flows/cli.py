@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,15 @@ from catsdogs.settings import Settings, SettingsError, load_settings
 USAGE_ERROR = 2
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser, several: bool = False) -> None:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
+        if several:  # catsdogs sweep: each flag may hold several values
+            default = field.default if field.default is not None else "none"
+            switch = {"nargs": "?", "const": "true"} if field.annotation in (bool, bool | None) else {}
+            parser.add_argument(flag, dest=name, metavar="VALUES", action="append", default=None,
+                                help=f"{field.description} (default: {default})", **switch)
+        elif field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=field.description)
         else:
@@ -65,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the registered models, best and latest marked")
     models.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
+    sweep = commands.add_parser(
+        "sweep", help="train a grid of configurations (variants x seeds x ...) and compare them",
+        description="Run the sweep flow: each configuration of the grid trains in its own training-flow run; "
+                    "the comparison gives each configuration the mean and spread over its seeds. A setting flag "
+                    "given several values (--seed 0,1,2 or --seed 0 --seed 1) is a dimension of the grid; given "
+                    "one value, it is shared by every configuration. Exit status: 0 every configuration "
+                    "finished, 1 some failed (their rows say why), 2 usage error.")
+    sweep.add_argument("--config", metavar="FILE", help="TOML file: shared settings under [catsdogs], the grid "
+                       "under [sweep] (setting = [values])")
+    sweep.add_argument("--dask-address", metavar="ADDRESS", help="train on this existing Dask cluster "
+                       "(tcp://host:8786); its workers must see the same workdir")
+    sweep.add_argument("--dask-workers", type=_positive_int, metavar="N", help="train on a local Dask cluster of "
+                       "N worker processes (default: none; one training at a time in this process)")
+    sweep.add_argument("--json", action="store_true", help="end with one JSON object of the comparison on stdout")
+    _add_setting_flags(sweep, several=True)
     commands.add_parser("serve", help="register the scheduled deployments and run them (needs PREFECT_API_URL)")
     web = commands.add_parser("web", help="a web page and an HTTP API that answer cat or dog",
                               description="Serve GET / (a page to drop photos on), POST /predict and GET /healthz.")
@@ -112,6 +132,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return list_models(args)
     if args.command == "web":
         return web(args)
+    if args.command == "sweep":
+        return sweep(args)
     if args.command == "serve":  # its own process: the deployments import the flows, not the other way round
         os.execv(sys.executable, [sys.executable, "-m", "deployments.serve"])
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
@@ -126,18 +148,22 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     from flows.train import train_flow  # imports Prefect and starts nothing until called
 
+    metrics = run_and_show(lambda: train_flow(settings), args.json, lambda m: (
+        f"{m.variant}: test accuracy {m.test_accuracy:.4f}, test loss {m.test_loss:.4f}, best epoch "
+        f"{m.best_epoch} of {m.epochs}; model {m.model_path}"))
+    return 0 if metrics is not None else 1
+
+
+def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[Any], str]) -> Any | None:
+    """Run a flow, an expected failure ending in its one line (None); show its result as JSON or as text."""
     _terminal_shows_expected_failures_in_one_line()
     try:
-        metrics = train_flow(settings)
+        result = start()
     except EXPECTED_FAILURES as err:
         print(f"catsdogs: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(metrics.model_dump(mode="json")))
-    else:
-        print(f"{metrics.variant}: test accuracy {metrics.test_accuracy:.4f}, test loss {metrics.test_loss:.4f}, "
-              f"best epoch {metrics.best_epoch} of {metrics.epochs}; model {metrics.model_path}")
-    return 0
+        return None
+    print(json.dumps(result.model_dump(mode="json")) if as_json else describe(result))
+    return result
 
 
 EXPECTED_FAILURES = (DownloadError, ArchiveError, SettingsError)
@@ -179,6 +205,84 @@ def check_workdir(workdir: Path) -> None:
     except OSError as err:
         raise SettingsError(f"invalid setting workdir: cannot write in {existing} ({err.strerror or err}); choose "
                             "a writable --workdir") from None
+
+
+# Settings whose one value may hold a comma: they are varied by repeating the flag, never split.
+UNSPLIT_SETTINGS = ("data_url", "data_url_secret", "workdir", "backbone_weights", "train_range",
+                    "validation_range", "test_range")
+
+
+def sweep_grid(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The shared settings and the grid that the sweep's setting flags give."""
+    shared: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    for name in Settings.model_fields:
+        given = getattr(args, name)
+        if not given:
+            continue
+        values = [piece.strip() for text in given
+                  for piece in ([text] if name in UNSPLIT_SETTINGS else text.split(",")) if piece.strip()]
+        values = [_flag_value(v) for v in dict.fromkeys(values)]
+        if len(values) == 1:
+            shared[name] = values[0]
+        elif values:
+            grid[name] = values
+    return shared, grid
+
+
+def _flag_value(text: str) -> Any:
+    """A number or true/false as such (so the flow's parameters show them typed); anything else as text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, bool | int | float) else text
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from catsdogs.sweep import DEFAULT_GRID, normalize_grid, read_grid_file
+
+    try:
+        shared, flag_grid = sweep_grid(args)
+        config = args.config or os.environ.get("CATSDOGS_CONFIG")
+        grid, has_shared = read_grid_file(config) if config else ({}, False)
+        grid = {name: values for name, values in grid.items() if name not in shared} | flag_grid
+        if not grid:  # nothing varies: three seeds, unless the seed was given
+            grid = {name: values for name, values in DEFAULT_GRID.items() if name not in shared}
+        settings = load_settings(shared, config if has_shared else None)
+        grid = normalize_grid(grid)
+        check_workdir(settings.workdir)
+        from catsdogs.sweep import expand_grid
+
+        expand_grid(settings, grid)  # every configuration valid before anything starts
+    except SettingsError as err:
+        print(f"catsdogs: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    from flows.sweep import sweep_flow
+
+    summary = run_and_show(lambda: sweep_flow(grid=grid, settings=settings, dask_address=args.dask_address,
+                                              dask_workers=args.dask_workers or 0), args.json, comparison_lines)
+    if summary is None:
+        return 1
+    if summary.failed:
+        print(f"catsdogs: {summary.failed} of {len(summary.runs)} runs failed", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def comparison_lines(summary: Any) -> str:
+    """The comparison for a terminal: one line per configuration, then the curves' file."""
+    lines = []
+    for c in summary.configurations:
+        if c.test_accuracy_mean is None:
+            lines.append(f"{c.configuration}: every run failed ({'; '.join(c.errors)})")
+            continue
+        spread = f" ± {c.test_accuracy_std:.4f}" if c.test_accuracy_std is not None else ""
+        failed = f", {c.failed} failed" if c.failed else ""
+        lines.append(f"{c.configuration}: test accuracy {c.test_accuracy_mean:.4f}{spread} over {c.runs - c.failed} "
+                     f"run(s) (seeds {', '.join(map(str, c.seeds))}; range {c.test_accuracy_min:.4f}-"
+                     f"{c.test_accuracy_max:.4f}), test loss {c.test_loss_mean:.4f}{failed}")
+    lines.append(f"validation curves: {summary.curves_path}")
+    return "\n".join(lines)
 
 
 def list_models(args: argparse.Namespace) -> int:

@@ -68,13 +68,17 @@ def reused_from(folder: Path) -> str | None:
     """'run NAME (ID) of DATE' when an earlier flow run produced FOLDER, None when this one did."""
     from prefect.runtime import flow_run
 
-    record = Path(folder) / PRODUCER_FILE
-    if not record.is_file():
+    found = producer(folder)
+    if not found:
         return "an earlier run" if store.is_complete(folder) else None
-    try:
-        producer = json.loads(record.read_text())
-    except ValueError:
-        return "an earlier run"
-    if producer.get("flow_run_id") == str(flow_run.id or ""):
+    if found.get("flow_run_id") == str(flow_run.id or ""):
         return None
-    return f"run {producer.get('flow_run_name')} ({producer.get('flow_run_id')}) of {producer.get('at')}"
+    return f"run {found.get('flow_run_name')} ({found.get('flow_run_id')}) of {found.get('at')}"
+
+
+def producer(folder: Path) -> dict[str, str]:
+    """The flow run that produced FOLDER: its flow_run_id and flow_run_name (empty when unknown)."""
+    try:
+        return dict(json.loads((Path(folder) / PRODUCER_FILE).read_text()))
+    except (OSError, ValueError, TypeError):  # missing, or not the JSON object remember_producer writes
+        return {}

@@ -8,6 +8,7 @@ from prefect import get_client
 from prefect.runtime import flow_run
 
 from catsdogs.settings import Settings
+from catsdogs.sweep import DEFAULT_GRID
 
 
 def run_label(settings: Settings) -> str:
@@ -32,3 +33,15 @@ def tag_run(settings: Settings) -> None:
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(flow_run.id).tags
         client.update_flow_run(flow_run.id, tags=sorted({*current, "catsdogs", *tags}))
+
+
+def sweep_run_name() -> str:
+    """The sweep flow's run name: what it varies and how many runs, e.g. sweep-variant-seed-6runs."""
+    grid = flow_run.parameters.get("grid")
+    grid = DEFAULT_GRID if grid is None else grid
+    varied = [str(name).replace("_", "-") for name, values in grid.items()
+              if isinstance(values, list | tuple) and len(values) > 1]
+    count = 1
+    for values in grid.values():
+        count *= len(values) if isinstance(values, list | tuple) and values else 1
+    return f"sweep-{'-'.join(varied) or 'one'}-{count}runs"

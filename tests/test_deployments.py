@@ -14,12 +14,13 @@ import pytest
 import requests
 import yaml
 
-from deployments.schedules import PREDICTION, TIMEZONE, TRAINING
+from deployments.schedules import PREDICTION, SWEEP, TIMEZONE, TRAINING
 from tests.conftest import SAMPLE_SHA256
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+ALL_NAMES = {s["name"] for s in TRAINING} | {PREDICTION["name"], SWEEP["name"]}
 
 
 
@@ -139,7 +140,11 @@ def check_schedules(found: dict[str, dict]) -> None:
         [schedule] = deployment["schedules"]
         assert schedule["schedule"]["cron"] == spec["cron"] and schedule["schedule"]["timezone"] == TIMEZONE
         assert schedule["active"]
-    assert found[PREDICTION["name"]]["parameters"] == PREDICTION["parameters"]
+    for spec in (PREDICTION, SWEEP):  # on demand: no schedule
+        assert found[spec["name"]]["parameters"] == spec["parameters"] and not found[spec["name"]]["schedules"]
+    # the sweep's Run form edits its grid: a table of setting -> list of values
+    form = found[SWEEP["name"]]["parameter_openapi_schema"]["properties"]
+    assert {"grid", "settings", "dask_address", "dask_workers"} <= set(form)
 
 
 def check_training_artifacts(server: PrefectServer, flow_run_id: str, augmented: bool = True) -> dict[str, dict]:
@@ -164,7 +169,9 @@ def test_prefect_yaml_matches_the_schedules():
         entry = by_name[spec["name"]]
         assert entry["parameters"] == spec["parameters"] and entry["description"] == spec["description"]
         assert entry["schedules"] == [{"cron": spec["cron"], "timezone": TIMEZONE}]
-    assert by_name[PREDICTION["name"]]["parameters"] == PREDICTION["parameters"]
+    for spec in (PREDICTION, SWEEP):
+        assert by_name[spec["name"]]["parameters"] == spec["parameters"]
+        assert by_name[spec["name"]]["description"] == spec["description"]
 
 
 def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sample_archive, tmp_path):
@@ -174,7 +181,7 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
     serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], env=server.env, cwd=elsewhere,
                              stdout=log, stderr=subprocess.STDOUT)
     try:
-        found = wait_for_deployments(server, {s["name"] for s in TRAINING} | {PREDICTION["name"]}, serve)
+        found = wait_for_deployments(server, ALL_NAMES, serve)
         check_schedules(found)
         started = time.monotonic()
         # a partial override merges onto the deployment's settings (variant baseline stays; 1 epoch, tiny data)
@@ -186,6 +193,7 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         assert run["name"] == "baseline-1ep-78px-seed0"  # named from its merged settings
         assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0"} <= set(run["tags"])
         artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
+        check_sweep_deployment(server, found[SWEEP["name"]]["id"], tiny_settings(sample_archive, tmp_path / "work"))
         from tests.browser import check_artifact_page, chromium_available
 
         if chromium_available() or os.environ.get("CATSDOGS_REQUIRE_BROWSER") == "1":
@@ -199,12 +207,26 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         log.close()
 
 
+def check_sweep_deployment(server: PrefectServer, deployment_id: str, settings: dict) -> None:
+    """The seed-study deployment, its grid given in the run's parameters as the Run form would."""
+    grid = {"seed": [0, 1]}
+    flow_run_id = run_deployment(server, deployment_id, {"grid": grid, "settings": settings | {"variant": "baseline"}})
+    run = wait_for_run(server, flow_run_id)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["name"] == "sweep-seed-2runs"
+    comparison = run_artifacts(server, flow_run_id)["sweep-comparison"]
+    assert "2 runs, 0 failed" in comparison["description"] and "seed=1" in comparison["data"]
+    assert "data:image/png;base64," in comparison["data"]  # the validation curves, overlaid
+    children = [r for r in server.api("POST", "/flow_runs/filter") if r["name"].startswith("baseline-1ep-78px-seed")]
+    assert {r["name"] for r in children} >= {"baseline-1ep-78px-seed0", "baseline-1ep-78px-seed1"}
+
+
 def test_work_pool_deploy_and_worker(server, sample_archive, tmp_path):
     created = server.prefect("work-pool", "create", "catsdogs", "--type", "process")
     assert created.returncode == 0, created.stdout + created.stderr
     deployed = server.prefect("--no-prompt", "deploy", "--all")
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    found = wait_for_deployments(server, {s["name"] for s in TRAINING} | {PREDICTION["name"]})
+    found = wait_for_deployments(server, ALL_NAMES)
     check_schedules(found)
     assert found["nightly-baseline"]["work_pool_name"] == "catsdogs"
     flow_run_id = run_deployment(server, found["nightly-baseline"]["id"],

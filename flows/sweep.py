@@ -1,0 +1,65 @@
+"""The sweep flow: every configuration of a grid trained by its own run of the training flow, then compared."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_client, task
+from prefect.futures import PrefectFuture
+
+from catsdogs import sweep
+from catsdogs.settings import Settings
+from catsdogs.sweep import RunResult, SweepSummary
+from flows.train import train_flow
+from tasks._cache import producer
+from tasks.runs import sweep_run_name
+from tasks.sweep import close_orphaned_runs, local_cores, publish_comparison, task_runner, workers_report_here
+
+
+@flow(name="catsdogs-sweep", flow_run_name=sweep_run_name, log_prints=False)
+def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | None = None,
+               dask_address: str | None = None, dask_workers: int = 0) -> SweepSummary:
+    """Train each configuration of GRID (setting: [values]) over SETTINGS, each in its own training-flow run,
+    on Dask (DASK_ADDRESS, or a local cluster of DASK_WORKERS processes) or here one at a time; compare them."""
+    configurations = sweep.expand_grid(settings or Settings(), grid)
+    varied = sweep.varied_settings(grid)
+    if dask_workers and not dask_address:  # one machine's cores, shared between its workers
+        configurations = sweep.share_cores(configurations, dask_workers, local_cores())
+    with workers_report_here(), task_runner(dask_address, dask_workers) as runner:
+        futures = [runner.submit(train_configuration, {"settings": s, "varied": varied}) for s in configurations]
+        runs = [outcome(future, s, varied) for future, s in zip(futures, configurations, strict=True)]
+    close_orphaned_runs()
+    return publish_comparison(runs, varied, configurations[0].workdir)
+
+
+@task(name="train-configuration", task_run_name="train-{settings.variant}-seed{settings.seed}")
+def train_configuration(settings: Settings, varied: list[str]) -> RunResult:
+    """Run the training flow on one configuration: a child flow run with its own page and artifacts."""
+    started = time.monotonic()
+    state = train_flow(settings, return_state=True)
+    child = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(child).name if child else ""
+    if not state.is_completed():
+        reason = (state.message or state.name).removeprefix("Flow run encountered an exception: ")
+        raise ConfigurationFailed(f"run {name}: {reason}")
+    metrics = state.result()
+    made_by = producer(metrics.model_path.parent)
+    return sweep.completed_run(settings, varied, metrics, str(child), name, time.monotonic() - started,
+                               trained_by=made_by.get("flow_run_name", ""),
+                               reused=made_by.get("flow_run_id") not in (None, str(child)))
+
+
+class ConfigurationFailed(RuntimeError):
+    """A configuration's training-flow run ended in a state other than Completed."""
+
+
+def outcome(future: PrefectFuture, settings: Settings, varied: list[str]) -> RunResult:
+    """The configuration's row: its result, or why it failed (the others go on either way)."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return state.result()
+    error = state.result(raise_on_failure=False)
+    return sweep.failed_run(settings, varied, str(error) if isinstance(error, Exception) else state.message or "")
