@@ -7,6 +7,7 @@ of one configuration, so the comparison gives each configuration the mean and sp
 from __future__ import annotations
 
 import itertools
+import re
 import statistics
 import tomllib
 from collections.abc import Callable
@@ -63,6 +64,7 @@ class ConfigurationSummary(BaseModel):
     test_loss_std: float | None = None
     best_epochs: list[int] = []
     train_minutes_mean: float | None = None
+    wall_minutes_mean: float | None = None  # this sweep's time on each run (minutes when it was reused)
     errors: list[str] = []
 
 
@@ -137,6 +139,22 @@ def normalize_grid(grid: dict[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
+class EngineError(RuntimeError):
+    """The place to train cannot be used (a Dask scheduler that does not answer); the message says what to do."""
+
+
+def check_engine(dask_address: str | None, dask_workers: int) -> None:
+    """Raise SettingsError unless at most one place to train is given, each one well formed."""
+    if dask_address and dask_workers:
+        raise SettingsError("give dask_address (an existing Dask cluster) or dask_workers (a local one), not both")
+    if dask_workers < 0:
+        raise SettingsError(f"dask_workers must be 0 (no Dask: one training at a time here) or more, got "
+                            f"{dask_workers}")
+    if dask_address and not re.fullmatch(r"(tcp|tls|inproc|ucx)://[^\s/]+(:\d+)?/?|[^\s/:]+:\d+", dask_address):
+        raise SettingsError(f"dask_address {dask_address!r} is not a Dask scheduler address; give one such as "
+                            "tcp://scheduler:8786")
+
+
 def varied_settings(grid: dict[str, Any] | None) -> list[str]:
     """The settings the grid gives more than one value: what tells its configurations apart."""
     return [name for name, values in normalize_grid(DEFAULT_GRID if grid is None else grid).items()
@@ -178,6 +196,7 @@ def _summary(name: str, runs: list[RunResult]) -> ConfigurationSummary:
         test_accuracy_min=min(accuracy, default=None), test_accuracy_max=max(accuracy, default=None),
         test_loss_mean=_mean(loss), test_loss_std=_std(loss),
         best_epochs=[r.best_epoch for r in done if r.best_epoch is not None], train_minutes_mean=_mean(train),
+        wall_minutes_mean=_mean([r.wall_seconds / 60 for r in done]),
         errors=[f"seed {r.seed}: {r.error}" for r in runs if r.status == "failed"])
 
 
@@ -197,7 +216,7 @@ def train_seconds(history_path: Path) -> float:
 def comparison_table(summary: SweepSummary, run_url: Callable[[RunResult], str | None] | None = None) -> str:
     """The comparison as Markdown: one row per configuration, then one per run (linked by RUN_URL)."""
     lines = ["| configuration | runs | test accuracy, mean ± std (min–max) | test loss, mean ± std | best epochs "
-             "| training min (mean) | failed |", "|---|---|---|---|---|---|---|"]
+             "| training min (mean) | wall min, this sweep (mean) | failed |", "|---|---|---|---|---|---|---|---|"]
     for c in summary.configurations:
         accuracy = (f"**{c.test_accuracy_mean:.4f}** ± {_fmt(c.test_accuracy_std)} "
                     f"({c.test_accuracy_min:.4f}–{c.test_accuracy_max:.4f})" if c.test_accuracy_mean is not None
@@ -206,7 +225,7 @@ def comparison_table(summary: SweepSummary, run_url: Callable[[RunResult], str |
         failed = f"{c.failed}: " + "; ".join(c.errors) if c.failed else "0"
         lines.append(f"| {c.configuration} | {c.runs} | {accuracy} | {loss} | "
                      f"{', '.join(map(str, c.best_epochs)) or '–'} | {_fmt(c.train_minutes_mean, 1)} | "
-                     f"{_cell(failed)} |")
+                     f"{_fmt(c.wall_minutes_mean, 1)} | {_cell(failed)} |")
     lines += ["", "| run | status | test accuracy | test loss | best epoch | epochs | training min "
               "| wall s (this sweep) | trained by |", "|---|---|---|---|---|---|---|---|---|"]
     for r in summary.runs:

@@ -15,6 +15,7 @@ from typing import Any
 from catsdogs.data import ArchiveError
 from catsdogs.download import DownloadError
 from catsdogs.settings import Settings, SettingsError, load_settings
+from catsdogs.sweep import EngineError
 
 USAGE_ERROR = 2
 
@@ -166,7 +167,7 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     return result
 
 
-EXPECTED_FAILURES = (DownloadError, ArchiveError, SettingsError)
+EXPECTED_FAILURES = (DownloadError, ArchiveError, SettingsError, EngineError)
 
 
 def _terminal_shows_expected_failures_in_one_line() -> None:
@@ -252,8 +253,9 @@ def sweep(args: argparse.Namespace) -> int:
         settings = load_settings(shared, config if has_shared else None)
         grid = normalize_grid(grid)
         check_workdir(settings.workdir)
-        from catsdogs.sweep import expand_grid
+        from catsdogs.sweep import check_engine, expand_grid
 
+        check_engine(args.dask_address, args.dask_workers or 0)
         expand_grid(settings, grid)  # every configuration valid before anything starts
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)

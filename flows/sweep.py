@@ -14,7 +14,14 @@ from catsdogs.sweep import RunResult, SweepSummary
 from flows.train import train_flow
 from tasks._cache import producer
 from tasks.runs import sweep_run_name
-from tasks.sweep import close_orphaned_runs, local_cores, publish_comparison, task_runner, workers_report_here
+from tasks.sweep import (
+    close_orphaned_runs,
+    local_cores,
+    publish_comparison,
+    started,
+    task_runner,
+    workers_report_here,
+)
 
 
 @flow(name="catsdogs-sweep", flow_run_name=sweep_run_name, log_prints=False)
@@ -22,11 +29,12 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
                dask_address: str | None = None, dask_workers: int = 0) -> SweepSummary:
     """Train each configuration of GRID (setting: [values]) over SETTINGS, each in its own training-flow run,
     on Dask (DASK_ADDRESS, or a local cluster of DASK_WORKERS processes) or here one at a time; compare them."""
+    sweep.check_engine(dask_address, dask_workers)
     configurations = sweep.expand_grid(settings or Settings(), grid)
     varied = sweep.varied_settings(grid)
     if dask_workers and not dask_address:  # one machine's cores, shared between its workers
         configurations = sweep.share_cores(configurations, dask_workers, local_cores())
-    with workers_report_here(), task_runner(dask_address, dask_workers) as runner:
+    with workers_report_here(), started(task_runner(dask_address, dask_workers), dask_address) as runner:
         futures = [runner.submit(train_configuration, {"settings": s, "varied": varied}) for s in configurations]
         runs = [outcome(future, s, varied) for future, s in zip(futures, configurations, strict=True)]
     close_orphaned_runs()

@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from catsdogs import plots, store, sweep
-from catsdogs.sweep import RunResult, SweepSummary
+from catsdogs.sweep import EngineError, RunResult, SweepSummary
 from catsdogs.train import read_history
 
 
@@ -29,6 +29,19 @@ def task_runner(dask_address: str | None, dask_workers: int) -> TaskRunner:
         return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": ":0"})
     return ThreadPoolTaskRunner(max_workers=1)
+
+
+@contextmanager
+def started(runner: TaskRunner, dask_address: str | None) -> Iterator[TaskRunner]:
+    """RUNNER, started and connected: an unreachable Dask scheduler is one clear error before anything runs."""
+    with runner:
+        try:
+            getattr(runner, "client", None)  # DaskTaskRunner connects (or starts its local cluster) here
+        except OSError as err:
+            raise EngineError(f"cannot reach the Dask scheduler at {dask_address or 'the local cluster'}: {err}; "
+                              "start it (`dask scheduler`, then `dask worker ADDRESS` on each machine) or fix "
+                              "--dask-address") from None
+        yield runner
 
 
 @contextmanager

@@ -103,7 +103,7 @@ def result(configuration: str, seed: int, accuracy: float | None, loss: float | 
     status = "completed" if accuracy is not None else "failed"
     return RunResult(label=f"{configuration} seed={seed}", configuration=configuration, seed=seed, status=status,
                      test_accuracy=accuracy, test_loss=loss if accuracy is not None else None,
-                     best_epoch=3 if accuracy is not None else None, train_seconds=120.0, **extra)
+                     best_epoch=3 if accuracy is not None else None, train_seconds=120.0, wall_seconds=90.0, **extra)
 
 
 def test_each_configuration_gets_the_mean_and_spread_over_its_seeds():
@@ -121,8 +121,8 @@ def test_each_configuration_gets_the_mean_and_spread_over_its_seeds():
 
     table = sweep.comparison_table(SweepSummary(varied=["variant", "seed"], configurations=[augmented, baseline],
                                                 runs=runs), run_url=lambda r: f"http://ui/{r.seed}")
-    assert "| variant=augmented | 3 | **0.8200** ± 0.0200 (0.8000–0.8400) | 0.4500 ± 0.0200 | 3, 3, 3 | 2.0 | 0 |" \
-        in table
+    assert ("| variant=augmented | 3 | **0.8200** ± 0.0200 (0.8000–0.8400) | 0.4500 ± 0.0200 | 3, 3, 3 | 2.0 | 1.5 "
+            "| 0 |") in table
     assert "**failed**: DownloadError: no network" in table and "[variant=baseline seed=1](http://ui/1)" in table
 
     from flows.cli import comparison_lines
@@ -173,6 +173,8 @@ def test_sweep_flags_give_the_shared_settings_and_the_grid():
     (["--workdir", "a", "--workdir", "b"], "workdir is shared by every configuration"),
     (["--image-size", "64,96"], "sweep configuration image_size=64: invalid setting image_size"),
     (["--dask-workers", "0"], "must be between 1 and 4096"),
+    (["--dask-workers", "2", "--dask-address", "tcp://h:8786"], "not both"),
+    (["--dask-address", "http://h/x"], "is not a Dask scheduler address; give one such as tcp://scheduler:8786"),
 ])
 def test_a_bad_sweep_is_a_usage_error_before_any_work(tmp_path, capsys, flags, message):
     from flows.cli import main
@@ -199,7 +201,8 @@ def test_a_failing_configuration_loses_none_of_the_others_and_a_rerun_reuses_the
     # efficientnet's weights file is missing: both its configurations fail, at their first step
     base = tiny_base(sample_archive, tmp_path / "work", backbone_weights=str(tmp_path / "missing.weights.h5"))
     grid = {"variant": ["baseline", "efficientnet"], "seed": [0, 1]}
-    state = sweep_flow(grid=grid, settings=base, return_state=True)
+    # the first sweep on a local Dask cluster of two worker processes that the flow starts; the rerun here
+    state = sweep_flow(grid=grid, settings=base, dask_workers=2, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert [(r.label, r.status) for r in summary.runs] == [
@@ -315,3 +318,20 @@ def epoch_lines(flow_run_id) -> list[str]:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
                                 sort=LogSort.TIMESTAMP_ASC)
     return [log.message for log in logs if log.message.startswith("epoch ")]
+
+
+def test_an_unreachable_dask_scheduler_is_one_line(prefect_server, sample_archive, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")} | {
+        "PREFECT_API_URL": prefect_server, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "sweep", "--dask-address", f"tcp://127.0.0.1:{port}",
+                             "--data-url", sample_archive.as_uri(), "--workdir", str(tmp_path / "w")],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"catsdogs: cannot reach the Dask scheduler at tcp://127.0.0.1:{port}: ")
+    assert "Traceback" not in result.stderr and not (tmp_path / "w" / "runs").exists()
