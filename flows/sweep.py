@@ -44,7 +44,7 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
 @task(name="train-configuration", task_run_name="train-{settings.variant}-seed{settings.seed}")
 def train_configuration(settings: Settings, varied: list[str]) -> RunResult:
     """Run the training flow on one configuration: a child flow run with its own page and artifacts."""
-    started = time.monotonic()
+    began = time.monotonic()
     state = train_flow(settings, return_state=True)
     child = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
@@ -54,7 +54,7 @@ def train_configuration(settings: Settings, varied: list[str]) -> RunResult:
         raise ConfigurationFailed(f"run {name}: {reason}")
     metrics = state.result()
     made_by = producer(metrics.model_path.parent)
-    return sweep.completed_run(settings, varied, metrics, str(child), name, time.monotonic() - started,
+    return sweep.completed_run(settings, varied, metrics, str(child), name, time.monotonic() - began,
                                trained_by=made_by.get("flow_run_name", ""),
                                reused=made_by.get("flow_run_id") not in (None, str(child)))
 
