@@ -11,9 +11,14 @@ _wanted: dict[str, object] = {"threads": None, "onednn": True}
 _applied: dict[str, object] = {}
 
 
+def cpu_cores() -> int:
+    """The cores TensorFlow uses when threads is not set: all of them."""
+    return os.cpu_count() or 1
+
+
 def configure(threads: int | None = None, onednn: bool = True) -> None:
     """Choose the speed settings that TensorFlow will start with; call before anything uses it."""
-    if _applied and (threads or os.cpu_count() or 1, onednn) != (_applied["threads"], _applied["onednn"]):
+    if _applied and (threads or cpu_cores(), onednn) != (_applied["threads"], _applied["onednn"]):
         log.warning("TensorFlow already started with %s; threads=%s onednn=%s apply from the next process",
                     _applied, threads, onednn)
     _wanted.update(threads=threads, onednn=onednn)
@@ -30,7 +35,7 @@ def tensorflow(threads: int | None = None, onednn: bool | None = None) -> Module
     import tensorflow as tf
 
     if not _applied:
-        cores = int(_wanted["threads"] or os.cpu_count() or 1)  # type: ignore[call-overload]
+        cores = int(_wanted["threads"] or cpu_cores())  # type: ignore[call-overload]
         try:
             tf.config.threading.set_intra_op_parallelism_threads(cores)
             tf.config.threading.set_inter_op_parallelism_threads(cores)

@@ -317,7 +317,7 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
     toml = None
     if config_file:
         path = Path(config_file)
-        header = ("catsdogs",) if "catsdogs" in _read_toml(path) else ()  # flat, or under a [catsdogs] table
+        header = ("catsdogs",) if "catsdogs" in read_toml(path) else ()  # flat, or under a [catsdogs] table
         toml = (path, header)
     token = _TOML_FILE.set(toml)
     try:
@@ -332,7 +332,7 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
 _TOML_FILE: ContextVar[tuple[Path, tuple[str, ...]] | None] = ContextVar("catsdogs_toml_file", default=None)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     """The file's TOML, or a SettingsError that names what is wrong with it (before pydantic-settings reads it)."""
     try:
         values = tomllib.loads(path.read_bytes().decode("utf-8"))

@@ -9,14 +9,13 @@ from __future__ import annotations
 import itertools
 import re
 import statistics
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from catsdogs.settings import Settings, SettingsError
+from catsdogs.settings import Settings, SettingsError, read_toml
 from catsdogs.train import read_history
 
 # A grid bigger than this is almost surely a typo (and would queue days of training): say so up front.
@@ -255,12 +254,7 @@ def read_grid_file(path: str | Path) -> tuple[dict[str, list[Any]], bool]:
     Raises SettingsError naming what is wrong with the file.
     """
     path = Path(path)
-    try:
-        values = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(f"config file {path} does not exist; fix the --config path") from None
-    except (IsADirectoryError, UnicodeDecodeError, tomllib.TOMLDecodeError, OSError) as err:
-        raise SettingsError(f"config file {path} cannot be read as UTF-8 TOML: {err}") from None
+    values = read_toml(path)
     grid = values.pop("sweep", {})
     if not isinstance(grid, dict):
         raise SettingsError(f"config file {path}: sweep must be a table of setting = [values]")
@@ -269,7 +263,6 @@ def read_grid_file(path: str | Path) -> tuple[dict[str, list[Any]], bool]:
         raise SettingsError(f"config file {path}: put the shared settings ({', '.join(loose)}) under a [catsdogs] "
                             "table; a sweep's file holds [catsdogs] and [sweep]")
     return normalize_grid(grid), "catsdogs" in values
-
 
 
 def completed_run(settings: Settings, varied: list[str], metrics: Any, flow_run_id: str, flow_run_name: str,

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, get_client, task
 from prefect.futures import PrefectFuture
 
-from catsdogs import sweep
+from catsdogs import runtime, sweep
 from catsdogs.settings import Settings
 from catsdogs.sweep import RunResult, SweepSummary
 from flows.train import train_flow
@@ -16,7 +16,6 @@ from tasks._cache import producer
 from tasks.runs import sweep_run_name
 from tasks.sweep import (
     close_orphaned_runs,
-    local_cores,
     publish_comparison,
     started,
     task_runner,
@@ -33,7 +32,7 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
     configurations = sweep.expand_grid(settings or Settings(), grid)
     varied = sweep.varied_settings(grid)
     if dask_workers and not dask_address:  # one machine's cores, shared between its workers
-        configurations = sweep.share_cores(configurations, dask_workers, local_cores())
+        configurations = sweep.share_cores(configurations, dask_workers, runtime.cpu_cores())
     with workers_report_here(), started(task_runner(dask_address, dask_workers), dask_address) as runner:
         futures = [runner.submit(train_configuration, {"settings": s, "varied": varied}) for s in configurations]
         runs = [outcome(future, s, varied) for future, s in zip(futures, configurations, strict=True)]

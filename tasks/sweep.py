@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,10 +91,6 @@ def close_orphaned_runs() -> int:
         get_run_logger().warning("%d training runs were left unfinished by a worker that died: marked Crashed",
                                  len(orphans))
     return len(orphans)
-
-
-def local_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @task(name="publish-comparison")
