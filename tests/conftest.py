@@ -6,6 +6,8 @@ import gzip
 import hashlib
 import io
 import os
+import socket
+import subprocess
 import threading
 import time
 import zipfile
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from tasks import use_prefect_defaults
@@ -197,6 +200,32 @@ def serve() -> Iterator:
     yield start
     for server in servers:
         server.__exit__()
+
+
+# ---------------------------------------------------------------- local servers started by tests
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    """Poll URL until it answers 2xx; raise if PROCESS exits first (with LOG's tail) or TIMEOUT passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None:
+            tail = log.read_text()[-2000:] if log else ""
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before {url} answered: {tail}")
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 # ---------------------------------------------------------------- Prefect

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,13 @@ import requests
 import yaml
 
 from deployments.schedules import PREDICTION, SWEEP, TIMEZONE, TRAINING
-from tests.conftest import SAMPLE_SHA256
+from tests.conftest import SAMPLE_SHA256, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 ALL_NAMES = {s["name"] for s in TRAINING} | {PREDICTION["name"], SWEEP["name"]}
 
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrefectServer:
@@ -50,17 +43,7 @@ class PrefectServer:
         self.process = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=home)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(1)
-        raise RuntimeError("prefect server did not answer within 180 s")
+        wait_until_serving(f"{self.url}/health", self.process, 180, home / "server.log")
 
     def api(self, method: str, path: str, **body) -> object:
         for _ in range(10):  # SQLite answers 503 while another writer holds it on a busy machine

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from flows.web import create_app
-from tests.conftest import jpeg_bytes, train_and_register
+from tests.conftest import free_port, jpeg_bytes, train_and_register, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,12 +89,6 @@ def test_concurrent_requests_are_all_answered(client):
     assert results == [200] * 8
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_page_answers_a_dropped_photo_in_a_browser(registered, tmp_path: Path):
     from tests.browser import CHROMIUM_FLAGS, chromium_available, chromium_path
 
@@ -109,13 +100,7 @@ def test_the_page_answers_a_dropped_photo_in_a_browser(registered, tmp_path: Pat
     server = subprocess.Popen([sys.executable, "-m", "flows.cli", "web", "--workdir", str(registered["workdir"]),
                                "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.3)
+        wait_until_serving(f"http://127.0.0.1:{port}/healthz", server, 60)
         photo = tmp_path / "my dog.jpg"
         Image.fromarray(np.full((120, 160, 3), (60, 60, 200), np.uint8)).save(photo)
         with sync_playwright() as playwright:
