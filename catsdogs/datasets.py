@@ -100,8 +100,10 @@ def _undecodable(root: Path, files: list[str], err: Exception) -> str:
             "the file changed after the subsets step checked it: delete that subsets folder and run again")
 
 
-def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed: int | None = None) -> Any:
-    """A batched tf.data.Dataset of (float32 images, labels); reshuffled each epoch when a seed is given."""
+def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed: int | None = None,
+               mixup: float = 0.0) -> Any:
+    """A batched tf.data.Dataset of (float32 images, labels); reshuffled each epoch when a seed is given, and
+    with each batch's images and labels blended pairwise (Keras' MixUp of that alpha) when MIXUP is not 0."""
     tf = tensorflow()
     images = np.load(arrays.images(split))
     labels = np.load(arrays.labels(split))
@@ -111,4 +113,14 @@ def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed:
     dataset = dataset.batch(batch_size).map(
         lambda x, y: (tf.cast(x, tf.float32), tf.reshape(y, (-1, 1))), num_parallel_calls=tf.data.AUTOTUNE
     )
+    if mixup:
+        import keras
+
+        blend = keras.layers.MixUp(alpha=mixup, seed=shuffle_seed)
+
+        def mixed(images: Any, labels: Any) -> tuple[Any, Any]:
+            batch = blend({"images": images, "labels": labels})
+            return batch["images"], batch["labels"]
+
+        dataset = dataset.map(mixed)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -194,18 +194,31 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
         rate = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else rate, decay_steps=total - warmup, warmup_target=rate if warmup else None,
             warmup_steps=warmup)
+    # With ema, the optimizer keeps the moving average; train.py swaps it in for validation and checkpoints.
+    average = {"use_ema": True, "ema_momentum": float(settings.ema)} if settings.ema else {}
     optimizer = {
-        "rmsprop": lambda: keras.optimizers.RMSprop(rate),
-        "adam": lambda: keras.optimizers.Adam(rate),
-        "adamw": lambda: keras.optimizers.AdamW(rate, weight_decay=float(settings.weight_decay or 0.0)),
+        "rmsprop": lambda: keras.optimizers.RMSprop(rate, **average),
+        "adam": lambda: keras.optimizers.Adam(rate, **average),
+        "adamw": lambda: keras.optimizers.AdamW(rate, weight_decay=float(settings.weight_decay or 0.0), **average),
     }[str(settings.optimizer)]()
     if precision == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     loss: Any = "binary_crossentropy"
     if settings.label_smoothing:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=float(settings.label_smoothing))
-    model.compile(loss=loss, optimizer=optimizer, metrics=["accuracy"])
+    # MixUp's labels are blends such as 0.7; Keras' binary accuracy would count every blend as wrong, so
+    # training accuracy is measured against each blend's larger part (validation labels are whole anyway).
+    accuracy: Any = keras.metrics.MeanMetricWrapper(dominant_label_accuracy, name="accuracy") \
+        if settings.mixup else "accuracy"
+    model.compile(loss=loss, optimizer=optimizer, metrics=[accuracy])
     return model
+
+
+def dominant_label_accuracy(labels: Any, probabilities: Any) -> Any:
+    """Binary accuracy against the rounded labels: a blend of 0.7 cat counts as cat."""
+    import keras
+
+    return keras.metrics.binary_accuracy(keras.ops.round(labels), probabilities)
 
 
 def build_for(settings: Settings, precision: str, steps_per_epoch: int) -> Any:

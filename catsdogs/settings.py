@@ -63,14 +63,14 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
-    "early_stopping_patience": 0, "tta_flip": False, "translate": 0.0, "fine_tune_epochs": 0, "fine_tune_layers": 0,
-    "fine_tune_learning_rate": 1e-5,
+    "early_stopping_patience": 0, "tta_flip": False, "translate": 0.0, "mixup": 0.0, "ema": 0.0,
+    "fine_tune_epochs": 0, "fine_tune_layers": 0, "fine_tune_learning_rate": 1e-5,
 }
 # Settings that change the trained model beyond variant, epochs, batch size and seed. A run's key names them
 # only where they differ from the reference, so reference runs keep the folders they had.
-RECIPE_FIELDS = ("precision", "translate", "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay",
-                 "label_smoothing", "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
-                 "fine_tune_learning_rate", "backbone_weights")
+RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "optimizer", "learning_rate", "lr_schedule",
+                 "warmup_epochs", "weight_decay", "label_smoothing", "early_stopping_patience", "fine_tune_epochs",
+                 "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")
 BACKBONE_FIELDS = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")
 
 
@@ -139,6 +139,10 @@ class Settings(BaseSettings):
                                   "in evaluation and prediction")
     translate: float | None = Field(None, ge=0, le=0.5, description="augmentation: also shift images by up to "
                                     "this fraction each way (0 = the reference's flips, rotation and zoom only)")
+    mixup: float | None = Field(None, ge=0, le=10, description="MixUp: blend pairs of training images and their "
+                                "labels with a Beta(alpha, alpha) weight of this alpha (0 = off, the reference)")
+    ema: float | None = Field(None, ge=0, lt=1, description="keep a moving average of the weights with this "
+                              "momentum; validation, checkpoints and the saved model use it (0 = off)")
     # efficientnet only.
     backbone_weights: str = Field("imagenet", description="efficientnet's base: imagenet (Keras' download, or "
                                   "its cache), a local .h5/.weights.h5 file, or random (untrained, for tests)")

@@ -109,7 +109,8 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     log.info("training %s for %d epochs on %d images (batch %d, %s%s); speed settings %s, TensorFlow %s",
              settings.variant, epochs, arrays.counts["train"], settings.batch_size, precision,
              " from auto" if precision != settings.precision else "", speed_settings(), tf.__version__)
-    train = load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed)
+    train = load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed,
+                       mixup=float(settings.mixup or 0.0))
     validation = load_split(arrays, "validation", settings.batch_size)
 
     for backup in backups[:2]:
@@ -127,6 +128,8 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
         ]
         if settings.early_stopping_patience:
             callbacks.append(_early_stopping(int(settings.early_stopping_patience), history, first_epoch))
+        if settings.ema:  # first, so that every other callback sees the averaged weights at an epoch's end
+            callbacks.insert(0, _averaged_weights((run_dir / backup / BACKUP_STATE).exists()))
         model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
                   callbacks=callbacks, shuffle=False, verbose=0)  # shuffled by tf.data
 
@@ -233,6 +236,19 @@ def _early_stopping(patience: int, history: list[dict[str, float]], first_epoch:
                          self.patience, self.stopped_epoch + 1)
 
     return ResumableEarlyStopping(monitor="val_loss", patience=patience, start_from_epoch=first_epoch)
+
+
+def _averaged_weights(resuming: bool) -> Any:
+    """Keras' SwapEMAWeights(swap_on_epoch=True): validation, checkpoints and backups see the moving average.
+
+    A backup is written at an epoch's end, when the average is in the model and the trained weights are in
+    the optimizer's slot; a resumed run must swap them back before its first epoch, as an uninterrupted one does.
+    """
+    import keras
+
+    callback = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    callback._ema_weights_in_model = resuming
+    return callback
 
 
 def best_so_far(history: list[dict[str, float]]) -> float | None:

@@ -83,6 +83,71 @@ def test_recipe_changes_are_part_of_the_trained_model_key(tmp_path: Path):
     assert evaluation_dir(Trained, arrays, flipped) != evaluation_dir(Trained, arrays, reference)
 
 
+def test_mixup_blends_training_batches_only_and_repeats_with_its_seed(arrays):
+    from catsdogs.datasets import load_split
+
+    def batches(**kwargs):
+        return [(x.numpy(), y.numpy()) for x, y in load_split(arrays, "train", 16, **kwargs)]
+
+    plain = batches(shuffle_seed=1)
+    mixed, again = batches(shuffle_seed=1, mixup=0.4), batches(shuffle_seed=1, mixup=0.4)
+    labels = np.concatenate([y for _, y in mixed])[:, 0]
+    assert set(np.concatenate([y for _, y in plain])[:, 0]) == {0.0, 1.0}
+    assert np.any((labels > 0.01) & (labels < 0.99)) and labels.min() >= 0 and labels.max() <= 1  # blends
+    assert not np.array_equal(plain[0][0], mixed[0][0])
+    for (x1, y1), (x2, y2) in zip(mixed, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert Settings(variant="xception", mixup=0.2).recipe_key()["mixup"] == 0.2  # a new model, a new key
+
+
+def test_mixup_training_accuracy_counts_a_blend_by_its_larger_part():
+    from catsdogs.model import dominant_label_accuracy
+
+    labels = np.array([[0.7], [0.2], [1.0], [0.4]], "float32")
+    probabilities = np.array([[0.9], [0.1], [0.3], [0.6]], "float32")
+    assert np.asarray(dominant_label_accuracy(labels, probabilities)).ravel().tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_ema_validates_and_checkpoints_the_moving_average(arrays, tmp_path: Path):
+    """The checkpoint holds the weights whose validation loss the history records: the average, not the last step's."""
+    import keras
+
+    from catsdogs.datasets import load_split
+
+    settings = tiny("xception", tmp_path, epochs=3, ema=0.6, mixup=0.3, precision="float32")
+    trained = train_model(settings, arrays, tmp_path / "run")
+    model = keras.models.load_model(trained.model_path, compile=False)
+    model.compile(loss=keras.losses.BinaryCrossentropy(label_smoothing=0.1))
+    val_loss = model.evaluate(load_split(arrays, "validation", 8), verbose=0)
+    assert val_loss == pytest.approx(trained.best_val_loss, abs=1e-5)
+    assert all(0 <= row["accuracy"] <= 1 for row in trained.history())
+    plain = train_model(settings.model_copy(update={"ema": 0.0}), arrays, tmp_path / "plain")
+    assert [row["val_loss"] for row in plain.history()] != [row["val_loss"] for row in trained.history()]
+
+
+def test_a_resumed_ema_run_trains_the_weights_it_had_not_their_average():
+    """A backup is written with the average in the model; resuming swaps it back out before the first epoch."""
+    from catsdogs.train import _averaged_weights
+
+    settings = Settings(variant="xception", image_size=78, ema=0.9)
+    model = build_for(settings, "float32", steps_per_epoch=1)
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    averages = optimizer._model_variables_moving_average
+    # As a backup left them: the average (3) in the model, the trained weights (7) in the optimizer's slot.
+    for variable, average in zip(model.trainable_variables, averages, strict=True):
+        variable.assign(np.full(variable.shape, 3.0, "float32"))
+        average.assign(np.full(average.shape, 7.0, "float32"))
+    for resuming, in_model, in_slot in ((False, 3.0, 7.0), (True, 7.0, 3.0)):
+        callback = _averaged_weights(resuming)
+        callback.set_model(model)
+        callback.set_params({"epochs": 5})
+        callback.on_epoch_begin(0)
+        assert float(np.asarray(model.trainable_variables[0]).flat[0]) == in_model
+        assert float(np.asarray(averages[0]).flat[0]) == in_slot
+
+
 # ---------------------------------------------------------------- precision auto
 
 
