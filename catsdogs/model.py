@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import requests
 
 from catsdogs.runtime import tensorflow
 from catsdogs.settings import REFERENCE_VARIANTS, Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 EFFICIENTNET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/"
 
@@ -195,7 +198,7 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
             0.0 if warmup else rate, decay_steps=total - warmup, warmup_target=rate if warmup else None,
             warmup_steps=warmup)
     # With ema, the optimizer keeps the moving average; train.py swaps it in for validation and checkpoints.
-    average = {"use_ema": True, "ema_momentum": float(settings.ema)} if settings.ema else {}
+    average = {"use_ema": True, "ema_momentum": ema_momentum(settings, steps_per_epoch, epochs)} if settings.ema else {}
     optimizer = {
         "rmsprop": lambda: keras.optimizers.RMSprop(rate, **average),
         "adam": lambda: keras.optimizers.Adam(rate, **average),
@@ -212,6 +215,20 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
         if settings.mixup else "accuracy"
     model.compile(loss=loss, optimizer=optimizer, metrics=[accuracy])
     return model
+
+
+def ema_momentum(settings: Settings, steps_per_epoch: int, epochs: int | None = None) -> float:
+    """The ema setting, capped so that the average spans at most a tenth of the run's steps.
+
+    Keras' average starts from the initial weights: in a short run (a trial with a few epochs, a test) a
+    momentum meant for thousands of steps would leave the model close to where it started.
+    """
+    steps = max(1, (epochs or settings.epochs_to_run) * steps_per_epoch)
+    momentum = min(float(settings.ema or 0.0), max(0.0, 1 - 10 / steps))
+    if momentum < float(settings.ema or 0.0):
+        log.info("ema: momentum %.4g instead of %g, so that the average spans at most a tenth of the run's %d "
+                 "steps", momentum, settings.ema, steps)
+    return momentum
 
 
 def dominant_label_accuracy(labels: Any, probabilities: Any) -> Any:

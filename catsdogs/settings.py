@@ -50,9 +50,12 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     # 100 epochs fit the 60-minute CPU budget (docs/results.md) where the book's recipe needs about three hours.
     # Early stopping is a safety net here: the cosine schedule is meant to run to its end. 192 px with
     # translate=0.1 reached a lower validation loss (0.3756 against 0.3834) but took 30 % longer: not chosen.
+    # MixUp 0.2 with a moving average of the weights (0.995) overfits less: over three seeds, validation loss
+    # 0.3712 against 0.3857 and validation accuracy with flips 0.901 against 0.892, so they are on.
     "xception": {"epochs": 100, "image_size": 160, "precision": "auto", "optimizer": "adamw",
                  "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 3, "weight_decay": 0.05,
-                 "label_smoothing": 0.1, "early_stopping_patience": 25, "tta_flip": True},
+                 "label_smoothing": 0.1, "mixup": 0.2, "ema": 0.995, "early_stopping_patience": 25,
+                 "tta_flip": True},
     # The book's ch. 8: frozen ImageNet base and a new head, then the top of the base at a low rate.
     "efficientnet": {"epochs": 10, "image_size": 224, "precision": "auto", "optimizer": "adam",
                      "learning_rate": 1e-3, "label_smoothing": 0.0, "early_stopping_patience": 5,
@@ -140,9 +143,11 @@ class Settings(BaseSettings):
     translate: float | None = Field(None, ge=0, le=0.5, description="augmentation: also shift images by up to "
                                     "this fraction each way (0 = the reference's flips, rotation and zoom only)")
     mixup: float | None = Field(None, ge=0, le=10, description="MixUp: blend pairs of training images and their "
-                                "labels with a Beta(alpha, alpha) weight of this alpha (0 = off, the reference)")
+                                "labels with a Beta(alpha, alpha) weight of this alpha (0 = off, the reference; "
+                                "xception 0.2)")
     ema: float | None = Field(None, ge=0, lt=1, description="keep a moving average of the weights with this "
-                              "momentum; validation, checkpoints and the saved model use it (0 = off)")
+                              "momentum; validation, checkpoints and the saved model use it (0 = off; "
+                              "xception 0.995)")
     # efficientnet only.
     backbone_weights: str = Field("imagenet", description="efficientnet's base: imagenet (Keras' download, or "
                                   "its cache), a local .h5/.weights.h5 file, or random (untrained, for tests)")

@@ -115,7 +115,8 @@ def test_ema_validates_and_checkpoints_the_moving_average(arrays, tmp_path: Path
 
     from catsdogs.datasets import load_split
 
-    settings = tiny("xception", tmp_path, epochs=3, ema=0.6, mixup=0.3, precision="float32")
+    # 5 epochs of 4 steps: a momentum of 0.5 is within the cap (a tenth of the run's 20 steps)
+    settings = tiny("xception", tmp_path, epochs=5, batch_size=2, ema=0.5, mixup=0.3, precision="float32")
     trained = train_model(settings, arrays, tmp_path / "run")
     model = keras.models.load_model(trained.model_path, compile=False)
     model.compile(loss=keras.losses.BinaryCrossentropy(label_smoothing=0.1))
@@ -124,6 +125,17 @@ def test_ema_validates_and_checkpoints_the_moving_average(arrays, tmp_path: Path
     assert all(0 <= row["accuracy"] <= 1 for row in trained.history())
     plain = train_model(settings.model_copy(update={"ema": 0.0}), arrays, tmp_path / "plain")
     assert [row["val_loss"] for row in plain.history()] != [row["val_loss"] for row in trained.history()]
+
+
+def test_ema_momentum_is_capped_to_a_tenth_of_a_short_run():
+    from catsdogs.model import ema_momentum
+
+    settings = Settings(variant="xception")
+    assert settings.ema == 0.995 and ema_momentum(settings, steps_per_epoch=63) == 0.995  # 6,300 steps: as set
+    assert ema_momentum(settings.model_copy(update={"epochs": 6}), steps_per_epoch=3) == pytest.approx(1 - 10 / 18)
+    assert ema_momentum(settings.model_copy(update={"epochs": 1}), steps_per_epoch=2) == 0.0
+    model = build_for(settings.model_copy(update={"epochs": 6, "image_size": 78}), "float32", steps_per_epoch=3)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(1 - 10 / 18)
 
 
 def test_a_resumed_ema_run_trains_the_weights_it_had_not_their_average():

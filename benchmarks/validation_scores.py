@@ -1,0 +1,64 @@
+"""Validation scores of trained runs' best checkpoints: what a recipe is chosen on (never the test subset).
+
+For each run folder: its best epoch and that epoch's validation loss (from the history; label-smoothed where
+the recipe smooths), and the best checkpoint's accuracy on the validation images without and with flip
+averaging. The images come from the run's workdir: the decoded dataset of the run's image size. Prints one
+JSON object per run, then one with the means.
+
+    python benchmarks/validation_scores.py WORKDIR/runs/RUN [WORKDIR/runs/RUN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs.datasets import DatasetArrays
+from catsdogs.runtime import tensorflow
+from catsdogs.train import best_row, predict_probabilities, read_history
+
+
+def validation_arrays(workdir: Path, image_size: int) -> DatasetArrays:
+    """A finished dataset folder of WORKDIR at IMAGE_SIZE."""
+    for marker in sorted((workdir / "datasets").glob("*/_COMPLETE.json")):
+        arrays = DatasetArrays.model_validate(json.loads(marker.read_text()) | {"root": marker.parent})
+        if arrays.image_size == image_size:
+            return arrays
+    raise SystemExit(f"no finished {image_size}-px dataset in {workdir / 'datasets'}")
+
+
+def scores(run_dir: Path) -> dict[str, object]:
+    import keras
+
+    settings = json.loads((run_dir / "settings.json").read_text())
+    arrays = validation_arrays(run_dir.parents[1], settings["image_size"])
+    images = np.load(arrays.images("validation")).astype("float32")
+    labels = np.load(arrays.labels("validation"))
+    model = keras.models.load_model(run_dir / "best.keras", compile=False)
+    best = best_row(read_history(run_dir / "history.json"))
+    return {
+        "run": run_dir.name, "seed": settings["seed"], "mixup": settings.get("mixup"), "ema": settings.get("ema"),
+        "best_epoch": int(best["epoch"]), "val_loss": round(best["val_loss"], 4),
+        "val_accuracy": float(np.mean((predict_probabilities(model, images) > 0.5) == labels)),
+        "val_accuracy_flips": float(np.mean((predict_probabilities(model, images, tta_flip=True) > 0.5) == labels)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (WORKDIR/runs/KEY) with best.keras")
+    args = parser.parse_args()
+    tensorflow()
+    rows = [scores(run) for run in args.runs]
+    for row in rows:
+        print(json.dumps(row))
+    print(json.dumps({"runs": len(rows), **{f"mean_{name}": round(statistics.mean(r[name] for r in rows), 4)
+                                           for name in ("val_loss", "val_accuracy", "val_accuracy_flips")}}))
+
+
+if __name__ == "__main__":
+    main()
