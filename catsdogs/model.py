@@ -191,14 +191,14 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
     import keras
 
     rate = learning_rate or float(settings.learning_rate)  # type: ignore[arg-type]
+    total = max(1, (epochs or settings.epochs_to_run) * steps_per_epoch)  # the steps of this fit
     if settings.lr_schedule == "cosine":
-        total = max(1, (epochs or settings.epochs_to_run) * steps_per_epoch)
         warmup = min(total - 1, int(settings.warmup_epochs or 0) * steps_per_epoch)
         rate = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else rate, decay_steps=total - warmup, warmup_target=rate if warmup else None,
             warmup_steps=warmup)
     # With ema, the optimizer keeps the moving average; train.py swaps it in for validation and checkpoints.
-    average = {"use_ema": True, "ema_momentum": ema_momentum(settings, steps_per_epoch, epochs)} if settings.ema else {}
+    average = {"use_ema": True, "ema_momentum": ema_momentum(float(settings.ema), total)} if settings.ema else {}
     optimizer = {
         "rmsprop": lambda: keras.optimizers.RMSprop(rate, **average),
         "adam": lambda: keras.optimizers.Adam(rate, **average),
@@ -217,17 +217,16 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
     return model
 
 
-def ema_momentum(settings: Settings, steps_per_epoch: int, epochs: int | None = None) -> float:
-    """The ema setting, capped so that the average spans at most a tenth of the run's steps.
+def ema_momentum(ema: float, steps: int) -> float:
+    """The ema setting, capped so that the average spans at most a tenth of the run's STEPS.
 
     Keras' average starts from the initial weights: in a short run (a trial with a few epochs, a test) a
     momentum meant for thousands of steps would leave the model close to where it started.
     """
-    steps = max(1, (epochs or settings.epochs_to_run) * steps_per_epoch)
-    momentum = min(float(settings.ema or 0.0), max(0.0, 1 - 10 / steps))
-    if momentum < float(settings.ema or 0.0):
+    momentum = min(ema, max(0.0, 1 - 10 / steps))
+    if momentum < ema:
         log.info("ema: momentum %.4g instead of %g, so that the average spans at most a tenth of the run's %d "
-                 "steps", momentum, settings.ema, steps)
+                 "steps", momentum, ema, steps)
     return momentum
 
 

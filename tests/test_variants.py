@@ -131,9 +131,9 @@ def test_ema_momentum_is_capped_to_a_tenth_of_a_short_run():
     from catsdogs.model import ema_momentum
 
     settings = Settings(variant="xception")
-    assert settings.ema == 0.995 and ema_momentum(settings, steps_per_epoch=63) == 0.995  # 6,300 steps: as set
-    assert ema_momentum(settings.model_copy(update={"epochs": 6}), steps_per_epoch=3) == pytest.approx(1 - 10 / 18)
-    assert ema_momentum(settings.model_copy(update={"epochs": 1}), steps_per_epoch=2) == 0.0
+    assert settings.ema == 0.995 and ema_momentum(settings.ema, 100 * 63) == 0.995  # 6,300 steps: as set
+    assert ema_momentum(settings.ema, 6 * 3) == pytest.approx(1 - 10 / 18)
+    assert ema_momentum(settings.ema, 1 * 2) == 0.0
     model = build_for(settings.model_copy(update={"epochs": 6, "image_size": 78}), "float32", steps_per_epoch=3)
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(1 - 10 / 18)
 
