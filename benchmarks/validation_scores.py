@@ -2,8 +2,8 @@
 
 For each run folder: its best epoch and that epoch's validation loss (from the history; label-smoothed where
 the recipe smooths), and the best checkpoint's accuracy on the validation images without and with flip
-averaging. The images come from the run's workdir: the decoded dataset of the run's image size. Prints one
-JSON object per run, then one with the means.
+averaging. The images come from the run's workdir: the decoded dataset it was evaluated on. Prints one JSON
+object per run, then one with the means.
 
     python benchmarks/validation_scores.py WORKDIR/runs/RUN [WORKDIR/runs/RUN ...]
 """
@@ -22,20 +22,27 @@ from catsdogs.runtime import tensorflow
 from catsdogs.train import best_row, predict_probabilities, read_history
 
 
-def validation_arrays(workdir: Path, image_size: int) -> DatasetArrays:
-    """A finished dataset folder of WORKDIR at IMAGE_SIZE."""
+def validation_arrays(run_dir: Path, image_size: int) -> DatasetArrays:
+    """The run's dataset among its workdir's finished ones: at its image size, with the test images its
+    evaluation scored (so the same subsets, hence the same validation images)."""
+    workdir = run_dir.parents[1]
+    evaluated = {row["file"] for path in run_dir.glob("evaluation*/test-predictions.json")
+                 for row in json.loads(path.read_text())}
+    if not evaluated:
+        raise SystemExit(f"{run_dir}: not evaluated yet (an unfinished run?); finish its run first")
     for marker in sorted((workdir / "datasets").glob("*/_COMPLETE.json")):
         arrays = DatasetArrays.model_validate(json.loads(marker.read_text()) | {"root": marker.parent})
-        if arrays.image_size == image_size:
+        if arrays.image_size == image_size and set(arrays.files("test")) == evaluated:
             return arrays
-    raise SystemExit(f"no finished {image_size}-px dataset in {workdir / 'datasets'}")
+    raise SystemExit(f"{run_dir}: no finished {image_size}-px dataset in {workdir / 'datasets'} holds the test "
+                     "images its evaluation scored; run its training flow again to rebuild it")
 
 
 def scores(run_dir: Path) -> dict[str, object]:
     import keras
 
     settings = json.loads((run_dir / "settings.json").read_text())
-    arrays = validation_arrays(run_dir.parents[1], settings["image_size"])
+    arrays = validation_arrays(run_dir, settings["image_size"])
     images = np.load(arrays.images("validation")).astype("float32")
     labels = np.load(arrays.labels("validation"))
     model = keras.models.load_model(run_dir / "best.keras", compile=False)
