@@ -1,4 +1,4 @@
-"""The pictures a user looks at: training curves and a grid of augmented samples (small PNGs)."""
+"""The pictures a user looks at: training curves and grids of augmented samples (small PNGs)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,31 @@ def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_i
     figure.suptitle("augmented samples of one training image")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def plot_mixup(arrays: DatasetArrays, path: Path, alpha: float, seed: int = 0, translate: float = 0.0) -> Path:
+    """A 3x3 grid of what training actually sees with MixUp: blended pairs through the random layers, each
+    titled with its blended label (the share of dog)."""
+    images, labels = mixup_samples(arrays, alpha, seed)
+    augmented = np.asarray(build_augmentation(seed, translate)(images, training=True))
+    figure, axes = plt.subplots(3, 3, figsize=(5, 5.4), dpi=DPI)
+    for axis, image, label in zip(axes.flat, augmented, labels, strict=False):
+        axis.imshow(np.clip(image, 0, 255).astype("uint8"))
+        axis.set_title(f"dog {label:.2f}" if label >= 0.5 else f"cat {1 - label:.2f}", fontsize=9)
+        axis.axis("off")
+    for axis in axes.flat[len(augmented):]:
+        axis.axis("off")
+    figure.suptitle(f"training inputs: MixUp (alpha {alpha:g}) blends, augmented")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def mixup_samples(arrays: DatasetArrays, alpha: float, seed: int = 0, count: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """The first COUNT training images and labels as training gets them with MixUp of ALPHA (and SEED)."""
+    from catsdogs.datasets import load_split
+
+    images, labels = next(iter(load_split(arrays, "train", count, shuffle_seed=seed, mixup=alpha)))
+    return np.asarray(images), np.asarray(labels).reshape(-1)
 
 
 def png_data_uri(path: Path) -> str:

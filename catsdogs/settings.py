@@ -278,6 +278,16 @@ class Settings(BaseSettings):
         return {name: getattr(self, name) for name in names
                 if getattr(self, name) != COMMON_DEFAULTS.get(name, Settings.model_fields[name].default)}
 
+    def changed_from_variant(self) -> dict[str, Any]:
+        """The recipe settings (and batch size and flip averaging) that differ from this variant's defaults:
+        what tells two runs of one variant, size and seed apart."""
+        defaults = COMMON_DEFAULTS | VARIANT_DEFAULTS.get(self.variant, {}) | {
+            "batch_size": Settings.model_fields["batch_size"].default,
+            "backbone_weights": Settings.model_fields["backbone_weights"].default}
+        names = [n for n in ("batch_size", *RECIPE_FIELDS, "tta_flip") if n != "precision"
+                 and (self.variant == "efficientnet" or n not in BACKBONE_FIELDS)]
+        return {name: getattr(self, name) for name in names if getattr(self, name) != defaults[name]}
+
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values, with credentials in the data URL masked."""
         data = self.model_dump(mode="json")

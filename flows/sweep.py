@@ -13,7 +13,7 @@ from catsdogs.settings import Settings
 from catsdogs.sweep import RunResult, SweepSummary
 from flows.train import train_flow
 from tasks._cache import producer
-from tasks.runs import sweep_run_name
+from tasks.runs import configuration_run_name, sweep_run_name, tag_sweep
 from tasks.sweep import (
     close_orphaned_runs,
     publish_comparison,
@@ -33,6 +33,7 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
     varied = sweep.varied_settings(grid)
     if dask_workers and not dask_address:  # one machine's cores, shared between its workers
         configurations = sweep.share_cores(configurations, dask_workers, runtime.cpu_cores())
+    tag_sweep(configurations)
     with workers_report_here(), started(task_runner(dask_address, dask_workers), dask_address) as runner:
         futures = [runner.submit(train_configuration, {"settings": s, "varied": varied}) for s in configurations]
         runs = [outcome(future, s, varied) for future, s in zip(futures, configurations, strict=True)]
@@ -40,7 +41,7 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
     return publish_comparison(runs, varied, configurations[0].workdir)
 
 
-@task(name="train-configuration", task_run_name="train-{settings.variant}-seed{settings.seed}")
+@task(name="train-configuration", task_run_name=configuration_run_name)
 def train_configuration(settings: Settings, varied: list[str]) -> RunResult:
     """Run the training flow on one configuration: a child flow run with its own page and artifacts."""
     began = time.monotonic()

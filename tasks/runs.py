@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import get_client
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 
 from catsdogs.settings import Settings
 from catsdogs.sweep import DEFAULT_GRID
 
 
 def run_label(settings: Settings) -> str:
-    """What a run trains, as a name: augmented-100ep-180px-seed1 (precision too when not float32)."""
+    """What a run trains, as a name: augmented-100ep-180px-seed1, then its precision when not float32 and
+    each setting that differs from its variant's defaults (xception-100ep-160px-seed0-auto-mixup=0.4)."""
     label = f"{settings.variant}-{settings.total_epochs}ep-{settings.image_size}px-seed{settings.seed}"
-    return label if settings.precision in ("float32", None) else f"{label}-{settings.precision}"
+    if settings.precision not in ("float32", None):
+        label = f"{label}-{settings.precision}"
+    changes = [f"{name.replace('_', '-')}={_short(value)}" for name, value in settings.changed_from_variant().items()]
+    return "-".join([label, *changes])
+
+
+def _short(value: object) -> str:
+    """A setting's value as a run name shows it: numbers in few digits, a weights file by its name only."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value)
+    return text if text in ("imagenet", "random") else Path(text).name
 
 
 def train_run_name() -> str:
@@ -25,11 +40,29 @@ def train_run_name() -> str:
     return run_label(settings.with_overrides(flow_run.parameters.get("overrides")))
 
 
+def configuration_run_name() -> str:
+    """A sweep's task run for one configuration, named after the training run it starts: train-xception-…"""
+    settings: Any = task_run.parameters.get("settings") or Settings()
+    if not isinstance(settings, Settings):
+        settings = Settings.model_validate(settings)
+    return f"train-{run_label(settings)}"
+
+
 def tag_run(settings: Settings) -> None:
     """Tag the current flow run with its variant, precision and seed, for the UI's filters."""
+    _add_tags([f"variant:{settings.variant}", f"precision:{settings.precision}", f"seed:{settings.seed}"])
+
+
+def tag_sweep(configurations: list[Settings]) -> None:
+    """Tag the current sweep run with "sweep" and every variant and seed it trains, for the UI's filters."""
+    _add_tags(["sweep", *{f"variant:{s.variant}" for s in configurations},
+               *{f"seed:{s.seed}" for s in configurations}])
+
+
+def _add_tags(tags: list[str]) -> None:
+    """Add TAGS (and "catsdogs") to the current flow run's, keeping the ones it has."""
     if flow_run.id is None:
         return
-    tags = [f"variant:{settings.variant}", f"precision:{settings.precision}", f"seed:{settings.seed}"]
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(flow_run.id).tags
         client.update_flow_run(flow_run.id, tags=sorted({*current, "catsdogs", *tags}))

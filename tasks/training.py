@@ -86,11 +86,19 @@ def plot_curves(trained: TrainedModel) -> tuple[Path, dict[str, str]]:
 
 @task(name="plot-augmentations")
 def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> dict[str, str]:
-    """Show a 3x3 grid of one training image through the augmentation layers."""
+    """Show a 3x3 grid of one training image through the augmentation layers, and one of MixUp's blends."""
+    translate, mixup = float(settings.translate or 0.0), float(settings.mixup or 0.0)
     path = plots.plot_augmentations(arrays, trained.run_dir / "augmentations.png", seed=settings.seed,
-                                    translate=float(settings.translate or 0.0))
-    artifact = create_markdown_artifact(f"# Augmented samples\n\n![augmented samples]({plots.png_data_uri(path)})",
-                                        key="augmentation-grid", description="RandomFlip, RandomRotation, RandomZoom")
+                                    translate=translate)
+    layers = "RandomFlip, RandomRotation, RandomZoom" + (", RandomTranslation" if translate else "")
+    markdown = f"# Augmented samples\n\n{layers}.\n\n![augmented samples]({plots.png_data_uri(path)})"
+    if mixup:
+        blends = plots.plot_mixup(arrays, trained.run_dir / "mixup.png", mixup, seed=settings.seed,
+                                  translate=translate)
+        layers += f"; MixUp alpha {mixup:g}"
+        markdown += (f"\n\nMixUp (alpha {mixup:g}) blends pairs of training images and their labels before "
+                     f"the layers above; each title is the blended label.\n\n![MixUp]({plots.png_data_uri(blends)})")
+    artifact = create_markdown_artifact(markdown, key="augmentation-grid", description=layers)
     return {"augmentation-grid": str(artifact)}
 
 

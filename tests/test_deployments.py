@@ -173,7 +173,7 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         run = wait_for_run(server, flow_run_id)
         assert run["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         print(f"served deployment run finished in {time.monotonic() - started:.1f} s")
-        assert run["name"] == "baseline-1ep-78px-seed0"  # named from its merged settings
+        assert run["name"] == "baseline-1ep-78px-seed0-batch-size=8"  # named from its merged settings
         assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0"} <= set(run["tags"])
         artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
         check_sweep_deployment(server, found[SWEEP["name"]]["id"], tiny_settings(sample_archive, tmp_path / "work"))
@@ -201,7 +201,7 @@ def check_sweep_deployment(server: PrefectServer, deployment_id: str, settings: 
     assert "2 runs, 0 failed" in comparison["description"] and "seed=1" in comparison["data"]
     assert "data:image/png;base64," in comparison["data"]  # the validation curves, overlaid
     children = [r for r in server.api("POST", "/flow_runs/filter") if r["name"].startswith("baseline-1ep-78px-seed")]
-    assert {r["name"] for r in children} >= {"baseline-1ep-78px-seed0", "baseline-1ep-78px-seed1"}
+    assert {r["name"] for r in children} >= {f"baseline-1ep-78px-seed{seed}-batch-size=8" for seed in (0, 1)}
 
 
 def test_work_pool_deploy_and_worker(server, sample_archive, tmp_path):

@@ -101,7 +101,7 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
     cached = artifacts(second_id)
     assert set(cached) == FULL_SET
     first_name = flow_run_name(first_id)
-    assert first_name == "augmented-1ep-78px-seed0"
+    assert first_name == "augmented-1ep-78px-seed0-batch-size=8"
     assert f"reused from run {first_name}" in cached["dataset-summary"].data
     assert f"`train`: reused from run {first_name} ({first_id})" in cached["run-report"].data
     assert cached["training-progress"].data == 100.0

@@ -209,13 +209,14 @@ def test_a_failing_configuration_loses_none_of_the_others_and_a_rerun_reuses_the
         ("variant=baseline seed=0", "completed"), ("variant=baseline seed=1", "completed"),
         ("variant=efficientnet seed=0", "failed"), ("variant=efficientnet seed=1", "failed")]
     for failed in summary.runs[2:]:  # the reason, once, naming the training run that failed
-        assert failed.error.startswith(f"run efficientnet-11ep-78px-seed{failed.seed}-auto: SettingsError: ")
+        assert failed.error.startswith(f"run efficientnet-11ep-78px-seed{failed.seed}-auto-{EFFICIENTNET_CHANGES}: "
+                                       "SettingsError: ")
         assert "missing.weights.h5" in failed.error
     baseline, efficientnet = summary.configurations
     assert baseline.runs == 2 and baseline.test_accuracy_mean is not None and efficientnet.failed == 2
     first = {r.label: r for r in summary.runs}
     assert [r.reused for r in summary.runs] == [False] * 4
-    assert [r.trained_by for r in summary.runs[:2]] == ["baseline-1ep-78px-seed0", "baseline-1ep-78px-seed1"]
+    assert [r.trained_by for r in summary.runs[:2]] == [f"baseline-1ep-78px-seed{seed}-batch-size=8" for seed in (0, 1)]
     assert summary.curves_path.is_file()
 
     sweep_id = state.state_details.flow_run_id
@@ -226,10 +227,13 @@ def test_a_failing_configuration_loses_none_of_the_others_and_a_rerun_reuses_the
         artifacts = {a.key: a for a in client.read_artifacts()
                      if a.flow_run_id == sweep_id and a.key == "sweep-comparison"}
     # each configuration is a training-flow run of its own, under the sweep
-    assert sorted(c.name for c in children) == [
-        "baseline-1ep-78px-seed0", "baseline-1ep-78px-seed1", "efficientnet-11ep-78px-seed0-auto",
-        "efficientnet-11ep-78px-seed1-auto"]
+    # named after what they train, with the settings that differ from their variant's defaults
+    names = [*(f"baseline-1ep-78px-seed{seed}-batch-size=8" for seed in (0, 1)),
+             *(f"efficientnet-11ep-78px-seed{seed}-auto-{EFFICIENTNET_CHANGES}" for seed in (0, 1))]
+    assert sorted(c.name for c in children) == names
+    assert sorted(task_run_names(sweep_id, "train-")) == [f"train-{name}" for name in names]
     assert sweep_run.name == "sweep-variant-seed-4runs"
+    assert {"catsdogs", "sweep", "variant:baseline", "variant:efficientnet", "seed:0", "seed:1"} <= set(sweep_run.tags)
     comparison = artifacts["sweep-comparison"]
     assert "2 failed" in comparison.description and "missing.weights.h5" in comparison.data
     assert "data:image/png;base64," in comparison.data
@@ -270,7 +274,7 @@ def test_a_sweep_on_a_dask_cluster_survives_a_killed_worker(prefect_server, samp
         assert [row["epoch"] for row in history] == [1, 2, 3, 4]  # every epoch once: resumed, not restarted
     # the killed configuration ran again in a new training run, which took up from its last backup
     seed = json.loads((run_dir / "settings.json").read_text())["seed"]
-    crashed, retried = training_runs_named(f"baseline-4ep-78px-seed{seed}")
+    crashed, retried = training_runs_named(f"baseline-4ep-78px-seed{seed}-batch-size=8")
     assert crashed.state.type.value == "CRASHED" and "worker running it died" in crashed.state.message
     assert retried.state.type.value == "COMPLETED"
     lines = epoch_lines(retried.id)
@@ -295,6 +299,19 @@ def kill_a_worker_mid_training(client, workdir: Path, process: subprocess.Popen)
                 return history.parent
         time.sleep(0.02)
     raise AssertionError("no training was caught between its first and last epoch")
+
+
+EFFICIENTNET_CHANGES = "batch-size=8-backbone-weights=missing.weights.h5"
+
+
+def task_run_names(flow_run_id: str, prefix: str) -> list[str]:
+    """The names of the flow run's task runs that start with PREFIX."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return [run.name for run in runs if run.name.startswith(prefix)]
 
 
 def training_runs_named(name: str) -> list:

@@ -46,6 +46,24 @@ def test_each_variant_fills_its_own_defaults_and_the_reference_keeps_its_own():
     assert efficientnet.total_epochs == efficientnet.epochs + efficientnet.fine_tune_epochs > efficientnet.epochs
 
 
+def test_run_names_show_each_setting_that_differs_from_the_variant_defaults():
+    from tasks.runs import run_label
+
+    assert run_label(Settings()) == "baseline-30ep-180px-seed0"
+    assert run_label(Settings(variant="xception", seed=2)) == "xception-100ep-160px-seed2-auto"
+    # a sweep over mixup, or any recipe setting, no longer gives runs one name
+    assert run_label(Settings(variant="xception", mixup=0.4, ema=0, tta_flip=False)) == (
+        "xception-100ep-160px-seed0-auto-mixup=0.4-ema=0-tta-flip=off")
+    assert run_label(Settings(variant="augmented", batch_size=64, learning_rate=1e-4)) == (
+        "augmented-100ep-180px-seed0-batch-size=64-learning-rate=0.0001")
+    # a weights file by its name, not its folders; backbone settings only where there is a backbone
+    assert run_label(Settings(variant="efficientnet", backbone_weights="/w/b0.weights.h5")) == (
+        "efficientnet-20ep-224px-seed0-auto-backbone-weights=b0.weights.h5")
+    assert run_label(Settings(backbone_weights="random", fine_tune_epochs=3)) == "baseline-30ep-180px-seed0"
+    # settings that change no result stay out of the name
+    assert Settings(threads=1, workdir=Path("elsewhere")).changed_from_variant() == {}
+
+
 def test_a_value_given_beats_the_variant_default_from_every_source(tmp_path: Path, monkeypatch):
     config = tmp_path / "run.toml"
     config.write_text('variant = "xception"\nlabel_smoothing = 0.0\n')
