@@ -14,7 +14,7 @@ from catsdogs.sweep import DEFAULT_GRID
 
 def run_label(settings: Settings) -> str:
     """What a run trains, as a name: augmented-100ep-180px-seed1, then its precision when not float32 and
-    each setting that differs from its variant's defaults (xception-100ep-160px-seed0-auto-mixup=0.4)."""
+    each setting that differs from its variant's defaults (xception-100ep-180px-seed0-auto-mixup=0.4)."""
     label = f"{settings.variant}-{settings.total_epochs}ep-{settings.image_size}px-seed{settings.seed}"
     if settings.precision not in ("float32", None):
         label = f"{label}-{settings.precision}"

@@ -37,7 +37,7 @@ def test_the_grid_expands_in_order_and_each_variant_brings_its_recipe(tmp_path):
                                                              ("xception", 0), ("xception", 1)]
     assert {c.epochs for c in configurations} == {5}  # a shared setting given by the user stays
     xception = configurations[2]
-    assert (xception.optimizer, xception.image_size, xception.tta_flip) == ("adamw", 160, True)
+    assert (xception.optimizer, xception.image_size, xception.tta_flip) == ("adamw", 180, True)
     assert configurations[0].optimizer == "rmsprop" and configurations[0].image_size == 180
     assert all(c.workdir.is_absolute() for c in configurations)  # workers elsewhere find the same folder
     # what tells them apart is what the grid varies, not what each variant brings with it

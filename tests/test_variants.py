@@ -50,10 +50,10 @@ def test_run_names_show_each_setting_that_differs_from_the_variant_defaults():
     from tasks.runs import run_label
 
     assert run_label(Settings()) == "baseline-30ep-180px-seed0"
-    assert run_label(Settings(variant="xception", seed=2)) == "xception-100ep-160px-seed2-auto"
+    assert run_label(Settings(variant="xception", seed=2)) == "xception-100ep-180px-seed2-auto"
     # a sweep over mixup, or any recipe setting, no longer gives runs one name
     assert run_label(Settings(variant="xception", mixup=0.4, ema=0, tta_flip=False)) == (
-        "xception-100ep-160px-seed0-auto-mixup=0.4-ema=0-tta-flip=off")
+        "xception-100ep-180px-seed0-auto-mixup=0.4-ema=0-tta-flip=off")
     assert run_label(Settings(variant="augmented", batch_size=64, learning_rate=1e-4)) == (
         "augmented-100ep-180px-seed0-batch-size=64-learning-rate=0.0001")
     # a weights file by its name, not its folders; backbone settings only where there is a backbone
