@@ -79,6 +79,11 @@ RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "optimizer", "learnin
 BACKBONE_FIELDS = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")
 
 
+def variant_defaults(variant: str) -> dict[str, Any]:
+    """The value each variant-dependent setting takes for VARIANT when it is left unset."""
+    return COMMON_DEFAULTS | VARIANT_DEFAULTS.get(variant, {})
+
+
 class SettingsError(ValueError):
     """A setting has a value that is not allowed; the message names the field and the fix."""
 
@@ -182,7 +187,7 @@ class Settings(BaseSettings):
         if not isinstance(data, dict):
             return data
         variant = data.get("variant") or "baseline"
-        defaults = COMMON_DEFAULTS | VARIANT_DEFAULTS.get(variant, {})
+        defaults = variant_defaults(variant)
         return data | {name: value for name, value in defaults.items() if data.get(name) is None}
 
     @field_validator("train_range", "validation_range", "test_range", mode="before")
@@ -266,7 +271,7 @@ class Settings(BaseSettings):
         """
         if not overrides:
             return self
-        defaults = COMMON_DEFAULTS | VARIANT_DEFAULTS.get(self.variant, {})
+        defaults = variant_defaults(self.variant)
         kept = {name: value for name, value in self.model_dump().items()
                 if name not in defaults or value != defaults[name]}
         try:
@@ -283,12 +288,11 @@ class Settings(BaseSettings):
     def changed_from_variant(self) -> dict[str, Any]:
         """The recipe settings (and batch size and flip averaging) that differ from this variant's defaults:
         what tells two runs of one variant, size and seed apart."""
-        defaults = COMMON_DEFAULTS | VARIANT_DEFAULTS.get(self.variant, {}) | {
-            "batch_size": Settings.model_fields["batch_size"].default,
-            "backbone_weights": Settings.model_fields["backbone_weights"].default}
+        defaults = variant_defaults(self.variant)
         names = [n for n in ("batch_size", *RECIPE_FIELDS, "tta_flip") if n != "precision"
                  and (self.variant == "efficientnet" or n not in BACKBONE_FIELDS)]
-        return {name: getattr(self, name) for name in names if getattr(self, name) != defaults[name]}
+        return {name: getattr(self, name) for name in names
+                if getattr(self, name) != defaults.get(name, Settings.model_fields[name].default)}
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values, with credentials in the data URL masked."""

@@ -34,18 +34,19 @@ def _short(value: object) -> str:
 
 def train_run_name() -> str:
     """The training flow's run name, from its settings parameter (Prefect calls this as the run starts)."""
-    settings: Any = flow_run.parameters.get("settings") or Settings()
-    if not isinstance(settings, Settings):
-        settings = Settings.model_validate(settings)
+    settings = _settings_parameter(flow_run.parameters)
     return run_label(settings.with_overrides(flow_run.parameters.get("overrides")))
 
 
 def configuration_run_name() -> str:
     """A sweep's task run for one configuration, named after the training run it starts: train-xception-…"""
-    settings: Any = task_run.parameters.get("settings") or Settings()
-    if not isinstance(settings, Settings):
-        settings = Settings.model_validate(settings)
-    return f"train-{run_label(settings)}"
+    return f"train-{run_label(_settings_parameter(task_run.parameters))}"
+
+
+def _settings_parameter(parameters: dict[str, Any]) -> Settings:
+    """A run's settings parameter as Settings (Prefect may hand it over as a plain dict)."""
+    settings = parameters.get("settings") or Settings()
+    return settings if isinstance(settings, Settings) else Settings.model_validate(settings)
 
 
 def tag_run(settings: Settings) -> None:
