@@ -95,13 +95,15 @@ def _axis(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
-    """tf.image.resize(image, (size, size), "bilinear") for an HxWxC image, in float32, without TensorFlow."""
+    """tf.image.resize(image, (size, size), "bilinear") for an HxWxC image or a batch of them (NxHxWxC), in
+    float32, without TensorFlow."""
     pixels = image.astype(np.float32)
-    y_low, y_high, y_lerp = _axis(size, image.shape[0])
-    x_low, x_high, x_lerp = _axis(size, image.shape[1])
-    top_left, top_right = pixels[y_low][:, x_low], pixels[y_low][:, x_high]
-    bottom_left, bottom_right = pixels[y_high][:, x_low], pixels[y_high][:, x_high]
-    x_lerp, y_lerp = x_lerp[None, :, None], y_lerp[:, None, None]
+    y_low, y_high, y_lerp = _axis(size, image.shape[-3])
+    x_low, x_high, x_lerp = _axis(size, image.shape[-2])
+    rows_low, rows_high = np.take(pixels, y_low, axis=-3), np.take(pixels, y_high, axis=-3)
+    top_left, top_right = np.take(rows_low, x_low, axis=-2), np.take(rows_low, x_high, axis=-2)
+    bottom_left, bottom_right = np.take(rows_high, x_low, axis=-2), np.take(rows_high, x_high, axis=-2)
+    x_lerp, y_lerp = x_lerp[:, None], y_lerp[:, None, None]
     top = top_left + (top_right - top_left) * x_lerp
     bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
     return top + (bottom - top) * y_lerp
@@ -113,25 +115,40 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
     return np.round(resized).astype(np.uint8)  # round half to even, as tf.round
 
 
-def mirror_averaged(run: Callable[[np.ndarray], Any], images: np.ndarray, tta_flip: bool) -> np.ndarray:
-    """Each image's probability of dog from RUN (a batch to an (n, 1) output), averaged with its mirror
-    image's where TTA_FLIP: what evaluation does, for every predictor."""
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    dog = np.asarray(run(images), "float64")[:, 0]
-    if tta_flip:
-        dog = (dog + np.asarray(run(np.ascontiguousarray(images[:, :, ::-1])), "float64")[:, 0]) / 2
-    return dog
+def centre_crop(images: np.ndarray, fraction: float) -> np.ndarray:
+    """The centre FRACTION of each side of every NxHxWx3 image, resized back to HxW with the training's bilinear
+    kernel and rounded to whole values, as the training data was."""
+    size = images.shape[1]
+    side = round(size * fraction)
+    start = (size - side) // 2
+    return np.round(resize_bilinear(images[:, start:start + side, start:start + side], size))
+
+
+def test_time_views(images: np.ndarray, tta_flip: bool = False, tta_crop: float = 0.0) -> list[np.ndarray]:
+    """The views of a batch that a prediction averages: the images; their mirror images where TTA_FLIP; the
+    centre crop of TTA_CROP of each side (and its mirror image where TTA_FLIP) where TTA_CROP is not 0."""
+    sources = [images, centre_crop(images, tta_crop)] if tta_crop else [images]
+    views = [view for source in sources for view in ([source, source[:, :, ::-1]] if tta_flip else [source])]
+    return [np.ascontiguousarray(view, dtype=np.float32) for view in views]
+
+
+def views_averaged(run: Callable[[np.ndarray], Any], images: np.ndarray, tta_flip: bool = False,
+                   tta_crop: float = 0.0) -> np.ndarray:
+    """Each image's probability of dog from RUN (a batch to an (n, 1) output), averaged over its test-time views
+    (test_time_views): what evaluation does, for every predictor."""
+    views = test_time_views(np.asarray(images), tta_flip, tta_crop)
+    return np.mean([np.asarray(run(view), "float64")[:, 0] for view in views], axis=0)
 
 
 class LitePredictor:
     """A LiteRT model exported at registration: the same answers as the Keras model, without TensorFlow."""
 
-    def __init__(self, model_path: Path, image_size: int, tta_flip: bool = False):
+    def __init__(self, model_path: Path, image_size: int, tta_flip: bool = False, tta_crop: float = 0.0):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(model_path)
         self.image_size = image_size
-        self.tta_flip = tta_flip
+        self.tta_flip, self.tta_crop = tta_flip, tta_crop
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=os.cpu_count() or 1)
         self._input = self.interpreter.get_input_details()[0]["index"]
         self._output = self.interpreter.get_output_details()[0]["index"]
@@ -151,5 +168,5 @@ class LitePredictor:
         return self.interpreter.get_tensor(self._output)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities that each image is a dog (averaged with the mirror image's where the model says so)."""
-        return mirror_averaged(self._run, images, self.tta_flip)
+        """Probabilities that each image is a dog (averaged over the test-time views the model's settings name)."""
+        return views_averaged(self._run, images, self.tta_flip, self.tta_crop)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from catsdogs.data import CLASS_NAMES, DECODABLE_FORMATS, ImageError, pillow_rgb, read_image_file
 from catsdogs.datasets import decode_image, resize_like_training
-from catsdogs.lite import mirror_averaged
+from catsdogs.lite import views_averaged
 from catsdogs.registry import ModelCard, card_for_file, resolve_model
 from catsdogs.runtime import tensorflow
 
@@ -35,9 +35,10 @@ class Prediction(BaseModel):
 
 
 class Predictor:
-    """A loaded model, the image size it was trained at, and whether it averages with mirror images."""
+    """A loaded model, the image size it was trained at, and the test-time views it averages."""
 
-    def __init__(self, model_path: Path, image_size: int | None = None, tta_flip: bool = False):
+    def __init__(self, model_path: Path, image_size: int | None = None, tta_flip: bool = False,
+                 tta_crop: float = 0.0):
         tensorflow()
         import keras
 
@@ -53,22 +54,23 @@ class Predictor:
         if image_size is not None and image_size != trained_size:
             raise ValueError(f"{self.path} was saved with image_size {image_size} but takes {trained_size}")
         self.image_size = trained_size
-        self.tta_flip = tta_flip
+        self.tta_flip, self.tta_crop = tta_flip, tta_crop
 
     @classmethod
     def from_choice(cls, choice: str | None, workdir: Path) -> Predictor:
         """A model file path, or "best", "latest" or a name from the registry in WORKDIR."""
         path, card = chosen_model(choice, workdir)
         saved = card.settings if card else _run_settings(path)
-        return cls(path, saved.get("image_size"), bool(saved.get("tta_flip")))
+        return cls(path, saved.get("image_size"), *test_time_settings(saved))
 
     def load(self, path: Path) -> np.ndarray:
         """One file decoded and resized as the training data was."""
         return load_image(path, self.image_size)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities that each image is a dog (averaged with the mirror image's where the model says so)."""
-        return mirror_averaged(lambda batch: self.model.predict_on_batch(batch), images, self.tta_flip)
+        """Probabilities that each image is a dog (averaged over the test-time views the model's settings name)."""
+        return views_averaged(lambda batch: self.model.predict_on_batch(batch), images, self.tta_flip,
+                              self.tta_crop)
 
 
 def open_predictor(choice: str | None, workdir: Path) -> Any:
@@ -86,7 +88,7 @@ def open_predictor(choice: str | None, workdir: Path) -> Any:
         from catsdogs.lite import LitePredictor
 
         try:
-            return LitePredictor(card.litert_path, card.image_size, bool(card.settings.get("tta_flip")))
+            return LitePredictor(card.litert_path, card.image_size, *test_time_settings(card.settings))
         except (ValueError, RuntimeError) as err:
             reason = f"its LiteRT export does not load ({type(err).__name__})"
     log.warning("predicting with TensorFlow: %s", reason)
@@ -100,6 +102,12 @@ def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | N
         return Path(choice), card_for_file(Path(choice))
     card = resolve_model(workdir, choice)
     return card.path, card
+
+
+def test_time_settings(saved: dict[str, Any]) -> tuple[bool, float]:
+    """tta_flip and tta_crop of a model's saved settings (a card or a run's settings.json; older ones lack
+    tta_crop: no crop)."""
+    return bool(saved.get("tta_flip")), float(saved.get("tta_crop") or 0.0)
 
 
 def _run_settings(model_path: Path) -> dict[str, Any]:

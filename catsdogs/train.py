@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from catsdogs import store
 from catsdogs.datasets import DatasetArrays, load_split
+from catsdogs.lite import views_averaged
 from catsdogs.model import build_for, compile_model, model_summary, unfreeze_top
 from catsdogs.runtime import resolve_precision, speed_settings, tensorflow
 from catsdogs.settings import Settings
@@ -63,6 +64,7 @@ class Metrics(BaseModel):
     model_path: Path
     confusion: list[list[int]]  # rows: true cat, true dog; columns: predicted cat, predicted dog
     tta_flip: bool = False  # each image's score averaged with its mirror image's
+    tta_crop: float = 0.0  # ... and with its centre crop of this fraction (0: none)
     predictions_path: Path  # per test image: file, true label, probability of dog
 
 
@@ -256,21 +258,22 @@ def best_so_far(history: list[dict[str, float]]) -> float | None:
 
 
 def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
-                   tta_flip: bool = False) -> Metrics:
-    """Load the best checkpoint and measure loss and accuracy on the test subset (TTA_FLIP: with mirror images)."""
+                   tta_flip: bool = False, tta_crop: float = 0.0) -> Metrics:
+    """Load the best checkpoint and measure loss and accuracy on the test subset, each image's score averaged
+    over its test-time views (TTA_FLIP: with mirror images; TTA_CROP: with a centre crop of that fraction)."""
     out_dir = Path(out_dir)
-    return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir, tta_flip),
+    return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir, tta_flip, tta_crop),
                           lambda marker: Metrics.model_validate(marker | {
                               "model_path": trained.model_path, "predictions_path": out_dir / PREDICTIONS}))
 
 
 def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
-              tta_flip: bool) -> Metrics:
+              tta_flip: bool, tta_crop: float) -> Metrics:
     tensorflow()
     import keras
 
     model = keras.models.load_model(trained.model_path, compile=False)
-    dog_probability = predict_probabilities(model, load_split(arrays, "test", batch_size), tta_flip)
+    dog_probability = predict_probabilities(model, load_split(arrays, "test", batch_size), tta_flip, tta_crop)
     labels = np.load(arrays.labels("test")).astype(int)
     predicted = (dog_probability > 0.5).astype(int)  # Keras' binary accuracy threshold
     accuracy = float(np.mean(predicted == labels))
@@ -283,7 +286,7 @@ def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out
         for name, label, prob in zip(arrays.files("test"), labels, dog_probability, strict=True)])
     metrics = Metrics(variant=trained.variant, test_accuracy=float(accuracy), test_loss=float(loss),
                       test_images=arrays.counts["test"], best_epoch=trained.best_epoch, epochs=trained.epochs,
-                      model_path=trained.model_path, confusion=confusion, tta_flip=tta_flip,
+                      model_path=trained.model_path, confusion=confusion, tta_flip=tta_flip, tta_crop=tta_crop,
                       predictions_path=out_dir / PREDICTIONS)
     store.mark_complete(out_dir, metrics.model_dump(mode="json") | {"evaluated_at": _now()})
     log.info("test accuracy %.4f, test loss %.4f on %d images (best epoch %d)", metrics.test_accuracy,
@@ -297,19 +300,17 @@ def binary_crossentropy(labels: np.ndarray, dog_probability: np.ndarray) -> floa
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
-def predict_probabilities(model: Any, images: Any, tta_flip: bool = False) -> np.ndarray:
-    """Each image's probability of dog: a tf.data (images, labels) or an image batch; TTA_FLIP averages it
-    with the mirror image's."""
+def predict_probabilities(model: Any, images: Any, tta_flip: bool = False, tta_crop: float = 0.0) -> np.ndarray:
+    """Each image's probability of dog: a tf.data (images, labels) or an image batch; averaged over the test-time
+    views TTA_FLIP and TTA_CROP name, as every predictor averages them (catsdogs.lite.views_averaged)."""
     tf = tensorflow()
     if not isinstance(images, tf.data.Dataset):
         images = tf.data.Dataset.from_tensor_slices(np.asarray(images, "float32")).batch(256)
     else:
         images = images.map(lambda x, *_: x)
-    dog = np.asarray(model.predict(images, verbose=0), "float64")[:, 0]
-    if tta_flip:
-        dog = (dog + np.asarray(model.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=0),
-                                "float64")[:, 0]) / 2
-    return dog
+    batches = [views_averaged(model.predict_on_batch, batch, tta_flip, tta_crop)
+               for batch in images.as_numpy_iterator()]
+    return np.concatenate(batches) if batches else np.zeros(0)
 
 
 PREDICTIONS = "test-predictions.json"

@@ -30,7 +30,8 @@ def run_dir(arrays: DatasetArrays, settings: Settings) -> Path:
 
 
 def evaluation_dir(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
-    return trained.run_dir / ("evaluation-tta" if settings.tta_flip else "evaluation")
+    crop = f"-crop{settings.tta_crop:g}" if settings.tta_crop else ""  # flip alone keeps its older folder's name
+    return trained.run_dir / (("evaluation-tta" if settings.tta_flip else "evaluation") + crop)
 
 
 @task(name="train", cache_key_fn=cache_while_complete(run_dir))
@@ -106,7 +107,8 @@ def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: S
 def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Metrics:
     """Measure the best checkpoint's loss and accuracy on the test subset."""
     metrics = train.evaluate_model(trained, arrays, settings.batch_size,
-                                   evaluation_dir(trained, arrays, settings), bool(settings.tta_flip))
+                                   evaluation_dir(trained, arrays, settings), bool(settings.tta_flip),
+                                   float(settings.tta_crop or 0.0))
     return remember_result(evaluation_dir(trained, arrays, settings), metrics)
 
 
@@ -121,6 +123,7 @@ def publish_metrics(metrics: Metrics, settings: Settings) -> dict[str, str]:
         f"| variant | {metrics.variant} |\n| test accuracy | {metrics.test_accuracy:.4f} |\n"
         f"| test loss | {metrics.test_loss:.4f} |\n| test images | {metrics.test_images} |\n"
         f"| test-time flip averaging | {'on' if metrics.tta_flip else 'off'} |\n"
+        f"| test-time centre crop | {f'{metrics.tta_crop:g} of each side' if metrics.tta_crop else 'off'} |\n"
         f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| seed | {settings.seed} |\n"
         f"| model | `{metrics.model_path}` |",
         key="test-metrics", description=f"test accuracy {metrics.test_accuracy:.4f}, loss {metrics.test_loss:.4f} "

@@ -263,6 +263,7 @@ def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *change
         settings = Settings(**({"image_size": 78, "batch_size": 8, "epochs": 1, "workdir": folder / "work"}
                                | spans | change))
         run = train_model(settings, arrays, folder / "work" / "runs" / f"r{number}")
-        metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation", bool(settings.tta_flip))
+        metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation", bool(settings.tta_flip),
+                                 float(settings.tta_crop or 0.0))
         models.append((register_model(run, metrics, settings, "0" * 64), metrics))
     return {"subsets": subsets, "workdir": folder / "work", "models": models}

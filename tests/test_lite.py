@@ -59,6 +59,42 @@ def test_resize_is_tensorflows_bilinear_in_float32():
         assert np.array_equal(lite.resize_bilinear(image, size), expected)
 
 
+def test_a_batch_resizes_as_each_image_alone():
+    images = np.random.default_rng(2).integers(0, 256, (3, 41, 29, 3)).astype(np.uint8)
+    together = lite.resize_bilinear(images, 50)
+    assert together.shape == (3, 50, 50, 3)
+    for image, resized in zip(images, together, strict=True):
+        assert np.array_equal(resized, lite.resize_bilinear(image, 50))
+
+
+@pytest.mark.parametrize("size, fraction", [(180, 0.8), (180, 0.9), (96, 0.8), (78, 0.55)])
+def test_centre_crop_is_tensorflows_crop_and_resize_rounded(size: int, fraction: float):
+    import tensorflow as tf
+
+    images = np.random.default_rng(3).integers(0, 256, (2, size, size, 3)).astype(np.uint8)
+    side = round(size * fraction)
+    start = (size - side) // 2
+    crop = tf.image.crop_to_bounding_box(images, start, start, side, side)
+    expected = tf.round(tf.image.resize(crop, (size, size), method="bilinear")).numpy()
+    assert np.array_equal(lite.centre_crop(images, fraction), expected)
+
+
+def test_test_time_views_are_the_images_mirrors_and_centre_crops():
+    images = np.random.default_rng(4).integers(0, 256, (2, 20, 20, 3)).astype(np.float32)
+    assert len(lite.test_time_views(images)) == 1
+    plain, mirror = lite.test_time_views(images, tta_flip=True)
+    assert np.array_equal(plain, images) and np.array_equal(mirror, images[:, :, ::-1])
+    views = lite.test_time_views(images, tta_flip=True, tta_crop=0.8)
+    assert len(views) == 4 and all(view.dtype == np.float32 and view.shape == images.shape for view in views)
+    assert np.array_equal(views[2], lite.centre_crop(images, 0.8))
+    assert np.array_equal(views[3], views[2][:, :, ::-1])
+    assert len(lite.test_time_views(images, tta_crop=0.8)) == 2
+    # the average is over every view: a stand-in model that scores each image by its mean pixel shows it
+    score = lambda batch: batch.mean(axis=(1, 2, 3))[:, None] / 255  # noqa: E731
+    expected = np.mean([score(view)[:, 0] for view in views], axis=0)
+    np.testing.assert_allclose(lite.views_averaged(score, images, True, 0.8), expected)
+
+
 def test_other_formats_use_pillow_within_a_tolerance(tmp_path: Path):
     """WebP and TIFF have no TensorFlow decoder: Pillow's RGB, resized the same way, is what the model sees."""
     for fmt in ("WEBP", "TIFF"):

@@ -66,6 +66,11 @@ def test_range_from_environment(monkeypatch):
         ({"optimizer": "sgd"}, ["optimizer", "rmsprop", "adamw", "sgd"]),
         ({"precision": "bf16"}, ["precision", "auto", "mixed_bfloat16"]),
         ({"early_stopping_patience": "-1"}, ["early_stopping_patience"]),
+        ({"tta_crop": "1"}, ["tta_crop", "from 0.5 to below 1", "0 = off"]),
+        ({"tta_crop": "0.3"}, ["tta_crop", "got 0.3"]),
+        ({"tta_crop": "-0.8"}, ["tta_crop", "got -0.8"]),
+        ({"tta_crop": "nan"}, ["tta_crop"]),
+        ({"tta_crop": "most"}, ["tta_crop"]),
     ],
 )
 def test_invalid_values_name_the_field_and_what_is_allowed(overrides, words):

@@ -54,6 +54,7 @@ def test_run_names_show_each_setting_that_differs_from_the_variant_defaults():
     # a sweep over mixup, or any recipe setting, no longer gives runs one name
     assert run_label(Settings(variant="xception", mixup=0.4, ema=0, tta_flip=False)) == (
         "xception-100ep-180px-seed0-auto-mixup=0.4-ema=0-tta-flip=off")
+    assert run_label(Settings(variant="augmented", tta_crop=0.9)) == "augmented-100ep-180px-seed0-tta-crop=0.9"
     assert run_label(Settings(variant="augmented", batch_size=64, learning_rate=1e-4)) == (
         "augmented-100ep-180px-seed0-batch-size=64-learning-rate=0.0001")
     # a weights file by its name, not its folders; backbone settings only where there is a backbone
@@ -99,6 +100,11 @@ def test_recipe_changes_are_part_of_the_trained_model_key(tmp_path: Path):
         run_dir = tmp_path / "r"
 
     assert evaluation_dir(Trained, arrays, flipped) != evaluation_dir(Trained, arrays, reference)
+    # and so does a test-time crop: each set of views its own evaluation of the same model
+    cropped = [flipped.model_copy(update={"tta_crop": crop}) for crop in (0.8, 0.9)]
+    assert {run_dir(arrays, s) for s in cropped} == {run_dir(arrays, reference)}
+    folders = [evaluation_dir(Trained, arrays, s) for s in (reference, flipped, *cropped)]
+    assert len(set(folders)) == 4 and folders[1].name == "evaluation-tta"  # flip alone: the older name, reused
 
 
 def test_mixup_blends_training_batches_only_and_repeats_with_its_seed(arrays):
@@ -299,6 +305,17 @@ def test_xception_trains_and_evaluates_with_flip_averaging(arrays, tmp_path: Pat
     recorded = [row["dog_probability"] for row in json.loads(metrics.predictions_path.read_text())]
     np.testing.assert_allclose(recorded, (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(predict_probabilities(model, images, tta_flip=False), plain, atol=1e-6)
+    # with a centre crop too: four views, the crop made here by TensorFlow's own crop and resize
+    import tensorflow as tf
+
+    cropped = evaluate_model(trained, arrays, 8, tmp_path / "eval-crop", tta_flip=True, tta_crop=0.8)
+    assert cropped.tta_crop == 0.8 and cropped.predictions_path != metrics.predictions_path
+    side = round(78 * 0.8)
+    crops = tf.round(tf.image.resize(tf.image.crop_to_bounding_box(images, (78 - side) // 2, (78 - side) // 2,
+                                                                   side, side), (78, 78))).numpy()
+    crop_views = [model.predict(view, verbose=0)[:, 0] for view in (crops, crops[:, :, ::-1])]
+    recorded = [row["dog_probability"] for row in json.loads(cropped.predictions_path.read_text())]
+    np.testing.assert_allclose(recorded, (plain + mirrored + crop_views[0] + crop_views[1]) / 4, atol=1e-5)
 
 
 def test_efficientnet_trains_frozen_then_fine_tunes(arrays, tmp_path: Path):
@@ -341,9 +358,11 @@ def test_registered_xception_predicts_as_it_was_evaluated(tiny_zip: Path, tmp_pa
     settings = tiny("xception", tmp_path / "work", image_size=96)
     arrays = build_arrays(subsets, tmp_path / "d", image_size=96)
     trained = train_model(settings, arrays, tmp_path / "work" / "runs" / "x1")
-    metrics = evaluate_model(trained, arrays, 8, trained.run_dir / "evaluation-tta", tta_flip=True)
+    metrics = evaluate_model(trained, arrays, 8, trained.run_dir / "evaluation-tta", tta_flip=True, tta_crop=0.8)
+    settings = settings.model_copy(update={"tta_crop": 0.8})  # the views evaluation averaged, as the card says
     card = register_model(trained, metrics, settings.model_copy(update={"precision": trained.precision}), "0" * 64)
     assert card.variant == "xception" and card.image_size == 96 and card.settings["tta_flip"] is True
+    assert card.settings["tta_crop"] == 0.8
     result = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(subsets.root / "test"), "--json",
                              "--workdir", str(tmp_path / "work")], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
