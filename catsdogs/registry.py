@@ -55,8 +55,10 @@ def models_dir(workdir: Path) -> Path:
 
 
 def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str) -> ModelCard:
-    """Copy an evaluated model into the registry with its card; registering the same run twice is a no-op."""
-    folder = models_dir(settings.workdir) / trained.run_dir.name
+    """Copy an evaluated model into the registry with its card; registering the same run and views twice is a
+    no-op. A run evaluated over a centre crop too is registered apart: its card's views and metrics are its own."""
+    crop = f"-crop{metrics.tta_crop:g}" if metrics.tta_crop else ""
+    folder = models_dir(settings.workdir) / (trained.run_dir.name + crop)
     return store.run_once(folder, lambda: _register(folder, trained, metrics, settings, data_sha256),
                           lambda marker: _card(marker, folder))
 

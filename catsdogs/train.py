@@ -67,6 +67,13 @@ class Metrics(BaseModel):
     tta_crop: float = 0.0  # ... and with its centre crop of this fraction (0: none)
     predictions_path: Path  # per test image: file, true label, probability of dog
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Fields added since a cached result was pickled (by an older catsdogs) take their defaults."""
+        defaults = {name: field.default for name, field in type(self).model_fields.items()
+                    if not field.is_required()}
+        state["__dict__"] = defaults | state["__dict__"]
+        super().__setstate__(state)
+
 
 def read_history(path: Path) -> list[dict[str, float]]:
     """One row per finished epoch: epoch, loss, accuracy, val_loss, val_accuracy, seconds."""

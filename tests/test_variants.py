@@ -363,7 +363,7 @@ def test_registered_xception_predicts_as_it_was_evaluated(tiny_zip: Path, tmp_pa
     settings = settings.model_copy(update={"tta_crop": 0.8})  # the views evaluation averaged, as the card says
     card = register_model(trained, metrics, settings.model_copy(update={"precision": trained.precision}), "0" * 64)
     assert card.variant == "xception" and card.image_size == 96 and card.settings["tta_flip"] is True
-    assert card.settings["tta_crop"] == 0.8
+    assert card.settings["tta_crop"] == 0.8 and card.name == "x1-crop0.8"  # apart from the run's flip-only card
     result = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(subsets.root / "test"), "--json",
                              "--workdir", str(tmp_path / "work")], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
@@ -375,3 +375,20 @@ def test_registered_xception_predicts_as_it_was_evaluated(tiny_zip: Path, tmp_pa
         answer = answers[Path(row["file"]).name]
         dog = answer["probability"] if answer["label"] == "dog" else 1 - answer["probability"]
         assert dog == pytest.approx(row["dog_probability"], abs=tolerance)
+
+
+def test_a_result_cached_before_a_field_was_added_loads_with_its_default(tmp_path: Path):
+    """Prefect's cache holds pickled Metrics; those an older catsdogs wrote lack tta_crop."""
+    import pickle
+
+    from catsdogs.train import Metrics
+
+    metrics = Metrics(variant="xception", test_accuracy=0.9, test_loss=0.3, test_images=2, best_epoch=1, epochs=1,
+                      model_path=tmp_path / "m.keras", confusion=[[1, 0], [0, 1]], tta_flip=True,
+                      predictions_path=tmp_path / "p.json")
+    state = metrics.__getstate__()  # as pickled by the class before the field:
+    state = state | {"__dict__": {k: v for k, v in state["__dict__"].items() if k != "tta_crop"}}
+    older = Metrics.__new__(Metrics)
+    older.__setstate__(state)
+    assert older.tta_crop == 0.0 and older.tta_flip is True
+    assert pickle.loads(pickle.dumps(older)).model_dump() == metrics.model_dump()
