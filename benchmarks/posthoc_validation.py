@@ -16,6 +16,7 @@ Prints one JSON object per run and BatchNorm choice, then one with the means ove
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from validation_scores import validation_arrays
 
-from catsdogs.lite import test_time_views
+from catsdogs.lite import views_averaged
 from catsdogs.runtime import tensorflow
 
 # Each view set as the settings tta_flip and tta_crop name it.
@@ -32,21 +33,16 @@ VIEW_SETS = {"plain": (False, 0.0), "flip": (True, 0.0), "flip+crop0.9": (True, 
 
 
 def dog_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Each view set's probabilities of dog, averaged over its views as every predictor averages them."""
-    run = {}  # a view's probabilities by (flip, crop), each view run once
+    """Each view set's probabilities of dog, averaged over its views by views_averaged, as every predictor does."""
+    seen: dict[str, np.ndarray] = {}  # each distinct view run once: the plain and mirrored images recur across sets
 
-    def probabilities(view: np.ndarray, key: tuple[bool, float]) -> np.ndarray:
-        if key not in run:
-            run[key] = np.asarray(model.predict(view, batch_size=100, verbose=0), "float64")[:, 0]
-        return run[key]
+    def run(view: np.ndarray) -> np.ndarray:
+        key = hashlib.sha256(view.tobytes()).hexdigest()
+        if key not in seen:
+            seen[key] = model.predict(view, batch_size=100, verbose=0)
+        return seen[key]
 
-    found = {}
-    for name, (flip, crop) in VIEW_SETS.items():
-        views = test_time_views(images, flip, crop)
-        keys = [(mirrored, size) for size in ((0.0, crop) if crop else (0.0,)) for mirrored in
-                ((False, True) if flip else (False,))]
-        found[name] = np.mean([probabilities(view, key) for view, key in zip(views, keys, strict=True)], axis=0)
-    return found
+    return {name: views_averaged(run, images, flip, crop) for name, (flip, crop) in VIEW_SETS.items()}
 
 
 def recalibrate_batchnorm(model, images: np.ndarray, batch_size: int = 50) -> None:

@@ -132,6 +132,12 @@ def test_time_views(images: np.ndarray, tta_flip: bool = False, tta_crop: float 
     return [np.ascontiguousarray(view, dtype=np.float32) for view in views]
 
 
+def views_name(tta_flip: bool = False, tta_crop: float = 0.0) -> str:
+    """A set of test-time views as folder names spell it: '' (the images alone), 'tta' (with their mirror images),
+    'crop0.8', 'tta-crop0.8'; an evaluation and a registered model are kept apart per set of views by it."""
+    return "-".join((["tta"] if tta_flip else []) + ([f"crop{tta_crop:g}"] if tta_crop else []))
+
+
 def views_averaged(run: Callable[[np.ndarray], Any], images: np.ndarray, tta_flip: bool = False,
                    tta_crop: float = 0.0) -> np.ndarray:
     """Each image's probability of dog from RUN (a batch to an (n, 1) output), averaged over its test-time views

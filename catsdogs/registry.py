@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from catsdogs import store
-from catsdogs.lite import LITERT_FILE
+from catsdogs.lite import LITERT_FILE, views_name
 from catsdogs.model import build_network
 from catsdogs.runtime import tensorflow
 from catsdogs.settings import Settings
@@ -56,9 +56,9 @@ def models_dir(workdir: Path) -> Path:
 
 def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str) -> ModelCard:
     """Copy an evaluated model into the registry with its card; registering the same run and views twice is a
-    no-op. A run evaluated over a centre crop too is registered apart: its card's views and metrics are its own."""
-    crop = f"-crop{metrics.tta_crop:g}" if metrics.tta_crop else ""
-    folder = models_dir(settings.workdir) / (trained.run_dir.name + crop)
+    no-op. Named after the run and the views its evaluation averaged, so each card's views and metrics are its own."""
+    views = views_name(metrics.tta_flip, metrics.tta_crop)
+    folder = models_dir(settings.workdir) / "-".join(filter(None, (trained.run_dir.name, views)))
     return store.run_once(folder, lambda: _register(folder, trained, metrics, settings, data_sha256),
                           lambda marker: _card(marker, folder))
 

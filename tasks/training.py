@@ -17,6 +17,7 @@ from catsdogs import plots, registry, store, train
 from catsdogs.data import CLASS_NAMES, Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
+from catsdogs.lite import views_name
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics, TrainedModel
 from tasks._cache import cache_while_complete, remember_result, reused_from
@@ -30,8 +31,8 @@ def run_dir(arrays: DatasetArrays, settings: Settings) -> Path:
 
 
 def evaluation_dir(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
-    crop = f"-crop{settings.tta_crop:g}" if settings.tta_crop else ""  # flip alone keeps its older folder's name
-    return trained.run_dir / (("evaluation-tta" if settings.tta_flip else "evaluation") + crop)
+    views = views_name(bool(settings.tta_flip), float(settings.tta_crop or 0.0))
+    return trained.run_dir / "-".join(filter(None, ("evaluation", views)))
 
 
 @task(name="train", cache_key_fn=cache_while_complete(run_dir))

@@ -363,7 +363,7 @@ def test_registered_xception_predicts_as_it_was_evaluated(tiny_zip: Path, tmp_pa
     settings = settings.model_copy(update={"tta_crop": 0.8})  # the views evaluation averaged, as the card says
     card = register_model(trained, metrics, settings.model_copy(update={"precision": trained.precision}), "0" * 64)
     assert card.variant == "xception" and card.image_size == 96 and card.settings["tta_flip"] is True
-    assert card.settings["tta_crop"] == 0.8 and card.name == "x1-crop0.8"  # apart from the run's flip-only card
+    assert card.settings["tta_crop"] == 0.8 and card.name == "x1-tta-crop0.8"  # apart from the same run's other views
     result = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(subsets.root / "test"), "--json",
                              "--workdir", str(tmp_path / "work")], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
