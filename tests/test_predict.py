@@ -158,18 +158,18 @@ def test_registry_best_latest_and_crashed_runs(trained, tmp_path: Path):
 
 
 def test_each_set_of_views_of_one_run_is_registered_apart(trained, tmp_path: Path):
-    settings = trained["settings"].model_copy(update={"workdir": tmp_path / "work"})
-    run = train_model(settings, trained["arrays"], settings.workdir / "runs" / "r1")
-    views = [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)]
-    cards = []
-    for flip, crop in views:
-        metrics = evaluate_model(run, trained["arrays"], 8, tmp_path / f"evaluation-{flip}-{crop}", flip, crop)
-        cards.append(register_model(run, metrics, settings.model_copy(update={"tta_flip": flip, "tta_crop": crop}),
-                                    "0" * 64))
-    assert [card.name for card in cards] == ["r1", "r1-tta", "r1-crop0.8", "r1-tta-crop0.8"]
-    assert [(card.settings["tta_flip"], card.settings["tta_crop"]) for card in cards] == views
-    assert register_model(run, metrics, settings.model_copy(update={"tta_flip": True, "tta_crop": 0.8}),
-                          "0" * 64) == cards[-1]  # the same views again: the card already there
+    from catsdogs.lite import views_name
+
+    assert [views_name(*views) for views in [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)]] == [
+        "", "tta", "crop0.8", "tta-crop0.8"]
+    settings = trained["settings"]
+    run = train_model(settings, trained["arrays"], settings.workdir / "runs" / "r1")  # the module's run, reused
+    flipped = evaluate_model(run, trained["arrays"], 8, tmp_path / "evaluation-tta", tta_flip=True)
+    into = settings.model_copy(update={"workdir": tmp_path / "work", "tta_flip": True})
+    card = register_model(run, flipped, into, "0" * 64)
+    assert trained["card"].name == "r1" and card.name == "r1-tta" and card.settings["tta_flip"] is True
+    assert card.test_accuracy == flipped.test_accuracy and trained["card"].settings["tta_flip"] is False
+    assert register_model(run, flipped, into, "0" * 64) == card  # the same views again: the card already there
 
 
 def test_collect_inputs_globs_and_folders(tmp_path: Path):
