@@ -132,10 +132,10 @@ def test_time_views(images: np.ndarray, tta_flip: bool = False, tta_crop: float 
     return [np.ascontiguousarray(view, dtype=np.float32) for view in views]
 
 
-def views_name(tta_flip: bool = False, tta_crop: float = 0.0) -> str:
-    """A set of test-time views as folder names spell it: '' (the images alone), 'tta' (with their mirror images),
-    'crop0.8', 'tta-crop0.8'; an evaluation and a registered model are kept apart per set of views by it."""
-    return "-".join((["tta"] if tta_flip else []) + ([f"crop{tta_crop:g}"] if tta_crop else []))
+def views_name(prefix: str, tta_flip: bool = False, tta_crop: float = 0.0) -> str:
+    """PREFIX named for a set of test-time views: PREFIX (the images alone), PREFIX-tta (with their mirror
+    images), PREFIX-crop0.8, PREFIX-tta-crop0.8; evaluations and registered models are kept apart per set by it."""
+    return "-".join([prefix] + (["tta"] if tta_flip else []) + ([f"crop{tta_crop:g}"] if tta_crop else []))
 
 
 def views_averaged(run: Callable[[np.ndarray], Any], images: np.ndarray, tta_flip: bool = False,

@@ -57,8 +57,7 @@ def models_dir(workdir: Path) -> Path:
 def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str) -> ModelCard:
     """Copy an evaluated model into the registry with its card; registering the same run and views twice is a
     no-op. Named after the run and the views its evaluation averaged, so each card's views and metrics are its own."""
-    views = views_name(metrics.tta_flip, metrics.tta_crop)
-    folder = models_dir(settings.workdir) / "-".join(filter(None, (trained.run_dir.name, views)))
+    folder = models_dir(settings.workdir) / views_name(trained.run_dir.name, metrics.tta_flip, metrics.tta_crop)
     return store.run_once(folder, lambda: _register(folder, trained, metrics, settings, data_sha256),
                           lambda marker: _card(marker, folder))
 

@@ -31,8 +31,7 @@ def run_dir(arrays: DatasetArrays, settings: Settings) -> Path:
 
 
 def evaluation_dir(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
-    views = views_name(bool(settings.tta_flip), float(settings.tta_crop or 0.0))
-    return trained.run_dir / "-".join(filter(None, ("evaluation", views)))
+    return trained.run_dir / views_name("evaluation", bool(settings.tta_flip), float(settings.tta_crop or 0.0))
 
 
 @task(name="train", cache_key_fn=cache_while_complete(run_dir))

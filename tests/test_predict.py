@@ -160,8 +160,8 @@ def test_registry_best_latest_and_crashed_runs(trained, tmp_path: Path):
 def test_each_set_of_views_of_one_run_is_registered_apart(trained, tmp_path: Path):
     from catsdogs.lite import views_name
 
-    assert [views_name(*views) for views in [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)]] == [
-        "", "tta", "crop0.8", "tta-crop0.8"]
+    assert [views_name("r1", *views) for views in [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)]] == [
+        "r1", "r1-tta", "r1-crop0.8", "r1-tta-crop0.8"]
     settings = trained["settings"]
     run = train_model(settings, trained["arrays"], settings.workdir / "runs" / "r1")  # the module's run, reused
     flipped = evaluate_model(run, trained["arrays"], 8, tmp_path / "evaluation-tta", tta_flip=True)
