@@ -11,6 +11,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 MARKER = "_COMPLETE.json"
 # Part of every step digest: bump it when a step's outputs change meaning, so old results are not reused.
@@ -73,6 +75,7 @@ def run_once(folder: Path, build: Callable[[], T], load: Callable[[dict[str, Any
         if is_complete(folder):
             return load(read_marker(folder))
         remove_stale_temporaries(folder)
+        discard_leftover_temporaries(folder)
         return build()
 
 
@@ -84,6 +87,27 @@ def remove_stale_temporaries(folder: Path) -> None:
     for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*"):
         if leftover.is_dir() and leftover.suffix in (".tmp", ".stale"):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+# The names this module and train.py give files while they are being written: ".NAME.XXXX.tmp" (write_bytes_atomic),
+# ".STEM.partial.XXXX.SUFFIX" (atomic_path) and ".STEM.partial.SUFFIX" (checkpoints and weights).
+_TEMPORARY_NAMES = (".*.tmp", ".*.partial.*", ".*.partial")
+
+
+def discard_leftover_temporaries(folder: Path) -> list[Path]:
+    """Delete, with a warning, every temporary file an interrupted attempt left inside FOLDER (at any depth).
+
+    A temporary file is promoted only by the write that made it, in the same process, right after it finished;
+    one found on the next run is a fragment (a kill or a full disk mid-write) and is never renamed into place.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    leftovers = sorted({path for pattern in _TEMPORARY_NAMES for path in folder.rglob(pattern) if path.is_file()})
+    for path in leftovers:
+        log.warning("discarding %s: a temporary file left by an interrupted write, never a result", path)
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 def mark_complete(folder: Path, info: dict[str, Any]) -> None:
@@ -118,7 +142,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside PATH for a writer that needs a file name; renamed on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.partial.", suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)

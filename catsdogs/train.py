@@ -358,8 +358,11 @@ def _atomic_best_checkpoint(path: Path, initial_best: float | None) -> Any:
 
     class AtomicBestCheckpoint(keras.callbacks.ModelCheckpoint):
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            super().on_epoch_end(epoch, logs)
             partial = Path(self.filepath)
+            # Only the file this call writes is promoted: a fragment left by a killed save or a full disk
+            # must never be renamed over a good best.keras by an epoch that saved nothing.
+            partial.unlink(missing_ok=True)
+            super().on_epoch_end(epoch, logs)
             if partial.exists():
                 os.replace(partial, path)
 

@@ -152,3 +152,37 @@ def test_a_model_learns_separable_images(tmp_path: Path, variant: str):
     trained = train_model(learn, arrays, tmp_path / "run")
     metrics = evaluate_model(trained, arrays, 8, tmp_path / "eval")
     assert metrics.test_accuracy == 1.0 and metrics.test_loss < 0.5, trained.history()
+
+
+def test_a_stale_checkpoint_fragment_is_never_promoted_by_an_epoch_that_saved_nothing(tmp_path: Path):
+    """A kill or a full disk during the best checkpoint's save leaves .best.partial.keras behind; the next epoch
+    that does not improve must leave the good best.keras alone, not rename the fragment over it."""
+    from catsdogs.model import build_model
+    from catsdogs.train import _atomic_best_checkpoint
+
+    best = tmp_path / "best.keras"
+    best.write_bytes(b"the good checkpoint")
+    fragment = tmp_path / ".best.partial.keras"
+    fragment.write_bytes(b"half a zip")
+    callback = _atomic_best_checkpoint(best, initial_best=0.0)  # no val_loss is below 0: nothing is saved
+    callback.set_model(build_model("baseline", 78))
+    callback.on_epoch_end(0, {"val_loss": 0.7})
+    assert best.read_bytes() == b"the good checkpoint" and not fragment.exists()
+
+
+def test_temporary_files_left_in_a_step_folder_are_discarded_with_a_warning(arrays, tmp_path: Path, caplog):
+    with pytest.raises(KeyboardInterrupt):
+        train_model(settings("baseline", tmp_path, epochs=3), arrays, tmp_path / "run", on_epoch=interrupt_after(2))
+    run = tmp_path / "run"
+    leftovers = [run / ".best.partial.keras", run / "backup" / ".epoch-2.partial.weights.h5",
+                 run / ".history.json.k3j2.tmp", run / ".predictions.partial.x1y2.json"]
+    for path in leftovers:
+        path.write_bytes(b"a fragment")
+    with caplog.at_level("WARNING", logger="catsdogs.store"):
+        trained = train_model(settings("baseline", tmp_path, epochs=3), arrays, run)
+    for path in leftovers:
+        assert not path.exists() and str(path) in caplog.text
+    import keras
+
+    keras.models.load_model(trained.model_path, compile=False)  # the checkpoint the run kept loads
+    assert [row["epoch"] for row in trained.history()] == [1, 2, 3]
