@@ -13,7 +13,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -192,8 +199,21 @@ class Settings(BaseSettings):
         if not isinstance(data, dict):
             return data
         variant = data.get("variant") or "baseline"
-        defaults = variant_defaults(variant)
+        # Not a name (a list from a TOML file, say): the variant field's own check names the problem.
+        defaults = variant_defaults(variant if isinstance(variant, str) else "baseline")
         return data | {name: value for name, value in defaults.items() if data.get(name) is None}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_types(cls, value: Any, info: ValidationInfo) -> Any:
+        """No bool where a number or a name is meant (epochs = true would train one epoch), no empty path."""
+        annotation = str(cls.model_fields[str(info.field_name)].annotation)
+        if isinstance(value, bool) and "bool" not in annotation:
+            raise ValueError(f"expected {'a number' if 'int' in annotation or 'float' in annotation else 'text'}"
+                             f", got {str(value).lower()}")
+        if "Path" in annotation and isinstance(value, str | Path) and not str(value).strip():
+            raise ValueError("must not be empty; give a folder such as catsdogs-work (or leave it unset)")
+        return value
 
     @field_validator("train_range", "validation_range", "test_range", mode="before")
     @classmethod

@@ -93,8 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                      ".keras file")
     web.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
-    web.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    web.add_argument("--port", type=_port, default=8000, help="port to listen on, 1-65535 (default: 8000)")
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port for --port: argparse turns the ValueError into one usage line and exit status 2."""
+    port = int(text) if text.strip().isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text}")
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -102,3 +102,47 @@ def test_credentials_are_redacted():
     assert shown.startswith("https://***@example.org/a.zip?token=***")
     s = Settings(data_url="https://u:pw@h/a.zip?sig=zzz")
     assert "pw" not in str(s.public_dict()) and "zzz" not in str(s.public_dict())
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"epochs": True}, ["invalid setting epochs", "expected a number, got true"]),
+    ({"learning_rate": False}, ["invalid setting learning_rate", "expected a number, got false"]),
+    ({"seed": True}, ["invalid setting seed", "got true"]),
+    ({"data_url": True}, ["invalid setting data_url", "expected text"]),
+    ({"workdir": ""}, ["invalid setting workdir", "must not be empty"]),
+    ({"variant": ["baseline"]}, ["invalid setting variant", "baseline", "got ['baseline']"]),
+])
+def test_strict_types_from_flags(overrides, words):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(overrides)
+    assert "\n" not in str(caught.value)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_strict_types_from_a_toml_file_and_the_environment(tmp_path: Path, monkeypatch):
+    config = tmp_path / "run.toml"
+    config.write_text('variant = ["baseline"]\n')
+    with pytest.raises(SettingsError, match="invalid setting variant"):
+        load_settings(config_file=config)
+    config.write_text("epochs = true\n")
+    with pytest.raises(SettingsError, match="invalid setting epochs: expected a number, got true"):
+        load_settings(config_file=config)
+    monkeypatch.setenv("CATSDOGS_WORKDIR", "")
+    with pytest.raises(SettingsError, match="invalid setting workdir: must not be empty"):
+        load_settings()
+
+
+def test_booleans_stay_booleans():
+    settings = load_settings({"tta_flip": True, "onednn": False})
+    assert settings.tta_flip is True and settings.onednn is False
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "eighty"])
+def test_web_port_out_of_range_is_one_line_and_exit_2(port, capsys):
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["web", "--port", port])
+    assert stopped.value.code == 2
+    assert "a port is a whole number from 1 to 65535" in capsys.readouterr().err
