@@ -206,12 +206,17 @@ class Settings(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _strict_types(cls, value: Any, info: ValidationInfo) -> Any:
-        """No bool where a number or a name is meant (epochs = true would train one epoch), no empty path."""
+        """No bool where a number or text is meant: lax pydantic takes epochs = true as 1."""
         annotation = str(cls.model_fields[str(info.field_name)].annotation)
         if isinstance(value, bool) and "bool" not in annotation:
             raise ValueError(f"expected {'a number' if 'int' in annotation or 'float' in annotation else 'text'}"
                              f", got {str(value).lower()}")
-        if "Path" in annotation and isinstance(value, str | Path) and not str(value).strip():
+        return value
+
+    @field_validator("workdir", mode="before")
+    @classmethod
+    def _workdir(cls, value: Any) -> Any:
+        if isinstance(value, str | Path) and not str(value).strip():  # Path("") is the current folder
             raise ValueError("must not be empty; give a folder such as catsdogs-work (or leave it unset)")
         return value
 

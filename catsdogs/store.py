@@ -75,18 +75,7 @@ def run_once(folder: Path, build: Callable[[], T], load: Callable[[dict[str, Any
         if is_complete(folder):
             return load(read_marker(folder))
         remove_stale_temporaries(folder)
-        discard_leftover_temporaries(folder)
         return build()
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete what an interrupted attempt at FOLDER left beside it; call while holding FOLDER's lock."""
-    folder = Path(folder)
-    if not folder.parent.is_dir():
-        return
-    for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*"):
-        if leftover.is_dir() and leftover.suffix in (".tmp", ".stale"):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 # The names this module and train.py give files while they are being written: ".NAME.XXXX.tmp" (write_bytes_atomic),
@@ -94,20 +83,22 @@ def remove_stale_temporaries(folder: Path) -> None:
 _TEMPORARY_NAMES = (".*.tmp", ".*.partial.*", ".*.partial")
 
 
-def discard_leftover_temporaries(folder: Path) -> list[Path]:
-    """Delete, with a warning, every temporary file an interrupted attempt left inside FOLDER (at any depth).
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete what an interrupted attempt at FOLDER left beside it and inside it; call while holding FOLDER's lock.
 
     A temporary file is promoted only by the write that made it, in the same process, right after it finished;
-    one found on the next run is a fragment (a kill or a full disk mid-write) and is never renamed into place.
+    one found on the next run is a fragment (a kill or a full disk mid-write): deleted with a warning, never used.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    leftovers = sorted({path for pattern in _TEMPORARY_NAMES for path in folder.rglob(pattern) if path.is_file()})
-    for path in leftovers:
-        log.warning("discarding %s: a temporary file left by an interrupted write, never a result", path)
-        path.unlink(missing_ok=True)
-    return leftovers
+    if not folder.parent.is_dir():
+        return
+    for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*"):
+        if leftover.is_dir() and leftover.suffix in (".tmp", ".stale"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    if folder.is_dir():
+        for path in sorted({p for pattern in _TEMPORARY_NAMES for p in folder.rglob(pattern) if p.is_file()}):
+            log.warning("discarding %s: a temporary file left by an interrupted write, never a result", path)
+            path.unlink(missing_ok=True)
 
 
 def mark_complete(folder: Path, info: dict[str, Any]) -> None:

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _port(text: str) -> int:
-    """A TCP port for --port: argparse turns the ValueError into one usage line and exit status 2."""
+    """A TCP port for --port: argparse turns the ArgumentTypeError into one usage line and exit status 2."""
     port = int(text) if text.strip().isdigit() else 0
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text}")
