@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -94,6 +95,8 @@ def _reference_network(variant: str, image_size: int, seed: int | None, precisio
 # benchmarks/xception_throughput.py measured it 4.4x faster than the book's shape (stride 1, 180 px), and
 # faster than plain 3x3 convolutions in the same place (which have 7x the weights).
 XCEPTION_WIDTHS = (32, 64, 128, 256, 512)
+STEM, STEM_KERNEL = "stem", 5
+TRAINING_RESIZE = "training_resize"
 
 
 def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separable: bool = True,
@@ -102,7 +105,8 @@ def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separabl
     from keras import layers
 
     conv = layers.SeparableConv2D if separable else layers.Conv2D
-    x = layers.Conv2D(widths[0], 5, strides=stem_strides, padding="same", use_bias=False, dtype=precision)(x)
+    x = layers.Conv2D(widths[0], STEM_KERNEL, strides=stem_strides, padding="same", use_bias=False, name=STEM,
+                      dtype=precision)(x)
     for width in widths:
         residual = x
         for _ in range(2):
@@ -127,8 +131,9 @@ def build_network(settings: Settings, precision: str) -> Any:
     if settings.variant in REFERENCE_VARIANTS:
         return _reference_network(settings.variant, size, settings.seed, precision)
     inputs = keras.Input(shape=(size, size, 3))
-    x = build_augmentation(settings.seed, float(settings.translate or 0.0))(inputs)
-    if settings.variant == "xception":
+    x = custom_layers()["TrainingResize"](name=TRAINING_RESIZE)(inputs) if settings.resize_from else inputs
+    x = build_augmentation(settings.seed, float(settings.translate or 0.0))(x)
+    if settings.variant in ("xception", "fast"):
         x = layers.Rescaling(1.0 / 255, dtype=precision)(x)
         x = xception_network(x, precision=precision)
     else:
@@ -138,6 +143,84 @@ def build_network(settings: Settings, precision: str) -> Any:
     x = layers.Dropout(0.5, seed=seeds["dropout"], dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{settings.variant}")
+
+
+def _training_resize_class() -> Any:
+    import keras
+
+    @keras.saving.register_keras_serializable(package="catsdogs")
+    class TrainingResize(keras.layers.Layer):
+        """Progressive resizing: in training, images are resized to the size in its variable (set each epoch by
+        the training loop); in inference the layer passes them through, so the model takes image_size."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.size = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name="size")
+
+        def call(self, images: Any, training: bool = False) -> Any:
+            if not training:
+                return images
+            import tensorflow as tf
+
+            size = tf.where(self.size > 0, self.size, tf.shape(images)[1])  # 0: not set, the full size
+            return tf.image.resize(images, tf.stack([size, size]), method="bilinear")
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return input_shape
+
+    return TrainingResize
+
+
+@functools.cache
+def custom_layers() -> dict[str, Any]:
+    """catsdogs' own Keras layers, registered with Keras: call before loading a saved model that may hold them.
+    Defined on first use, so that importing this module does not start TensorFlow."""
+    tensorflow()
+    return {"TrainingResize": _training_resize_class()}
+
+
+def load_keras_model(path: Path) -> Any:
+    """A saved catsdogs model (any variant), without its optimizer: inference and export need none."""
+    import keras
+
+    custom_layers()
+    return keras.models.load_model(path, compile=False)
+
+
+def training_sizes(first: int, last: int, epochs: int) -> list[int]:
+    """Progressive resizing's image size for each epoch: from FIRST growing linearly to LAST by three quarters
+    of the EPOCHS, then LAST; in multiples of 8 (the sizes oneDNN's kernels suit best); the last epoch at LAST."""
+    ramp = max(1, round(0.75 * epochs) - 1)
+    sizes = [first + (last - first) * min(1.0, epoch / ramp) for epoch in range(epochs - 1)]
+    return [last if size >= last else max(8, int(size) // 8 * 8) for size in sizes] + [last]
+
+
+def whitening_kernel(images: np.ndarray, filters: int, kernel: int = STEM_KERNEL, patches: int = 20_000,
+                     seed: int = 0, eps: float = 1e-2) -> np.ndarray:
+    """A KERNEL x KERNEL x 3 x FILTERS convolution kernel that whitens the patches of IMAGES (uint8, NHWC; scaled
+    to 0-1 as Rescaling does): the covariance's top FILTERS/2 eigenvectors, each divided by the square root of its
+    eigenvalue, and their negatives (after airbench's patch-whitening first layer)."""
+    rng = np.random.default_rng(seed)
+    n, height, width, channels = images.shape
+    rows, cols = rng.integers(0, height - kernel + 1, patches), rng.integers(0, width - kernel + 1, patches)
+    which = rng.integers(0, n, patches)
+    windows = np.stack([images[i, r:r + kernel, c:c + kernel] for i, r, c in zip(which, rows, cols, strict=True)])
+    flat = windows.reshape(patches, -1).astype(np.float64) / 255.0
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(flat, rowvar=False))
+    order = np.argsort(eigenvalues)[::-1][:filters // 2]
+    scaled = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)
+    columns = np.concatenate([scaled, -scaled], axis=1)[:, :filters]
+    if columns.shape[1] < filters:  # an odd FILTERS: one more
+        columns = np.concatenate([columns, scaled[:, :1]], axis=1)
+    return columns.reshape(kernel, kernel, channels, filters).astype(np.float32)
+
+
+def whiten_stem(model: Any, images: np.ndarray, seed: int) -> None:
+    """Set the xception stem's kernel to whiten the patches of IMAGES."""
+    stem = model.get_layer(STEM)
+    kernel = stem.kernel
+    stem.kernel.assign(whitening_kernel(images, int(kernel.shape[-1]), int(kernel.shape[0]), seed=seed))
+    log.info("stem initialised to whiten %dx%d patches of the training images", kernel.shape[0], kernel.shape[1])
 
 
 EFFICIENTNET_WEIGHTS = "efficientnetv2-b0_notop.h5"  # Keras' file name in its cache and at its download URL

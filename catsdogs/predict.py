@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from catsdogs.data import CLASS_NAMES, DECODABLE_FORMATS, ImageError, pillow_rgb, read_image_file
 from catsdogs.datasets import decode_image, resize_like_training
 from catsdogs.lite import views_averaged
+from catsdogs.model import load_keras_model
 from catsdogs.registry import ModelCard, card_for_file, resolve_model
 from catsdogs.runtime import tensorflow
 
@@ -40,13 +41,12 @@ class Predictor:
     def __init__(self, model_path: Path, image_size: int | None = None, tta_flip: bool = False,
                  tta_crop: float = 0.0):
         tensorflow()
-        import keras
 
         self.path = Path(model_path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file {self.path} does not exist")
         try:
-            self.model = keras.models.load_model(self.path, compile=False)  # inference needs no optimizer
+            self.model = load_keras_model(self.path)  # inference needs no optimizer
         except Exception as err:  # noqa: BLE001  Keras raises many kinds for a file that is not a model
             raise ValueError(f"{self.path} is not a Keras model catsdogs can load ({type(err).__name__}); give a "
                              "model.keras from a run or the registry, or a registered model's name") from None

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from catsdogs import store
 from catsdogs.lite import LITERT_FILE, views_name
-from catsdogs.model import build_network
+from catsdogs.model import build_network, load_keras_model
 from catsdogs.runtime import tensorflow
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics, TrainedModel
@@ -87,10 +87,9 @@ def export_litert(model_path: Path, settings: Settings, out: Path) -> str | None
     LiteRT has no bfloat16 kernels, and inference needs none of mixed precision's speed-up.
     """
     tensorflow()
-    import keras
 
     try:
-        model = keras.models.load_model(model_path, compile=False)
+        model = load_keras_model(model_path)
         if any(layer.compute_dtype != "float32" for layer in model.layers):
             float32 = build_network(settings, "float32")
             float32.set_weights(model.get_weights())

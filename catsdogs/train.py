@@ -18,7 +18,16 @@ from pydantic import BaseModel
 from catsdogs import store
 from catsdogs.datasets import DatasetArrays, load_split
 from catsdogs.lite import views_averaged
-from catsdogs.model import build_for, compile_model, model_summary, unfreeze_top
+from catsdogs.model import (
+    TRAINING_RESIZE,
+    build_for,
+    compile_model,
+    load_keras_model,
+    model_summary,
+    training_sizes,
+    unfreeze_top,
+    whiten_stem,
+)
 from catsdogs.runtime import resolve_precision, speed_settings, tensorflow
 from catsdogs.settings import Settings
 
@@ -107,6 +116,8 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     keras.utils.set_random_seed(settings.seed)
     steps = -(-arrays.counts["train"] // settings.batch_size)
     model = build_for(settings, precision, steps)
+    if settings.whiten_stem:  # a resumed run then loads its own weights over these
+        whiten_stem(model, np.load(arrays.images("train"), mmap_mode="r"), settings.seed)
     summary = model_summary(model)
     store.write_json_atomic(run_dir / "settings.json", settings.public_dict())
     # Epochs recorded before an interruption count only if training can resume after them.
@@ -135,6 +146,9 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
             _atomic_best_checkpoint(run_dir / "best.keras", best_so_far(history)),
             _atomic_backup(run_dir / backup),
         ]
+        if settings.resize_from:
+            callbacks.append(_progressive_resizing(model, training_sizes(
+                int(settings.resize_from), int(settings.image_size), epochs)))  # type: ignore[arg-type]
         if settings.early_stopping_patience:
             callbacks.append(_early_stopping(int(settings.early_stopping_patience), history, first_epoch))
         if settings.ema:  # first, so that every other callback sees the averaged weights at an epoch's end
@@ -247,6 +261,21 @@ def _early_stopping(patience: int, history: list[dict[str, float]], first_epoch:
     return ResumableEarlyStopping(monitor="val_loss", patience=patience, start_from_epoch=first_epoch)
 
 
+def _progressive_resizing(model: Any, sizes: list[int]) -> Any:
+    """Set each epoch's training image size (the TrainingResize layer's variable) before the epoch starts."""
+    import keras
+
+    class ProgressiveResizing(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            size = sizes[min(epoch, len(sizes) - 1)]
+            layer = model.get_layer(TRAINING_RESIZE)
+            if int(layer.size.numpy()) != size:
+                log.info("progressive resizing: training at %dx%d from epoch %d", size, size, epoch + 1)
+            layer.size.assign(size)
+
+    return ProgressiveResizing()
+
+
 def _averaged_weights(resuming: bool) -> Any:
     """Keras' SwapEMAWeights(swap_on_epoch=True): validation, checkpoints and backups see the moving average.
 
@@ -277,9 +306,8 @@ def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int
 def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
               tta_flip: bool, tta_crop: float) -> Metrics:
     tensorflow()
-    import keras
 
-    model = keras.models.load_model(trained.model_path, compile=False)
+    model = load_keras_model(trained.model_path)
     dog_probability = predict_probabilities(model, load_split(arrays, "test", batch_size), tta_flip, tta_crop)
     labels = np.load(arrays.labels("test")).astype(int)
     predicted = (dog_probability > 0.5).astype(int)  # Keras' binary accuracy threshold

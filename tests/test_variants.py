@@ -392,3 +392,71 @@ def test_a_result_cached_before_a_field_was_added_loads_with_its_default(tmp_pat
     older.__setstate__(state)
     assert older.tta_crop == 0.0 and older.tta_flip is True
     assert pickle.loads(pickle.dumps(older)).model_dump() == metrics.model_dump()
+
+
+# ---------------------------------------------------------------- fast: progressive resizing, whitened stem
+
+
+def test_progressive_sizes_grow_from_the_first_to_the_full_size_in_multiples_of_8():
+    from catsdogs.model import training_sizes
+
+    sizes = training_sizes(112, 180, 40)
+    assert len(sizes) == 40 and sizes[0] == 112 and sizes == sorted(sizes)
+    assert sizes[-11:] == [180] * 11 and all(size % 8 == 0 for size in sizes if size != 180)
+    assert training_sizes(96, 96, 3) == [96, 96, 96] and training_sizes(64, 96, 1) == [96]
+
+
+def test_whitening_kernel_decorrelates_the_patches_it_was_made_from():
+    from catsdogs.model import whitening_kernel
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 255, (40, 12, 12, 3)).repeat(3, axis=1).repeat(3, axis=2).astype(np.uint8)  # correlated
+    kernel = whitening_kernel(smooth, filters=8, kernel=5, patches=4000, eps=1e-6)
+    assert kernel.shape == (5, 5, 3, 8)
+    windows = np.stack([smooth[i, r:r + 5, c:c + 5] for i in range(40) for r in (0, 9, 20) for c in (3, 17, 30)])
+    responses = (windows.reshape(len(windows), -1) / 255.0) @ kernel.reshape(75, 8)
+    covariance = np.cov(responses[:, :4], rowvar=False)
+    np.testing.assert_allclose(covariance, np.eye(4), atol=0.35)  # whitened: unit variance, no correlation
+    np.testing.assert_allclose(kernel[..., 4:], -kernel[..., :4])  # and the negatives, for the ReLUs after
+
+
+def test_training_resize_shrinks_training_batches_only_and_survives_saving(tmp_path: Path):
+    from catsdogs.model import TRAINING_RESIZE, load_keras_model
+
+    model = build_network(Settings(variant="fast", image_size=96, resize_from=64), "float32")
+    layer = model.get_layer(TRAINING_RESIZE)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    layer.size.assign(64)
+    assert tuple(layer(images, training=True).shape) == (2, 64, 64, 3)
+    assert layer(images, training=False) is images or np.array_equal(layer(images, training=False), images)
+    model.save(tmp_path / "m.keras")
+    loaded = load_keras_model(tmp_path / "m.keras")
+    assert loaded.input_shape == (None, 96, 96, 3)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
+    from tasks.runs import run_label
+
+    fast = Settings(variant="fast")
+    assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.epochs) == (112, True, 0.0, 40)
+    assert run_label(fast) == "fast-40ep-180px-seed0-auto"
+    assert run_label(Settings(variant="fast", resize_from=0)) == "fast-40ep-180px-seed0-auto-resize-from=0"
+    assert Settings(variant="xception").recipe_key() == Settings(variant="xception", resize_from=0).recipe_key()
+    for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(180\).*200$"),
+                       ({"variant": "fast", "resize_from": 16}, "from 32"),
+                       ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented")]:
+        with pytest.raises(SettingsError, match=words):
+            load_settings(bad)
+
+
+def test_fast_trains_at_growing_sizes_from_a_whitened_stem_and_evaluates_at_full_size(arrays, tmp_path: Path,
+                                                                                       caplog):
+    settings = tiny("fast", tmp_path, epochs=3, resize_from=48)
+    with caplog.at_level("INFO"):
+        trained = train_model(settings, arrays, tmp_path / "run")
+    assert "whiten 5x5 patches" in caplog.text
+    assert "training at 48x48 from epoch 1" in caplog.text and "training at 78x78 from epoch" in caplog.text
+    assert trained.epochs_run == 3
+    metrics = evaluate_model(trained, arrays, 8, tmp_path / "eval", tta_flip=True)
+    assert metrics.test_images == 4 and 0 <= metrics.test_accuracy <= 1
