@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_serializer,
@@ -125,6 +127,7 @@ class Settings(BaseSettings):
     # allow_inf_nan: no setting means anything as inf or nan (a retry delay of nan sleeps forever).
     model_config = SettingsConfigDict(env_prefix="CATSDOGS_", extra="forbid", validate_assignment=True,
                                       allow_inf_nan=False)
+    _given: frozenset[str] | None = PrivateAttr(None)  # see the given property
 
     variant: Variant = Field("baseline", description="baseline or augmented (flips, rotation, zoom, dropout)")
     data_url: str = Field(DEFAULT_DATA_URL, description="archive to download: http(s):// or file:// URL")
@@ -327,21 +330,31 @@ class Settings(BaseSettings):
         """Every epoch of this run, fine-tuning included."""
         return self.epochs_to_run + (int(self.fine_tune_epochs or 0) if self.variant == "efficientnet" else 0)
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> Settings:
-        """These settings with some changed (a deployment run's partial override). A value that is only its
-        variant's default is left to the new variant's default, so a changed variant brings its own recipe.
+    def with_overrides(self, overrides: dict[str, Any] | None, given: Iterable[str] | None = None) -> Settings:
+        """These settings with some changed (a deployment run's partial override, a sweep's configuration).
+
+        A value that is only its variant's default is left to the new variant's default, so a changed variant
+        brings its own recipe; a value someone gave (GIVEN, or the names load_settings recorded) stays, even
+        where it equals the old variant's default: `--variant baseline,augmented --epochs 30` trains both 30.
 
         Raises SettingsError naming each invalid field.
         """
         if not overrides:
             return self
         defaults = variant_defaults(self.variant)
+        keep = set(given if given is not None else self.given or ())
         kept = {name: value for name, value in self.model_dump().items()
-                if name not in defaults or value != defaults[name]}
+                if name not in defaults or name in keep or value != defaults[name]}
         try:
             return Settings.model_validate(kept | overrides)
         except ValidationError as err:
             raise SettingsError(format_validation_error(err)) from None
+
+    @property
+    def given(self) -> frozenset[str] | None:
+        """The settings someone gave (flags, CATSDOGS_* variables, the TOML file), where load_settings built these;
+        None where that is not known (settings rebuilt from their values, as flow parameters are)."""
+        return self._given
 
     def recipe_key(self) -> dict[str, Any]:
         """The recipe settings that differ from the reference's: part of a trained model's cache key."""
@@ -410,11 +423,16 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
         toml = (path, header)
     token = _TOML_FILE.set(toml)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as err:
         raise SettingsError(format_validation_error(err)) from None
     finally:
         _TOML_FILE.reset(token)
+    table = read_toml(toml[0]) if toml else {}
+    from_file = set(table.get("catsdogs", {}) if toml and toml[1] else table)
+    from_environment = {name for name in Settings.model_fields if f"CATSDOGS_{name.upper()}" in os.environ}
+    settings._given = frozenset(set(overrides) | from_environment | (from_file & set(Settings.model_fields)))
+    return settings
 
 
 # The TOML file of the Settings being built by load_settings (and its table), for settings_customise_sources.

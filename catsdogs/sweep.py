@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,12 +80,13 @@ class SweepSummary(BaseModel):
         return sum(1 for run in self.runs if run.status == "failed")
 
 
-def expand_grid(base: Settings, grid: dict[str, Any] | None) -> list[Settings]:
+def expand_grid(base: Settings, grid: dict[str, Any] | None, given: Iterable[str] | None = None) -> list[Settings]:
     """Every combination of GRID's values over BASE, in the grid's order (the last setting varies fastest).
 
-    A value that is only a variant's default follows the variant (see Settings.with_overrides). Raises
-    SettingsError naming the setting or the combination that is not allowed.
+    A value that is only a variant's default follows the variant, unless someone gave it (GIVEN, or BASE.given;
+    see Settings.with_overrides). Raises SettingsError naming the setting or the combination that is not allowed.
     """
+    given = given if given is not None else base.given
     grid = normalize_grid(DEFAULT_GRID if grid is None else grid)
     # runs may train in other processes, started elsewhere: a relative workdir would move with them
     base = base.model_copy(update={"workdir": Path(base.workdir).absolute()})
@@ -95,7 +96,7 @@ def expand_grid(base: Settings, grid: dict[str, Any] | None) -> list[Settings]:
     for values in itertools.product(*grid.values()):
         changes = dict(zip(names, values, strict=True))
         try:
-            settings = base.with_overrides(changes)
+            settings = base.with_overrides(changes, given)
         except SettingsError as err:
             where = " ".join(f"{name}={value}" for name, value in changes.items())
             raise SettingsError(f"sweep configuration {where}: {err}") from None

@@ -248,30 +248,46 @@ def _flag_value(text: str) -> Any:
     return value if isinstance(value, bool | int | float) else text
 
 
-def sweep(args: argparse.Namespace) -> int:
-    from catsdogs.sweep import DEFAULT_GRID, normalize_grid, read_grid_file
+def sweep_plan(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Settings, list[str]]:
+    """The grid, the first configuration's settings and the names of the settings given, from the sweep's flags
+    and TOML file; every configuration validated as it will run (SettingsError otherwise)."""
+    from catsdogs.sweep import DEFAULT_GRID, expand_grid, normalize_grid, read_grid_file
 
+    shared, flag_grid = sweep_grid(args)
+    config = args.config or os.environ.get("CATSDOGS_CONFIG")
+    grid, has_shared = read_grid_file(config) if config else ({}, False)
+    grid = {name: values for name, values in grid.items() if name not in shared} | flag_grid
+    if not grid:  # nothing varies: three seeds, unless the seed was given
+        grid = {name: values for name, values in DEFAULT_GRID.items() if name not in shared}
+    grid = normalize_grid(grid)
+    first = {name: values[0] for name, values in grid.items()}
+    try:  # validated as the first configuration runs, not with the defaults of the settings the grid varies
+        settings = load_settings(shared | first, config if has_shared else None)
+    except SettingsError as err:
+        if not first:
+            raise
+        where = " ".join(f"{name}={value}" for name, value in first.items())
+        raise SettingsError(f"sweep configuration {where}: {err}") from None
+    given = sorted(settings.given or ())
+    expand_grid(settings, grid, given)  # every configuration valid before anything starts
+    return grid, settings, given
+
+
+def sweep(args: argparse.Namespace) -> int:
     try:
-        shared, flag_grid = sweep_grid(args)
-        config = args.config or os.environ.get("CATSDOGS_CONFIG")
-        grid, has_shared = read_grid_file(config) if config else ({}, False)
-        grid = {name: values for name, values in grid.items() if name not in shared} | flag_grid
-        if not grid:  # nothing varies: three seeds, unless the seed was given
-            grid = {name: values for name, values in DEFAULT_GRID.items() if name not in shared}
-        settings = load_settings(shared, config if has_shared else None)
-        grid = normalize_grid(grid)
+        grid, settings, given = sweep_plan(args)
         check_workdir(settings.workdir)
-        from catsdogs.sweep import check_engine, expand_grid
+        from catsdogs.sweep import check_engine
 
         check_engine(args.dask_address, args.dask_workers or 0)
-        expand_grid(settings, grid)  # every configuration valid before anything starts
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
     from flows.sweep import sweep_flow
 
     summary = run_and_show(lambda: sweep_flow(grid=grid, settings=settings, dask_address=args.dask_address,
-                                              dask_workers=args.dask_workers or 0), args.json, comparison_lines)
+                                              dask_workers=args.dask_workers or 0, given=given),
+                           args.json, comparison_lines)
     if summary is None:
         return 1
     if summary.failed:

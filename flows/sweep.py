@@ -25,11 +25,13 @@ from tasks.sweep import (
 
 @flow(name="catsdogs-sweep", flow_run_name=sweep_run_name, log_prints=False)
 def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | None = None,
-               dask_address: str | None = None, dask_workers: int = 0) -> SweepSummary:
+               dask_address: str | None = None, dask_workers: int = 0,
+               given: list[str] | None = None) -> SweepSummary:
     """Train each configuration of GRID (setting: [values]) over SETTINGS, each in its own training-flow run,
-    on Dask (DASK_ADDRESS, or a local cluster of DASK_WORKERS processes) or here one at a time; compare them."""
+    on Dask (DASK_ADDRESS, or a local cluster of DASK_WORKERS processes) or here one at a time; compare them.
+    GIVEN names the settings someone chose: they stay as they are in every configuration, whatever its variant."""
     sweep.check_engine(dask_address, dask_workers)
-    configurations = sweep.expand_grid(settings or Settings(), grid)
+    configurations = sweep.expand_grid(settings or Settings(), grid, given)
     varied = sweep.varied_settings(grid)
     if dask_workers and not dask_address:  # one machine's cores, shared between its workers
         configurations = sweep.share_cores(configurations, dask_workers, runtime.cpu_cores())

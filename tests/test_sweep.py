@@ -168,6 +168,51 @@ def test_sweep_flags_give_the_shared_settings_and_the_grid():
                     "learning_rate": [0.001, 0.002]}
 
 
+@pytest.mark.parametrize("flags, expected", [
+    # 30 is the baseline's default epochs: given, it must stay 30 for augmented (whose default is 100) too
+    (["--variant", "baseline,augmented", "--epochs", "30"], [{"variant": "baseline", "epochs": 30},
+                                                          {"variant": "augmented", "epochs": 30}]),
+    (["--variant", "augmented,xception", "--epochs", "100", "--optimizer", "rmsprop"],
+     [{"variant": "augmented", "epochs": 100, "optimizer": "rmsprop"},
+      {"variant": "xception", "epochs": 100, "optimizer": "rmsprop", "learning_rate": 2e-3}]),
+    # not given: each variant brings its own
+    (["--variant", "baseline,xception"], [{"variant": "baseline", "epochs": 30, "image_size": 180},
+                                          {"variant": "xception", "epochs": 100, "mixup": 0.2}]),
+    # the default train range (0-999) would overlap the given test range, but the grid replaces it everywhere
+    (["--test-range", "0-499", "--train-range", "1000-1999", "--train-range", "2000-2999",
+      "--validation-range", "3000-3499"],
+     [{"train_range": (1000, 1999), "test_range": (0, 499)}, {"train_range": (2000, 2999), "test_range": (0, 499)}]),
+])
+def test_each_sweep_configuration_runs_what_the_flags_say(tmp_path, monkeypatch, flags, expected):
+    from flows.cli import build_parser, sweep_plan
+
+    monkeypatch.chdir(tmp_path)
+    grid, settings, given = sweep_plan(build_parser().parse_args(["sweep", "--seed", "0", *flags]))
+    configurations = sweep.expand_grid(settings, grid, given)
+    assert [{name: getattr(c, name) for name in want} for c, want in zip(configurations, expected, strict=True)] \
+        == expected
+    # the flow gets its settings back as JSON (flow parameters): with GIVEN, it expands them the same way
+    rebuilt = Settings.model_validate_json(settings.model_dump_json())
+    assert rebuilt.given is None
+    assert sweep.expand_grid(rebuilt, grid, given) == configurations
+
+
+def test_a_given_value_survives_a_changed_variant_from_every_source(tmp_path, monkeypatch):
+    from catsdogs.settings import load_settings
+
+    config = tmp_path / "c.toml"
+    config.write_text("[catsdogs]\nlabel_smoothing = 0.0\n")
+    monkeypatch.setenv("CATSDOGS_IMAGE_SIZE", "180")
+    base = load_settings({"epochs": 30}, config)
+    assert base.given == {"epochs", "label_smoothing", "image_size"}
+    xception = base.with_overrides({"variant": "xception"})
+    assert (xception.epochs, xception.label_smoothing, xception.image_size, xception.optimizer) == (30, 0.0, 180,
+                                                                                                   "adamw")
+    # rebuilt from its values (a deployment's parameters), nothing is known to be given: the variant's recipe
+    rebuilt = Settings.model_validate(base.model_dump())
+    assert rebuilt.with_overrides({"variant": "xception"}).epochs == 100
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--seed", "0,x"], "sweep configuration seed=x: invalid setting seed"),
     (["--workdir", "a", "--workdir", "b"], "workdir is shared by every configuration"),
