@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     Field,
@@ -379,11 +380,29 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """Hide whatever may hold credentials: user info (up to the last @, however it is written), query-string
-    values and the fragment. Shown in logs, errors, artifacts and flow parameters instead of the URL."""
-    url = re.sub(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*:)?[/\\]{2})?.*@", lambda m: f"{m[1] or ''}***@", url, count=1)
-    url = re.sub(r"([?&;][^=&#;]*)=[^&#;]*", r"\1=***", url)
-    return re.sub(r"#.+$", "#***", url)
+    """The URL as logs, errors, artifacts and flow parameters show it: parsed, with its user info, query values
+    (and query words without a value) and fragment masked. A URL that does not parse cleanly (control characters
+    or spaces, a bad port or host) is masked whole: no part of it can be trusted not to hold a secret."""
+    if not isinstance(url, str) or re.search(r"[\x00-\x20\x7f]", url):
+        return MASK
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  raises ValueError for a port that is not a number in range
+    except ValueError:
+        return MASK
+    if parts.scheme and "://" in url and not parts.hostname and parts.scheme != "file":
+        return MASK
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{MASK}@{host}" if "@" in parts.netloc else host
+    query = "&".join(_masked_pair(piece) for piece in re.split(r"[&;]", parts.query)) if parts.query else ""
+    fragment = MASK if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _masked_pair(piece: str) -> str:
+    """One query item: a plain key keeps its name (token=***); a bare word or an odd key is masked whole."""
+    key, equals, _ = piece.partition("=")
+    return f"{key}={MASK}" if equals and re.fullmatch(r"[A-Za-z0-9_.\-\[\]]{1,64}", key) else MASK
 
 
 MASK = "***"

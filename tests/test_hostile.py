@@ -258,6 +258,9 @@ def test_credentials_stay_out_of_flow_parameters_logs_and_artifacts(prefect_serv
     ("http://alice:hunter2@127.0.0.1:99999/train.zip?token=s3cret", 1),  # the port does not parse
     ("http://alice:hunter2@[::1/train.zip?token=s3cret", 1),
     ("ftp://alice:hunter2@example.org/train.zip?token=s3cret", 2),  # not a scheme catsdogs reads
+    ("http://127.0.0.1:9/train.zip?s3cret", 1),  # a query word without =, refused by the closed port
+    ("http://alice:hun\nter2@127.0.0.1:9/train.zip", 1),  # a newline in the password: the URL is masked whole
+    ("http://alice:hunter2@127.0.0.1:9/train.zip#t0ken", 1),
 ])
 def test_odd_urls_never_show_their_secrets_on_the_terminal(prefect_server, tmp_path: Path, url: str, status: int):
     result = cli("run", "--data-url", url, "--download-retries", "0", "--workdir", str(tmp_path / "w"),

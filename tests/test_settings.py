@@ -104,6 +104,23 @@ def test_credentials_are_redacted():
     assert "pw" not in str(s.public_dict()) and "zzz" not in str(s.public_dict())
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("https://user:secret@example.org/a.zip?token=abc&x=1", "https://***@example.org/a.zip?token=***&x=***"),
+    ("http://h/a.zip?BAREWORD", "http://h/a.zip?***"),  # a word without = is a value too
+    ("http://h/a.zip?t=1&BAREWORD;k=v", "http://h/a.zip?t=***&***&k=***"),
+    ("http://h/a?%3Dsecret=1", "http://h/a?***"),  # a key that is not a plain name is masked whole
+    ("https://a@b:c@host.org/x#frag", "https://***@host.org/x#***"),  # up to the last @
+    ("http://u:p@h:8080/x", "http://***@h:8080/x"),
+    ("http://u:pa\nss@h/a.zip", "***"), ("http://u:p\tw@h/a.zip", "***"), ("http://h/a b.zip", "***"),
+    ("http://u:p@h:99999/x", "***"), ("http://u:p@[::1/x", "***"), ("http://u:p@/x", "***"),
+    ("file:///data/train.zip", "file:///data/train.zip"), ("https://h/a.zip", "https://h/a.zip"),
+])
+def test_urls_are_masked_by_parsing_and_whole_where_they_do_not_parse(url, shown):
+    assert redact_url(url) == shown
+    for secret in ("secret", "BAREWORD", "abc", "pa\nss", "frag"):
+        assert secret not in shown
+
+
 @pytest.mark.parametrize("overrides, words", [
     ({"epochs": True}, ["invalid setting epochs", "expected a number, got true"]),
     ({"learning_rate": False}, ["invalid setting learning_rate", "expected a number, got false"]),
