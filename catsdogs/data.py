@@ -123,9 +123,16 @@ def find_class_images(root: Path) -> tuple[str, dict[str, list[Path]], dict[str,
                             index)
             else:
                 found[cls][index] = folder / name
-    for layout, found in (("kaggle", kaggle), ("petimages", petimages)):
-        if all(found.values()):
-            return layout, {c: [found[c][i] for i in sorted(found[c])] for c in CLASS_NAMES}, duplicates[layout]
+    complete = {layout: found for layout, found in (("kaggle", kaggle), ("petimages", petimages))
+                if all(found.values())}
+    if complete:  # both layouts in one archive: the one with more images, and say so
+        layout = max(complete, key=lambda name: sum(map(len, complete[name].values())))
+        if len(complete) == 2:
+            log.warning("%s holds both layouts: Kaggle's (%d images) and Microsoft's PetImages (%d); using %s's",
+                        root, sum(map(len, kaggle.values())), sum(map(len, petimages.values())),
+                        "Kaggle" if layout == "kaggle" else "PetImages")
+        found = complete[layout]
+        return layout, {c: [found[c][i] for i in sorted(found[c])] for c in CLASS_NAMES}, duplicates[layout]
     raise ArchiveError(
         f"no cat and dog images found under {root}: expected Kaggle's layout (train/cat.0.jpg, train/dog.0.jpg) "
         "or Microsoft's (PetImages/Cat/0.jpg, PetImages/Dog/0.jpg)"

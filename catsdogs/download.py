@@ -178,7 +178,7 @@ def _fetch_http(url: str, partial: Path, timeout_s: float) -> None:
             raise TransientDownloadError(f"{shown} refused to resume at byte {offset}; restarting")
         if status == 429 or status >= 500:
             raise TransientDownloadError(
-                f"{shown} answered HTTP {status}; will retry", retry_after=_retry_after(response)
+                f"{shown} answered HTTP {status}", retry_after=_retry_after(response)
             )
         if status >= 400:
             raise DownloadError(f"{shown} answered HTTP {status} {response.reason}; check --data-url")

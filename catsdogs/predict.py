@@ -6,6 +6,7 @@ import glob
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -134,8 +135,20 @@ def collect_inputs(arguments: Iterable[str]) -> list[tuple[str, Path | None, str
             if not matches:
                 found.append((argument, None, "no file matches this pattern"))
         else:
-            found.append((argument, None, "no such file or directory"))
+            found.append((argument, None, _not_a_file(path)))
     return found
+
+
+def _not_a_file(path: Path) -> str:
+    """Why PATH, neither a file nor a folder nor a pattern, cannot be read as an image."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken symbolic link (to {os.readlink(path)})"
+    if not path.exists():
+        return "no such file or directory"
+    mode = path.stat().st_mode
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{kind}, not an image file; give a regular file"
 
 
 def load_image(path: Path, image_size: int) -> np.ndarray:

@@ -39,11 +39,11 @@ def create_app(workdir: Path, model: str = "best", max_files: int = MAX_FILES,
     lock = threading.Lock()  # one interpreter: calls into the model take turns; decoding does not
     app = FastAPI(title="catsdogs", description="Cat or dog?")
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, "runtime": runtime, "image_size": predictor.image_size}
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def page() -> str:
         return PAGE.replace("{{MODEL}}", html.escape(f"{model_name} ({runtime})"))
 
@@ -55,8 +55,11 @@ def create_app(workdir: Path, model: str = "best", max_files: int = MAX_FILES,
         try:
             form = await request.form(max_files=max_files, max_fields=max_files, max_part_size=max_request_bytes)
         except (MultiPartException, HTTPException) as err:  # Starlette turns the first into the second
-            reason = getattr(err, "message", None) or getattr(err, "detail", "malformed multipart body")
-            return _error(400, f"{reason.rstrip('.')}; send at most {max_files} files per request")
+            reason = str(getattr(err, "message", None) or getattr(err, "detail", "") or "").rstrip(".")
+            if reason.startswith("Too many"):
+                return _error(400, f"{reason}; send at most {max_files} files per request")
+            return _error(400, f"malformed multipart/form-data body ({reason or 'unreadable'}); send images as "
+                               "multipart/form-data fields named files")
         uploads = [item for _, item in form.multi_items() if isinstance(item, UploadFile)]
         if not uploads:
             return _error(400, "no files: send one or more images as multipart/form-data fields named files")

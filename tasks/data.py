@@ -9,6 +9,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
+from prefect.runtime import task_run
 
 from catsdogs import data, datasets, download, store
 from catsdogs.data import Subsets
@@ -68,6 +69,12 @@ def download_archive(settings: Settings) -> Archive:
         archive = download.download_archive(settings.data_url, out / "archive.zip", settings.data_sha256,
                                             settings.download_timeout_s)
     except download.TransientDownloadError as err:
+        attempt, attempts = max(1, task_run.run_count), settings.download_retries + 1
+        if attempt >= attempts:  # the last try: say so, rather than a retry that will not come
+            tries = f"{attempts} tries" if attempts > 1 else "one try (download_retries is 0)"
+            raise download.DownloadError(f"{err}; gave up after {tries}: try again later, or raise "
+                                         "--download-retries") from None
+        get_run_logger().warning("download try %d of %d failed: %s; will retry", attempt, attempts, err)
         if err.retry_after:  # the server said when to come back: honour it before Prefect's own delay
             time.sleep(min(err.retry_after, MAX_RETRY_AFTER_S))
         raise

@@ -81,6 +81,24 @@ def test_petimages_layout(tmp_path: Path):
     assert layout == "petimages" and [p.name for p in images["dog"]] == ["0.jpg", "2.jpg", "10.jpg"]
 
 
+def test_an_archive_with_both_layouts_uses_the_one_with_more_images_and_says_so(tmp_path: Path, caplog):
+    root = unzip_archive(make_kaggle_zip(tmp_path / "k.zip", per_class=12), tmp_path / "x", GIB)
+    for cls in ("Cat", "Dog"):
+        folder = root / "PetImages" / cls
+        folder.mkdir(parents=True)
+        for i in range(3):
+            (folder / f"{i}.jpg").write_bytes(jpeg_bytes((100, 100, 100), seed=i))
+    with caplog.at_level("WARNING"):
+        layout, images, _ = find_class_images(root)
+    assert layout == "kaggle" and len(images["cat"]) == 12
+    assert "both layouts" in caplog.text and "(24 images)" in caplog.text and "(6)" in caplog.text
+    for i in range(3, 40):  # now Microsoft's has more
+        for cls in ("Cat", "Dog"):
+            (root / "PetImages" / cls / f"{i}.jpg").write_bytes(jpeg_bytes((100, 100, 100), seed=i))
+    layout, images, _ = find_class_images(root)
+    assert layout == "petimages" and len(images["dog"]) == 40
+
+
 def test_unknown_layout(tmp_path: Path):
     (tmp_path / "readme.txt").write_text("hi")
     with pytest.raises(ArchiveError, match="train/cat.0.jpg"):

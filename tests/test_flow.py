@@ -141,6 +141,24 @@ def test_permanent_download_failure_is_not_retried(prefect_server, served_archiv
         state.result()
 
 
+def test_the_last_failed_download_try_says_it_gave_up_not_that_it_will_retry(prefect_server, served_archive,
+                                                                               tmp_path: Path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    served_archive.behaviour.statuses = [503, 503, 503]
+    state = train_flow(tiny(served_archive.url, tmp_path / "work", download_retries=1), return_state=True)
+    assert state.is_failed() and len(served_archive.behaviour.requests) == 2
+    with pytest.raises(Exception, match=r"HTTP 503; gave up after 2 tries") as caught:
+        state.result()
+    assert "will retry" not in str(caught.value)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    said = [log.message for log in logs if "will retry" in log.message]
+    assert len(said) == 1 and "try 1 of 2" in said[0]  # only the first try, which was retried
+
+
 def test_precision_is_part_of_the_trained_model_key(tmp_path: Path):
     from catsdogs import store
     from catsdogs.datasets import DatasetArrays

@@ -214,3 +214,16 @@ def test_models_command_lists_best_and_latest(trained, tmp_path: Path):
     [line] = [json.loads(line) for line in result.stdout.splitlines()]
     assert line["name"] == trained["card"].name and set(line["marks"]) == {"best", "latest"}
     assert cli("models", "--workdir", str(tmp_path / "none")).returncode == 2
+
+
+def test_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path: Path):
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    errors = {Path(shown).name: error for shown, _, error in collect_inputs(
+        [str(fifo), str(tmp_path / "dangling.jpg"), str(tmp_path / "missing.jpg")])}
+    assert errors == {"pipe.jpg": "a named pipe (FIFO), not an image file; give a regular file",
+                      "dangling.jpg": f"a broken symbolic link (to {tmp_path / 'gone.jpg'})",
+                      "missing.jpg": "no such file or directory"}

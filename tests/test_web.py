@@ -64,6 +64,18 @@ def test_refusals_are_clear_4xx(client):
     assert empty.status_code in (400, 415)
 
 
+def test_each_refusal_says_what_is_wrong_with_that_request(client):
+    malformed = client.post("/predict", content=b"--x\r\nno headers here\r\n",
+                            headers={"content-type": "multipart/form-data; boundary=x"})
+    assert malformed.status_code == 400, malformed.text
+    assert "malformed multipart" in malformed.json()["error"] and "at most" not in malformed.json()["error"]
+    no_boundary = client.post("/predict", content=b"abc", headers={"content-type": "multipart/form-data"})
+    assert no_boundary.status_code == 400 and "at most" not in no_boundary.json()["error"]
+    for path in ("/", "/healthz"):  # HEAD is GET without the body (monitors and link checkers send it)
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+
+
 def test_client_file_names_never_touch_the_servers_files(client, tmp_path: Path):
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
