@@ -77,6 +77,11 @@ def _extract(archive: Path, out_dir: Path, max_bytes: int) -> Path:
     return out_dir
 
 
+READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+COMPRESSION_NAMES = {9: "Deflate64", 10: "PKWARE DCL Implode", 6: "Implode", 93: "Zstandard", 95: "XZ",
+                     96: "JPEG (WinZip)", 97: "WavPack", 98: "PPMd", 99: "AES encryption"}
+
+
 def _check_members(members: list[zipfile.ZipInfo], max_bytes: int) -> None:
     total = 0
     for member in members:
@@ -86,6 +91,13 @@ def _check_members(members: list[zipfile.ZipInfo], max_bytes: int) -> None:
             raise ArchiveError(f"refusing archive entry {name!r}: it would be written outside the target folder")
         if stat.S_ISLNK(member.external_attr >> 16):
             raise ArchiveError(f"refusing archive entry {name!r}: symbolic links are not allowed in the archive")
+        if member.flag_bits & 0x1:
+            raise ArchiveError(f"archive entry {name!r} is encrypted (password-protected), which catsdogs cannot "
+                               "read; extract it with its password and zip it again without one")
+        if member.compress_type not in READABLE_COMPRESSION:
+            method = COMPRESSION_NAMES.get(member.compress_type, f"method {member.compress_type}")
+            raise ArchiveError(f"archive entry {name!r} is compressed with {method}, which Python's zipfile cannot "
+                               "read; zip it again with the usual Deflate (zip -r train.zip train)")
         total += member.file_size
     if total > max_bytes:
         raise ArchiveError(

@@ -175,7 +175,8 @@ def _fetch_http(url: str, partial: Path, timeout_s: float) -> None:
         if status == 416 and offset:
             # The partial file is not a prefix the server recognises: start over on the next attempt.
             partial.unlink()
-            raise TransientDownloadError(f"{shown} refused to resume at byte {offset}; restarting")
+            raise TransientDownloadError(f"{shown} refused to resume at byte {offset}; the partial file is discarded, "
+                                         "so a retry starts from the beginning")
         if status == 429 or status >= 500:
             raise TransientDownloadError(
                 f"{shown} answered HTTP {status}", retry_after=_retry_after(response)
@@ -190,7 +191,8 @@ def _fetch_http(url: str, partial: Path, timeout_s: float) -> None:
         elif start:  # a part that does not start where asked (or at 0) cannot be appended
             partial.unlink(missing_ok=True)
             raise TransientDownloadError(f"{shown} answered a range starting at byte {start:,} where {offset:,} "
-                                         "was asked; restarting from the beginning")
+                                         "was asked; the partial file is discarded, so a retry starts from the "
+                                         "beginning")
         else:
             mode, offset = "wb", 0  # server ignored Range: restart cleanly
         # With a Content-Encoding (gzip despite identity asked), Content-Length counts encoded bytes.
@@ -216,13 +218,13 @@ def _stream_to(response: requests.Response, partial: Path, mode: str, offset: in
                     _log_progress(done, offset, total, started)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
         raise TransientDownloadError(
-            f"connection to {shown} broke after {done:,} bytes ({type(err).__name__}); will resume"
+            f"connection to {shown} broke after {done:,} bytes ({type(err).__name__}); a retry resumes there"
         ) from None
     except OSError as err:
         partial.unlink(missing_ok=True)
         raise DownloadError(f"could not write {partial}: {err}; free some disk space or choose --workdir") from err
     if total is not None and done != total:
-        raise TransientDownloadError(f"{shown} sent {done:,} of {total:,} bytes; will resume")
+        raise TransientDownloadError(f"{shown} sent {done:,} of {total:,} bytes; a retry resumes there")
     _log_progress(done, offset, total, started)
 
 

@@ -75,7 +75,7 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     # patches, and no MixUp (it slows a short schedule down more than it regularises it).
     "fast": {"epochs": 40, "image_size": 180, "precision": "auto", "optimizer": "adamw",
              "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 2, "weight_decay": 0.05,
-             "label_smoothing": 0.1, "mixup": 0.0, "ema": 0.99, "early_stopping_patience": 0,
+             "label_smoothing": 0.1, "mixup": 0.0, "ema": 0.0, "early_stopping_patience": 0,
              "tta_flip": True, "tta_crop": 0.8, "resize_from": 112, "whiten_stem": True},
     # The book's ch. 8: frozen ImageNet base and a new head, then the top of the base at a low rate.
     "efficientnet": {"epochs": 10, "image_size": 224, "precision": "auto", "optimizer": "adam",

@@ -7,6 +7,7 @@ by this library or by the Prefect cache.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import hashlib
@@ -69,13 +70,43 @@ def read_marker(folder: Path) -> dict[str, Any]:
     return json.loads((Path(folder) / MARKER).read_text())
 
 
+class DiskFullError(OSError):
+    """A step could not write its files: the disk (or the user's quota) is full."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_cause(error: BaseException | None) -> OSError | None:
+    """The OSError for a full disk or quota in ERROR or what caused it (Keras and h5py wrap it), if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and (error.errno in DISK_FULL or "No space left on device" in str(error)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run_once(folder: Path, build: Callable[[], T], load: Callable[[dict[str, Any]], T]) -> T:
-    """The step's result: loaded from FOLDER when complete, else built there under the step's lock."""
+    """The step's result: loaded from FOLDER when complete, else built there under the step's lock.
+
+    A full disk while it builds is one DiskFullError naming the folder and the fix; what it half wrote is
+    never marked complete, so the next run, with space freed, builds it again (or resumes it)."""
     with locked(folder):
         if is_complete(folder):
             return load(read_marker(folder))
         remove_stale_temporaries(folder)
-        return build()
+        try:
+            return build()
+        except Exception as err:
+            full = disk_full_cause(err)
+            if full is None or isinstance(err, DiskFullError):
+                raise
+            where = f" writing {full.filename}" if full.filename else ""
+            raise DiskFullError(full.errno or errno.ENOSPC,
+                                f"no space left on the disk of {folder}{where}; free some space or choose "
+                                "another --workdir, then run again: finished steps are kept") from None
 
 
 # The names this module and train.py give files while they are being written: ".NAME.XXXX.tmp" (write_bytes_atomic),

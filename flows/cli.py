@@ -15,6 +15,7 @@ from typing import Any
 from catsdogs.data import ArchiveError
 from catsdogs.download import DownloadError
 from catsdogs.settings import Settings, SettingsError, load_settings
+from catsdogs.store import DiskFullError
 from catsdogs.sweep import EngineError
 
 USAGE_ERROR = 2
@@ -175,7 +176,7 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     return result
 
 
-EXPECTED_FAILURES = (DownloadError, ArchiveError, SettingsError, EngineError)
+EXPECTED_FAILURES = (DownloadError, ArchiveError, SettingsError, EngineError, DiskFullError)
 
 
 def _terminal_shows_expected_failures_in_one_line() -> None:

@@ -62,6 +62,37 @@ def test_truncated_and_non_zip_archives_are_reported(tiny_zip: Path, tmp_path: P
         assert not (tmp_path / "x").exists()
 
 
+def _zip_with_entry_header(path: Path, flag_bits: int = 0, method: int | None = None) -> Path:
+    """A one-entry zip whose local and central headers claim FLAG_BITS and compression METHOD."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("train/cat.0.jpg", b"x" * 100)
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # flags, then the method, at these
+        at = data.index(signature) + offset
+        old_flags, old_method = struct.unpack_from("<HH", data, at)
+        struct.pack_into("<HH", data, at, old_flags | flag_bits, old_method if method is None else method)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("header, words", [
+    ({"flag_bits": 0x1}, "is encrypted (password-protected), which catsdogs cannot read; extract it with its "
+                         "password and zip it again without one"),
+    ({"method": 9}, "is compressed with Deflate64, which Python's zipfile cannot read; zip it again"),
+    ({"method": 93}, "is compressed with Zstandard"),
+])
+def test_encrypted_or_unreadably_compressed_archives_are_one_line_before_any_extraction(tmp_path: Path, header,
+                                                                                         words):
+    archive = _zip_with_entry_header(tmp_path / "odd.zip", **header)
+    with pytest.raises(ArchiveError) as caught:
+        unzip_archive(archive, tmp_path / "x", GIB)
+    assert words in str(caught.value) and "train/cat.0.jpg" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "x").exists()
+
+
 def test_kaggle_layout_in_index_order(tmp_path: Path):
     root = unzip_archive(make_kaggle_zip(tmp_path / "k.zip", per_class=12), tmp_path / "x", GIB)
     layout, images, _ = find_class_images(root)

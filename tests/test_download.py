@@ -32,7 +32,7 @@ def test_downloads_and_verifies(serve, tmp_path: Path):
 def test_dropped_connection_resumes_with_range(serve, tmp_path: Path):
     server = serve(BODY)
     server.behaviour.drop_after = [300_000]
-    with pytest.raises(TransientDownloadError, match="will resume"):
+    with pytest.raises(TransientDownloadError, match="a retry resumes there"):
         download_archive(server.url, tmp_path / "a.zip", sha256=SHA)
     assert not (tmp_path / "a.zip").exists(), "a partial file must never carry the final name"
     kept = (tmp_path / "a.zip.part").stat().st_size
@@ -76,7 +76,7 @@ def test_stalled_server_hits_the_read_timeout(serve, tmp_path: Path):
     server = serve(BODY)
     server.behaviour.stall_after = [100_000]
     started = time.monotonic()
-    with pytest.raises(TransientDownloadError, match="will resume"):
+    with pytest.raises(TransientDownloadError, match="a retry resumes there"):
         download_archive(server.url, tmp_path / "a.zip", timeout_s=1)
     assert time.monotonic() - started < 4.5  # gave up on the silence, did not wait for the server
     assert download_archive(server.url, tmp_path / "a.zip", sha256=SHA).sha256 == SHA

@@ -118,7 +118,7 @@ def test_full_disk_during_extraction(small_disk, tmp_path):
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for i in range(3):
             zf.writestr(f"train/cat.{i}.jpg", os.urandom(2_000_000))
-    with pytest.raises(ArchiveError, match="No space left"):
+    with pytest.raises(store.DiskFullError, match=f"no space left on the disk of {small_disk / 'x'}"):
         unzip_archive(archive, small_disk / "x", 2**30)
     assert not (small_disk / "x").exists()
     assert [p.name for p in small_disk.iterdir() if not p.name.endswith(".lock")] == []
@@ -140,3 +140,46 @@ def test_credentials_in_the_url_never_reach_logs_or_artifacts(prefect_server, se
     saved = "".join(p.read_text() for p in (tmp_path / "w").rglob("*.json"))
     for secret in ("pw-hunter2", "tok-s3cret"):
         assert secret not in text and secret not in saved
+
+
+def test_a_full_disk_in_any_step_is_one_line_and_the_next_run_builds_it_again(prefect_server, tmp_path: Path,
+                                                                             monkeypatch, capsys):
+    """ENOSPC (or a quota) wherever a step writes, however wrapped: one line naming the folder and the fix."""
+    import errno
+
+    import numpy as np
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "w" / "x.npy"))
+
+    with pytest.raises(store.DiskFullError) as caught:
+        store.run_once(tmp_path / "step", full, lambda marker: marker)
+    assert str(caught.value).startswith(f"[Errno {errno.ENOSPC}] no space left on the disk of {tmp_path / 'step'} "
+                                        f"writing {tmp_path / 'w' / 'x.npy'}; free some space")
+
+    def wrapped():  # as _extract and Keras wrap it
+        try:
+            full()
+        except OSError as err:
+            raise ArchiveError("could not extract") from err
+
+    with pytest.raises(store.DiskFullError):
+        store.run_once(tmp_path / "step", wrapped, lambda marker: marker)
+    assert not store.is_complete(tmp_path / "step")
+    assert store.run_once(tmp_path / "step", lambda: "built", lambda marker: marker) == "built"
+
+    # the whole command: one line on the terminal, exit 1, and with the space back the run completes
+    from flows.cli import main
+    from tests.conftest import make_kaggle_zip
+
+    archive = make_kaggle_zip(tmp_path / "k.zip", per_class=12)
+    args = ["run", "--data-url", archive.as_uri(), "--workdir", str(tmp_path / "w"), "--image-size", "78",
+            "--epochs", "1", "--batch-size", "8", "--train-range", "0-5", "--validation-range", "6-7",
+            "--test-range", "8-11"]
+    real_save = np.save
+    monkeypatch.setattr(np, "save", full)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the disk of" in err and "datasets" in err and "Traceback" not in err
+    monkeypatch.setattr(np, "save", real_save)
+    assert main(args) == 0
