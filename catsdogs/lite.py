@@ -156,8 +156,11 @@ class LitePredictor:
         self.image_size = image_size
         self.tta_flip, self.tta_crop = tta_flip, tta_crop
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=os.cpu_count() or 1)
-        self._input = self.interpreter.get_input_details()[0]["index"]
-        self._output = self.interpreter.get_output_details()[0]["index"]
+        entry, exit_ = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        if tuple(entry["shape"][1:]) != (image_size, image_size, 3) or tuple(exit_["shape"][1:]) != (1,):
+            raise ValueError(f"{self.path} takes {tuple(entry['shape'][1:])} and answers {tuple(exit_['shape'][1:])}"
+                             f", not the ({image_size}, {image_size}, 3) images and one probability of its card")
+        self._input, self._output = entry["index"], exit_["index"]
         self._batch = 0
 
     def load(self, path: Path) -> np.ndarray:

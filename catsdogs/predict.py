@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from catsdogs import store
 from catsdogs.data import CLASS_NAMES, DECODABLE_FORMATS, ImageError, pillow_rgb, read_image_file
 from catsdogs.datasets import decode_image, resize_like_training
 from catsdogs.lite import views_averaged
@@ -80,6 +81,9 @@ def open_predictor(choice: str | None, workdir: Path) -> Any:
     _, card = chosen_model(choice, workdir)
     reason = "it is not in the registry" if card is None else card.litert_error or (
         None if card.litert_path and Path(card.litert_path).is_file() else "it has no LiteRT export")
+    if reason is None and card.litert_sha256 and store.file_sha256(card.litert_path) != card.litert_sha256:
+        reason = (f"its LiteRT export {card.litert_path} is not the file registered with it (changed or cut short "
+                  "since); register the model again to export it anew")
     if reason is None:
         try:
             import ai_edge_litert.interpreter  # noqa: F401
@@ -90,8 +94,8 @@ def open_predictor(choice: str | None, workdir: Path) -> Any:
 
         try:
             return LitePredictor(card.litert_path, card.image_size, *test_time_settings(card.settings))
-        except (ValueError, RuntimeError) as err:
-            reason = f"its LiteRT export does not load ({type(err).__name__})"
+        except Exception as err:  # noqa: BLE001  any export that does not load or fit is set aside, saying why
+            reason = f"its LiteRT export does not load or fit its card ({type(err).__name__}: {err})"[:300]
     log.warning("predicting with TensorFlow: %s", reason)
     return Predictor.from_choice(choice, workdir)
 

@@ -48,6 +48,7 @@ class ModelCard(BaseModel):
     versions: dict[str, str]
     litert_path: Path | None = None  # the LiteRT export `catsdogs predict` runs without TensorFlow
     litert_error: str | None = None  # why there is none
+    litert_sha256: str | None = None  # of the export as written: a file that differs is not used
 
 
 def models_dir(workdir: Path) -> Path:
@@ -73,9 +74,11 @@ def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: S
             variant=trained.variant, image_size=settings.image_size, test_accuracy=metrics.test_accuracy,
             test_loss=metrics.test_loss, best_epoch=metrics.best_epoch, epochs=metrics.epochs,
             data_url=public["data_url"], data_sha256=data_sha256, settings=public, versions=_versions(),
-            litert_path=None if litert_error else folder / LITERT_FILE, litert_error=litert_error)
+            litert_path=None if litert_error else folder / LITERT_FILE, litert_error=litert_error,
+            litert_sha256=None if litert_error else store.file_sha256(tmp / LITERT_FILE))
         store.write_json_atomic(tmp / CARD_FILE, card.model_dump(mode="json"))
-        store.mark_complete(tmp, card.model_dump(mode="json"))
+        # A broken export must not hide the model: predict checks it against the card and falls back instead.
+        store.mark_complete(tmp, card.model_dump(mode="json"), unchecked=(LITERT_FILE,))
     log.info("registered model %s (test accuracy %.4f)", card.name, card.test_accuracy)
     return card
 

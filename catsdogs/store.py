@@ -61,13 +61,49 @@ def _relative_to(root: Path, value: Any) -> Any:
 
 
 def is_complete(folder: Path) -> bool:
-    """True when the folder's outputs were all written."""
-    return (Path(folder) / MARKER).is_file()
+    """True when the folder's outputs were all written and are still what was written."""
+    return (Path(folder) / MARKER).is_file() and damage(folder) is None
 
 
 def read_marker(folder: Path) -> dict[str, Any]:
     """What the step recorded when it completed."""
-    return json.loads((Path(folder) / MARKER).read_text())
+    recorded = json.loads((Path(folder) / MARKER).read_text())
+    recorded.pop(FILES, None)
+    return recorded
+
+
+FILES = "_files"  # the marker's record of the step's own files: name -> size (and sha256, where cheap)
+HASHED_UP_TO = 1 << 20  # bytes: files up to this size are hashed too (JSON, cards), the rest only sized
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    size = path.stat().st_size
+    return {"size": size} | ({"sha256": file_sha256(path)} if size <= HASHED_UP_TO else {})
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def damage(folder: Path) -> str | None:
+    """Why a complete FOLDER can no longer be trusted (a file it recorded is missing, of another size or changed;
+    its marker unreadable), or None. Markers written before files were recorded are trusted as they are."""
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / MARKER).read_text()).get(FILES) or {}
+    except (OSError, ValueError, AttributeError):
+        return f"its marker {MARKER} is unreadable"
+    for name, record in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            return f"its file {name} is missing"
+        size = path.stat().st_size
+        if size != record.get("size"):
+            return f"its file {name} is {size:,} bytes where {record.get('size', 0):,} were written"
+        if "sha256" in record and file_sha256(path) != record["sha256"]:
+            return f"its file {name} has changed since it was written"
+    return None
 
 
 class DiskFullError(OSError):
@@ -94,8 +130,13 @@ def run_once(folder: Path, build: Callable[[], T], load: Callable[[dict[str, Any
     A full disk while it builds is one DiskFullError naming the folder and the fix; what it half wrote is
     never marked complete, so the next run, with space freed, builds it again (or resumes it)."""
     with locked(folder):
-        if is_complete(folder):
-            return load(read_marker(folder))
+        if (Path(folder) / MARKER).is_file():
+            problem = damage(folder)
+            if problem is None:
+                return load(read_marker(folder))
+            log.warning("%s was complete, but %s (cut short, edited or deleted?); it is built again",
+                        folder, problem)
+            (Path(folder) / MARKER).unlink()
         remove_stale_temporaries(folder)
         try:
             return build()
@@ -132,9 +173,14 @@ def remove_stale_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def mark_complete(folder: Path, info: dict[str, Any]) -> None:
-    """Record that every output in FOLDER is written; done last."""
-    write_json_atomic(Path(folder) / MARKER, info)
+def mark_complete(folder: Path, info: dict[str, Any], unchecked: tuple[str, ...] = ()) -> None:
+    """Record that every output in FOLDER is written, with the size (and, where cheap, the hash) of each of its
+    files but the UNCHECKED ones, so that a file changed later is noticed (see damage); done last."""
+    folder = Path(folder)
+    files = {path.name: _file_record(path) for path in sorted(folder.iterdir())
+             if path.is_file() and not path.name.startswith(".") and path.name != MARKER
+             and path.name not in unchecked}
+    write_json_atomic(folder / MARKER, info | {FILES: files})
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

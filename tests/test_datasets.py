@@ -70,3 +70,39 @@ def test_a_file_broken_after_the_subsets_step_is_named(tmp_path: Path):
         build_arrays(subsets, tmp_path / "d", image_size=24)
     assert not (tmp_path / "d").exists()
 
+
+
+def test_a_complete_step_whose_file_was_cut_short_is_rebuilt_naming_the_file(tiny_zip: Path, tmp_path: Path, caplog):
+    """The marker records each file's size (and hash, where small): a datasets array truncated after its step
+    completed is noticed, named in a warning and rebuilt, instead of failing every later training."""
+    import json
+
+    from catsdogs import store
+
+    subsets = make_subsets(unzip_archive(tiny_zip, tmp_path / "x", 2**30), tmp_path / "s",
+                           {"train": (0, 7), "validation": (8, 9), "test": (10, 11)})
+    arrays = build_arrays(subsets, tmp_path / "d", image_size=78)
+    images = arrays.images("train")
+    good = images.read_bytes()
+    images.write_bytes(good[:1000])
+    assert not store.is_complete(tmp_path / "d")
+    with caplog.at_level("WARNING"):
+        again = build_arrays(subsets, tmp_path / "d", image_size=78)
+    assert f"its file train-images.npy is 1,000 bytes where {len(good):,} were written" in caplog.text
+    assert images.read_bytes() == good and again.counts == arrays.counts and store.is_complete(tmp_path / "d")
+    labels = json.loads((tmp_path / "d" / "train-files.json").read_text())
+    (tmp_path / "d" / "train-files.json").write_text(json.dumps(labels[::-1]))  # same size, other content
+    assert store.damage(tmp_path / "d") == "its file train-files.json has changed since it was written"
+
+
+def test_a_marker_that_is_unreadable_or_from_before_file_records(tmp_path: Path, caplog):
+    from catsdogs import store
+
+    folder = tmp_path / "step"
+    folder.mkdir()
+    (folder / store.MARKER).write_text('{"old": true}')  # written before markers recorded files: trusted
+    assert store.run_once(folder, lambda: "built", lambda marker: marker) == {"old": True}
+    (folder / store.MARKER).write_text("{not json")
+    with caplog.at_level("WARNING"):
+        assert store.run_once(folder, lambda: "built", lambda marker: marker) == "built"
+    assert "marker _COMPLETE.json is unreadable" in caplog.text

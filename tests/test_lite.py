@@ -160,6 +160,32 @@ def test_a_model_without_its_export_falls_back_to_tensorflow_and_says_why(regist
     assert len(answers) == metrics.test_images
 
 
+@pytest.mark.parametrize("damage", ["cut short", "another model's export"])
+def test_an_export_that_is_not_its_cards_falls_back_to_tensorflow_and_says_why(registered, damage: str):
+    """A LiteRT file cut short, or swapped for another model's (other shapes): the card's hash tells, predict
+    answers with the Keras model and names the reason, instead of crashing."""
+    card, metrics = registered["cards"]["baseline"]
+    other, _ = registered["cards"]["xception"]
+    original = card.litert_path.read_bytes()
+    card.litert_path.write_bytes(original[:len(original) // 2] if damage == "cut short"
+                                 else other.litert_path.read_bytes())
+    try:
+        answers, modules, stderr = predict_json(card.name, registered)
+    finally:
+        card.litert_path.write_bytes(original)
+    assert modules["status"] == 0 and modules["tensorflow"] is True, stderr[-2000:]
+    assert "predicting with TensorFlow: its LiteRT export" in stderr and "is not the file registered" in stderr
+    assert len(answers) == metrics.test_images and all("label" in row for row in answers.values())
+
+
+def test_an_export_of_other_shapes_is_refused_by_its_loader(registered):
+    from catsdogs.lite import LitePredictor
+
+    other, _ = registered["cards"]["xception"]
+    with pytest.raises(ValueError, match=r"not the \(64, 64, 3\) images"):
+        LitePredictor(other.litert_path, 64)
+
+
 def test_a_png_tensorflow_refuses_is_refused_here_too(tmp_path: Path):
     from catsdogs.data import ImageError
     from tests.test_data import png_with_bad_idat_crc
