@@ -5,7 +5,12 @@ registered in a temporary workdir, `catsdogs web` serves it on a free local port
 REQUESTS requests in all, each one real 200×200 image from ../shared/data/dogs-vs-cats/train.zip. The
 test stops by itself. Prints one JSON object on its last line.
 
-    python benchmarks/web_load.py [--requests 300] [--clients 4] [--variant baseline]
+With --large N, each request instead sends N large PNGs (2,000 x 2,000 noise, under the pixel limits) to saturate
+the server, while one more thread asks GET /healthz every 50 ms: its p50/p99 say whether light requests are
+still answered while heavy ones are worked on (they are decoded and classified off the event loop), and the
+503s say how many heavy requests were told to come back.
+
+    python benchmarks/web_load.py [--requests 300] [--clients 4] [--variant baseline] [--large 4]
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,12 +44,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--variant", default="baseline")
+    parser.add_argument("--large", type=int, default=0, help="large PNGs per request (0: one real photo)")
     args = parser.parse_args()
     if not ARCHIVE.is_file():
         sys.exit(f"the real archive is needed at {ARCHIVE}")
     work = Path(tempfile.mkdtemp(prefix="catsdogs-web-bench-"))
     with zipfile.ZipFile(ARCHIVE) as zf:
         images = [zf.read(f"train/{cls}.{i}.jpg") for i in range(50) for cls in ("cat", "dog")]
+    large = large_png() if args.large else b""
     register_untrained(args.variant, work / "work")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "flows.cli", "web", "--workdir", str(work / "work"), "--port",
@@ -63,7 +69,9 @@ def main() -> None:
         else:
             sys.exit("catsdogs web did not start")
         latencies: list[float] = []
-        failures = [0]
+        health_latencies: list[float] = []
+        failures, busy = [0], [0]
+        done = threading.Event()
         counter = iter(range(args.requests))
         lock = threading.Lock()
 
@@ -74,32 +82,64 @@ def main() -> None:
                         number = next(counter, None)
                     if number is None:
                         return
+                    files = [("files", (f"{number}-{k}.png", large, "image/png")) for k in range(args.large)] \
+                        or [("files", (f"{number}.jpg", images[number % len(images)], "image/jpeg"))]
                     started = time.perf_counter()
-                    response = session.post(f"{url}/predict", timeout=60, files=[
-                        ("files", (f"{number}.jpg", images[number % len(images)], "image/jpeg"))])
+                    response = session.post(f"{url}/predict", timeout=120, files=files)
                     elapsed = time.perf_counter() - started
                     with lock:
                         latencies.append(elapsed)
-                        failures[0] += not (response.ok and "label" in response.json()[0])
+                        busy[0] += response.status_code == 503
+                        failures[0] += response.status_code != 503 and not (
+                            response.ok and "label" in response.json()[0])
+
+        def watch_health() -> None:
+            with requests.Session() as session:
+                while not done.is_set():
+                    started = time.perf_counter()
+                    session.get(f"{url}/healthz", timeout=60)
+                    health_latencies.append(time.perf_counter() - started)
+                    time.sleep(0.05)
 
         started = time.perf_counter()
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        watcher = threading.Thread(target=watch_health)
+        watcher.start()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
+        done.set()
+        watcher.join()
     finally:
         server.terminate()
         server.wait(30)
-    ordered = sorted(latencies)
     print(json.dumps({
-        "requests": len(latencies), "clients": args.clients, "failures": failures[0], "runtime": health["runtime"],
-        "requests_per_s": round(len(latencies) / wall, 1),
-        "p50_ms": round(1000 * statistics.median(ordered), 1),
-        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
-        "cpu_count": os.cpu_count(),
+        "requests": len(latencies), "clients": args.clients, "large_pngs_per_request": args.large,
+        "failures": failures[0], "busy_503": busy[0], "runtime": health["runtime"],
+        "requests_per_s": round(len(latencies) / wall, 1), "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99), "healthz_p50_ms": percentile(health_latencies, 50),
+        "healthz_p99_ms": percentile(health_latencies, 99), "cpu_count": os.cpu_count(),
     }))
+
+
+def percentile(values: list[float], q: int) -> float | None:
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 1) if ordered else None
+
+
+def large_png(side: int = 2000) -> bytes:
+    """Noise that PNG cannot compress much: slow to decode, under the 50 MB and pixel limits."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 if __name__ == "__main__":

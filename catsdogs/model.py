@@ -187,11 +187,17 @@ def load_keras_model(path: Path) -> Any:
     return keras.models.load_model(path, compile=False)
 
 
+# Progressive resizing's schedule, as fractions of the run: the first size until HOLD, then growing linearly to
+# the full size by RAMP_END, then the full size (fast.ai trains most epochs small and the last ones large).
+HOLD, RAMP_END = 0.5, 0.85
+
+
 def training_sizes(first: int, last: int, epochs: int) -> list[int]:
-    """Progressive resizing's image size for each epoch: from FIRST growing linearly to LAST by three quarters
-    of the EPOCHS, then LAST; in multiples of 8 (the sizes oneDNN's kernels suit best); the last epoch at LAST."""
-    ramp = max(1, round(0.75 * epochs) - 1)
-    sizes = [first + (last - first) * min(1.0, epoch / ramp) for epoch in range(epochs - 1)]
+    """Progressive resizing's image size for each epoch: FIRST, then growing to LAST (HOLD, RAMP_END above), in
+    multiples of 8 (the sizes oneDNN's kernels suit best); the last epoch always at LAST."""
+    hold, ramp_end = round(HOLD * epochs), max(round(HOLD * epochs) + 1, round(RAMP_END * epochs))
+    sizes = [first + (last - first) * min(1.0, max(0, epoch - hold + 1) / (ramp_end - hold))
+             for epoch in range(epochs - 1)]
     return [last if size >= last else max(8, int(size) // 8 * 8) for size in sizes] + [last]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from types import ModuleType
 
 log = logging.getLogger(__name__)
@@ -69,3 +70,17 @@ def resolve_precision(precision: str) -> str:
     if tensorflow().config.list_physical_devices("GPU"):
         return "mixed_float16"
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+
+
+# A stop asked for by a signal: SIGINT or SIGTERM reach only the main thread, but training may run in another
+# (a sweep's configurations run in a task runner's threads). Training checks this after every batch.
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask every training in this process to stop after its current batch (the command's signal handler)."""
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()

@@ -28,7 +28,7 @@ from catsdogs.model import (
     unfreeze_top,
     whiten_stem,
 )
-from catsdogs.runtime import resolve_precision, speed_settings, tensorflow
+from catsdogs.runtime import resolve_precision, speed_settings, stop_requested, tensorflow
 from catsdogs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
 
     def fit(first_epoch: int, last_epoch: int, backup: str) -> None:
         callbacks = [
+            _stop_when_asked(),
             _epoch_recorder(run_dir / "history.json", history, epochs, arrays.counts["train"], on_epoch),
             _atomic_best_checkpoint(run_dir / "best.keras", best_so_far(history)),
             _atomic_backup(run_dir / backup),
@@ -259,6 +260,21 @@ def _early_stopping(patience: int, history: list[dict[str, float]], first_epoch:
                          self.patience, self.stopped_epoch + 1)
 
     return ResumableEarlyStopping(monitor="val_loss", patience=patience, start_from_epoch=first_epoch)
+
+
+def _stop_when_asked() -> Any:
+    """Raise KeyboardInterrupt after the batch during which a signal asked this process to stop, in whatever
+    thread the training runs; the last finished epoch's backup stays, so the next run resumes there."""
+    import keras
+
+    class StopWhenAsked(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if stop_requested():
+                raise KeyboardInterrupt("training stopped by a signal")
+
+        on_test_batch_end = on_train_batch_end
+
+    return StopWhenAsked()
 
 
 def _progressive_resizing(model: Any, sizes: list[int]) -> Any:

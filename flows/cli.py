@@ -109,7 +109,7 @@ def _port(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command; SIGTERM and SIGHUP stop it as Ctrl-C does, so that what it started (a temporary Prefect
     server) is stopped too; output cut short by a closed pipe (`| head`) ends it quietly."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     try:
         return _main(argv)
@@ -124,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
+    """Stop as Ctrl-C does, in every thread: training in a sweep's worker threads stops after its batch too."""
+    from catsdogs import runtime
+
+    runtime.request_stop()
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 

@@ -36,9 +36,19 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
     if dask_workers and not dask_address:  # one machine's cores, shared between its workers
         configurations = sweep.share_cores(configurations, dask_workers, runtime.cpu_cores())
     tag_sweep(configurations)
-    with workers_report_here(), started(task_runner(dask_address, dask_workers), dask_address) as runner:
-        futures = [runner.submit(train_configuration, {"settings": s, "varied": varied}) for s in configurations]
-        runs = [outcome(future, s, varied) for future, s in zip(futures, configurations, strict=True)]
+    try:
+        with workers_report_here(), started(task_runner(dask_address, dask_workers), dask_address) as runner:
+            try:
+                futures = [runner.submit(train_configuration, {"settings": s, "varied": varied})
+                           for s in configurations]
+                runs = [outcome(future, s, varied) for future, s in zip(futures, configurations, strict=True)]
+            except BaseException:  # a signal (Prefect's or ours) reaches this thread only: stop the trainings too,
+                runtime.request_stop()  # before the runner waits for its threads
+                raise
+    except BaseException as err:  # no training run of this sweep may be left Running
+        close_orphaned_runs(f"the sweep stopped before this run finished ({type(err).__name__}); run it again to "
+                            "resume")
+        raise
     close_orphaned_runs()
     return publish_comparison(runs, varied, configurations[0].workdir)
 

@@ -16,8 +16,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -27,12 +29,21 @@ from catsdogs.predict import Prediction, chosen_model, labelled, open_predictor
 
 MAX_FILES = 32  # files per request
 MAX_REQUEST_BYTES = 64 * 2**20  # a request body larger than this is refused before it is read (413)
+MAX_REQUEST_PIXELS = 200_000_000  # the pixels a request's images may hold together (413): about 8 s of decoding
+MAX_WAITING = 8  # requests waiting for the workers at once; more are told to come back (503)
 
 
 def create_app(workdir: Path, model: str = "best", max_files: int = MAX_FILES,
-               max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
-    """The web app for the registered MODEL in WORKDIR (best, latest, a name or a .keras file)."""
+               max_request_bytes: int = MAX_REQUEST_BYTES, max_request_pixels: int = MAX_REQUEST_PIXELS,
+               max_waiting: int = MAX_WAITING) -> FastAPI:
+    """The web app for the registered MODEL in WORKDIR (best, latest, a name or a .keras file).
+
+    Decoding and inference run in worker threads, never on the event loop, so /healthz and the page answer while
+    photos are classified; at most MAX_WAITING requests wait for the workers (more get 503, to retry), and a
+    request's images may hold at most MAX_REQUEST_PIXELS pixels together (413 otherwise)."""
     predictor = open_predictor(model, workdir)
+    waiting = {"requests": 0}  # a count, not an asyncio primitive: test clients run each request on its own loop
+    counting = threading.Lock()
     runtime = "litert" if type(predictor).__name__ == "LitePredictor" else "tensorflow"
     path, card = chosen_model(model, workdir)
     model_name = card.name if card else path.name  # the registered name, or the file given
@@ -63,14 +74,30 @@ def create_app(workdir: Path, model: str = "best", max_files: int = MAX_FILES,
         uploads = [item for _, item in form.multi_items() if isinstance(item, UploadFile)]
         if not uploads:
             return _error(400, "no files: send one or more images as multipart/form-data fields named files")
-        with tempfile.TemporaryDirectory(prefix="catsdogs-web-") as folder:
-            saved = []
-            for number, upload in enumerate(uploads):
-                path = Path(folder) / f"upload-{number}"  # the server's name, never the client's
-                path.write_bytes(await upload.read())
-                saved.append((upload.filename or f"file {number + 1}", path))
-            answers = [_answer(predictor, lock, shown, path) for shown, path in saved]
-        await form.close()
+        with counting:
+            busy = waiting["requests"] >= max_waiting
+            waiting["requests"] += 0 if busy else 1
+        if busy:
+            await form.close()
+            return JSONResponse({"error": f"busy: {max_waiting} requests are waiting to be answered; try "
+                                          "again in a moment"}, status_code=503, headers={"Retry-After": "1"})
+        try:
+            with tempfile.TemporaryDirectory(prefix="catsdogs-web-") as folder:
+                saved = []
+                for number, upload in enumerate(uploads):
+                    path = Path(folder) / f"upload-{number}"  # the server's name, never the client's
+                    path.write_bytes(await upload.read())
+                    saved.append((upload.filename or f"file {number + 1}", path))
+                pixels = await anyio.to_thread.run_sync(_pixels, [path for _, path in saved])
+                if pixels > max_request_pixels:
+                    return _error(413, f"the images hold {pixels:,} pixels together, more than the "
+                                       f"{max_request_pixels:,} a request may; send fewer or smaller images")
+                answers = await anyio.to_thread.run_sync(
+                    lambda: [_answer(predictor, lock, shown, path) for shown, path in saved])
+        finally:
+            with counting:
+                waiting["requests"] -= 1
+            await form.close()
         return JSONResponse([answer.model_dump(exclude_none=True) for answer in answers])
 
     return app
@@ -87,6 +114,18 @@ def _refuse(request: Request, max_bytes: int) -> JSONResponse | None:
         return _error(413, f"the request is {int(length):,} bytes, more than the {max_bytes:,} allowed; "
                            "send fewer or smaller images")
     return None
+
+
+def _pixels(paths: list[Path]) -> int:
+    """The pixels the images at PATHS hold together, from their headers (nothing decoded); 0 for a non-image."""
+    total = 0
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                total += image.width * image.height
+        except (OSError, ValueError, Image.DecompressionBombError):  # each answer then says what is wrong
+            continue
+    return total
 
 
 def _answer(predictor: Any, lock: threading.Lock, shown: str, path: Path) -> Prediction:

@@ -66,9 +66,9 @@ def workers_report_here() -> Iterator[None]:
 
 
 @task(name="close-orphaned-runs")
-def close_orphaned_runs() -> int:
-    """Mark Crashed the training-flow runs of this sweep that a dead worker left Running or Pending (Dask ran
-    their configurations again on another worker, in a new run); returns how many there were."""
+def close_orphaned_runs(reason: str | None = None) -> int:
+    """Mark Crashed the training-flow runs of this sweep left Running or Pending: by a dead worker (Dask ran their
+    configurations again on another worker, in a new run), or, with REASON, by a stopped sweep; returns how many."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterParentFlowRunId,
@@ -85,11 +85,11 @@ def close_orphaned_runs() -> int:
     with get_client(sync_client=True) as client:
         orphans = client.read_flow_runs(flow_run_filter=unfinished)
         for orphan in orphans:
-            client.set_flow_run_state(orphan.id, Crashed(message="the worker running it died; the sweep ran this "
-                                                         "configuration again in another run"), force=True)
+            client.set_flow_run_state(orphan.id, Crashed(message=reason or "the worker running it died; the sweep "
+                                                         "ran this configuration again in another run"), force=True)
     if orphans:
-        get_run_logger().warning("%d training runs were left unfinished by a worker that died: marked Crashed",
-                                 len(orphans))
+        get_run_logger().warning("%d training runs were left unfinished (%s): marked Crashed", len(orphans),
+                                 reason or "by a worker that died")
     return len(orphans)
 
 

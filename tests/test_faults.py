@@ -183,3 +183,40 @@ def test_a_full_disk_in_any_step_is_one_line_and_the_next_run_builds_it_again(pr
     assert "no space left on the disk of" in err and "datasets" in err and "Traceback" not in err
     monkeypatch.setattr(np, "save", real_save)
     assert main(args) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect_server, sample_archive, tmp_path,
+                                                                         signum):
+    """The sweep's training runs in a task runner's thread, which signals never reach: it must stop anyway, its
+    child run must end Crashed (not stay Running), and the sweep run again resumes the training."""
+
+    args = [sys.executable, "-m", "flows.cli", "sweep", "--data-url", sample_archive.as_uri(), "--workdir",
+            str(tmp_path / "w"), "--image-size", "78", "--batch-size", "16", "--epochs", "30", "--seed", "0,1",
+            "--train-range", "0-79", "--validation-range", "80-99", "--test-range", "100-119"]
+    sweep_run = subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and sweep_run.poll() is None:
+        files = list((tmp_path / "w" / "runs").glob("*/history.json"))
+        if files and len(json.loads(files[0].read_text() or "[]")) >= 2:
+            break
+        time.sleep(0.1)
+    sweep_run.send_signal(signum)
+    signalled = time.monotonic()
+    _, err = sweep_run.communicate(timeout=120)
+    assert sweep_run.returncode == 130, err[-3000:]
+    assert time.monotonic() - signalled < 60, "the training went on after the signal"
+    assert "catsdogs: interrupted" in err
+    stopped_at = len(json.loads(files[0].read_text()))
+    assert stopped_at < 30, err[-4000:]
+    with get_client(sync_client=True) as client:
+        runs = [run for run in client.read_flow_runs() if str(tmp_path) in json.dumps(run.parameters, default=str)]
+    assert len(runs) >= 2, "the sweep and its first training run"
+    assert {run.state_type.value for run in runs} <= {"CRASHED", "CANCELLED", "FAILED"}, [
+        (run.name, run.state_type.value) for run in runs]
+
+    again = subprocess.run(args, env=cli_env(prefect_server), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"epoch {stopped_at + 1}/30" in again.stderr and "epoch 1/30" in again.stderr  # resumed; seed 1 anew
+    assert len(json.loads(files[0].read_text())) == 30

@@ -76,6 +76,64 @@ def test_each_refusal_says_what_is_wrong_with_that_request(client):
         assert head.status_code == 200 and head.content == b"", path
 
 
+def test_health_answers_while_photos_are_classified_and_a_full_queue_gets_503(registered, monkeypatch):
+    """Decoding and inference run off the event loop: while a request's photos are held in the middle of their
+    decoding, /healthz still answers (a handler blocking the loop would hang it, and the timeout fail the test);
+    with the waiting room full, one more request is told to come back (503, Retry-After)."""
+    import time
+
+    import requests
+    import uvicorn
+
+    from catsdogs import lite
+
+    app = create_app(registered["workdir"], max_waiting=1)
+    holding, release = threading.Event(), threading.Event()
+    real_load = lite.LitePredictor.load
+
+    def slow_load(self, path):
+        holding.set()
+        release.wait(60)
+        return real_load(self, path)
+
+    monkeypatch.setattr(lite.LitePredictor, "load", slow_load)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    image = ("files", ("a.jpg", jpeg_bytes((200, 60, 60)), "image/jpeg"))
+    heavy: list = []
+    asker = threading.Thread(target=lambda: heavy.append(requests.post(f"{url}/predict", files=[image], timeout=60)))
+    asker.start()
+    try:
+        assert holding.wait(30), "the request never reached decoding"
+        assert requests.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
+        assert requests.head(f"{url}/", timeout=10).status_code == 200
+        busy = requests.post(f"{url}/predict", files=[image], timeout=10)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "busy: 1 requests are waiting" in busy.json()["error"]
+    finally:
+        release.set()
+        asker.join(60)
+        server.should_exit = True
+        thread.join(30)
+    assert heavy[0].status_code == 200 and heavy[0].json()[0]["label"] in ("cat", "dog")
+
+
+def test_a_request_over_the_pixel_budget_is_413_naming_it(registered):
+    client = TestClient(create_app(registered["workdir"], max_request_pixels=50_000))
+    image = ("files", ("a.jpg", jpeg_bytes((200, 60, 60), size=200), "image/jpeg"))  # 40,000 pixels
+    assert client.post("/predict", files=[image]).status_code == 200
+    over = client.post("/predict", files=[image, image])
+    assert over.status_code == 413
+    assert over.json()["error"] == ("the images hold 80,000 pixels together, more than the 50,000 a request may; "
+                                    "send fewer or smaller images")
+
+
 def test_client_file_names_never_touch_the_servers_files(client, tmp_path: Path):
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
