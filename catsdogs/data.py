@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("cat", "dog")  # label 0 is cat, label 1 is dog, as image_dataset_from_directory orders them
 SPLITS = ("train", "validation", "test")
-# Formats that tf.io.decode_image reads, and so image_dataset_from_directory.
-DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
+# Formats that tf.io.decode_image reads, and so image_dataset_from_directory (by content, whatever the name):
+# MPO is a JPEG with more pictures after the first (phone photos), decoded as its first picture.
+DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}
 # Larger images are refused before they are decoded: Pillow's own decompression-bomb threshold (pixels), and
 # a file size no photo needs (a multi-gigabyte file named .jpg is not read into memory).
 MAX_PIXELS = 89_478_485
@@ -182,6 +183,9 @@ def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
     if width * height > MAX_PIXELS:
         raise ImageError(f"image is {width}×{height} pixels, more than the {MAX_PIXELS:,} allowed "
                          "(a decompression bomb?); resize it first")
+    if header.format == "BMP" and header.mode in ("P", "1"):  # TensorFlow reads palette indices as grey levels
+        raise ImageError(f"{'palette' if header.mode == 'P' else '1-bit'} BMP: TensorFlow, which the training "
+                         "decodes with, does not read its colours; save it as PNG or as a 24-bit BMP")
     return data, header
 
 
@@ -200,6 +204,10 @@ def pillow_rgb(header: Image.Image) -> np.ndarray:
     try:
         with header:
             header.seek(0)  # GIF: the first frame, as TensorFlow's expand_animations=False
+            if header.format == "PNG" and header.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grey: TensorFlow keeps each value's high byte, where Pillow's RGB would clip at 255
+                grey = (np.asarray(header).astype(np.uint32) >> 8).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=-1)
             return np.asarray(header.convert("RGB"))
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"corrupt or truncated image: {err}") from None

@@ -28,7 +28,7 @@ LITERT_FILE = "model.tflite"
 def decode_rgb(path: Path) -> np.ndarray:
     """The file's pixels as uint8 HxWx3, as TensorFlow's decode_image(channels=3) gives them; or ImageError."""
     data, header = read_image_file(path)
-    if header.format == "JPEG":
+    if header.format in ("JPEG", "MPO"):  # MPO: a JPEG with more pictures after it; the first is the photo
         import simplejpeg
 
         try:
@@ -40,7 +40,7 @@ def decode_rgb(path: Path) -> np.ndarray:
             raise ImageError(f"corrupt or truncated image: {err}") from None
     if header.format == "PNG":
         _check_png_checksums(data)
-    return pillow_rgb(header)  # PNG, GIF, BMP: lossless, the same values; WebP, TIFF: Pillow's only
+    return pillow_rgb(header)  # PNG, GIF, BMP, lossless WebP: the same values; TIFF: Pillow's only
 
 
 PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}

@@ -105,6 +105,56 @@ def test_other_formats_use_pillow_within_a_tolerance(tmp_path: Path):
         assert np.abs(lite.load_image(path, 64).astype(float) - expected).max() <= 0.5  # rounding only
 
 
+def _format_matrix(folder: Path) -> dict[str, Path]:
+    """One small noisy picture in every format and mode either decoding route may meet."""
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    palette = base.convert("P")
+    grey16 = Image.fromarray(rng.integers(0, 65536, (20, 24)).astype(np.uint16))
+    second = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    cases = {
+        "png-rgb": (base, "PNG", {}), "png-rgba": (base.convert("RGBA"), "PNG", {}),
+        "png-grey": (base.convert("L"), "PNG", {}), "png-grey-alpha": (base.convert("LA"), "PNG", {}),
+        "png-palette": (palette, "PNG", {}), "png-palette-transparent": (palette, "PNG", {"transparency": 0}),
+        "png-16-bit-grey": (grey16, "PNG", {}), "png-1-bit": (base.convert("1"), "PNG", {}),
+        "bmp-rgb": (base, "BMP", {}), "bmp-grey": (base.convert("L"), "BMP", {}),
+        "bmp-palette": (palette, "BMP", {}), "bmp-1-bit": (base.convert("1"), "BMP", {}),
+        "gif": (palette, "GIF", {}), "gif-transparent": (palette, "GIF", {"transparency": 0}),
+        "jpeg-rgb": (base, "JPEG", {"quality": 90}), "jpeg-grey": (base.convert("L"), "JPEG", {"quality": 90}),
+        "jpeg-cmyk": (base.convert("CMYK"), "JPEG", {"quality": 90}),
+        "jpeg-progressive": (base, "JPEG", {"quality": 90, "progressive": True}),
+        "jpeg-multi-picture": (base, "MPO", {"save_all": True, "append_images": [second]}),  # as phones write
+        "webp-lossless": (base, "WEBP", {"lossless": True}), "webp-lossy": (base, "WEBP", {"quality": 80}),
+    }
+    paths = {}
+    for name, (image, fmt, options) in cases.items():
+        paths[name] = folder / f"{name}.img"  # a name that says nothing: formats are told by content
+        image.save(paths[name], format=fmt, **options)
+    return paths
+
+
+def test_both_decoding_routes_give_the_same_pixels_or_the_same_refusal_for_every_format(tmp_path: Path):
+    """Training (TensorFlow, through image_problem's checks) and prediction without TensorFlow (Pillow and
+    simplejpeg) must see one picture; a format one of them misreads is refused by both, with one reason."""
+    from catsdogs.data import ImageError, image_problem, read_image_file, tf_decode
+
+    refused = {}
+    for name, path in _format_matrix(tmp_path).items():
+        problem = image_problem(path)
+        try:
+            answer = lite.decode_rgb(path)
+        except ImageError as err:
+            assert problem == str(err), name  # refused the same way by both
+            refused[name] = problem
+            continue
+        assert problem is None, f"{name}: training refuses what prediction reads ({problem})"
+        training = tf_decode(read_image_file(path)[0]).numpy()
+        assert training.shape == answer.shape and np.array_equal(training, answer), name
+    assert set(refused) == {"bmp-palette", "bmp-1-bit"}
+    assert refused["bmp-palette"].startswith("palette BMP: TensorFlow, which the training decodes with, does not "
+                                             "read its colours; save it as PNG")
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """A tiny baseline and a tiny bfloat16 xception, trained, evaluated and registered (and so exported)."""
