@@ -130,7 +130,9 @@ class Settings(BaseSettings):
                                       allow_inf_nan=False)
     _given: frozenset[str] | None = PrivateAttr(None)  # see the given property
 
-    variant: Variant = Field("baseline", description="baseline or augmented (flips, rotation, zoom, dropout)")
+    variant: Variant = Field("baseline", description="baseline or augmented (the reference's two), xception (from "
+                             "scratch, the best), fast (xception's network in a short budget) or efficientnet "
+                             "(a pretrained base)")
     data_url: str = Field(DEFAULT_DATA_URL, description="archive to download: http(s):// or file:// URL")
     data_sha256: str | None = Field(None, description="expected SHA-256 of the archive; checked when given")
     data_url_secret: str | None = Field(None, description="name of a Prefect Secret block holding the full "
@@ -152,7 +154,8 @@ class Settings(BaseSettings):
                                       "download")
     # Speed on the CPU: applied before TensorFlow starts; they change no math, only how it is scheduled.
     threads: int | None = Field(None, ge=1, le=1024, description="TensorFlow threads; default: all cores")
-    onednn: bool = Field(True, description="TensorFlow's oneDNN kernels (off by default on many CPUs)")
+    onednn: bool = Field(True, description="TensorFlow's oneDNN kernels: on unless --no-onednn "
+                         "(TensorFlow alone leaves them off on many CPUs)")
     # Unlike the two above, this one changes the math (rounding), so it is part of a trained model's key.
     precision: Precision | None = Field(None, description="auto, float32, mixed_bfloat16 (CPUs with AVX-512 "
                                         "BF16/AMX) or mixed_float16 (GPUs) (default: float32; auto for "
@@ -482,8 +485,11 @@ def format_validation_error(err: ValidationError) -> str:
     """One readable line per invalid field: its name, what was given and what is allowed."""
     lines = []
     for problem in err.errors():
-        field = ".".join(str(p) for p in problem["loc"]) or "settings"
+        field = ".".join(str(p) for p in problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
+        if not field:  # a check of several settings together: its message names them
+            lines.append(f"invalid settings: {message}")
+            continue
         if problem["type"] == "extra_forbidden":
             message = f"unknown setting; known settings are: {', '.join(Settings.model_fields)}"
         elif problem["type"] == "literal_error":

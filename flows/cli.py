@@ -21,21 +21,29 @@ from catsdogs.sweep import EngineError
 USAGE_ERROR = 2
 
 
+def _help(field: Any) -> str:
+    """A setting's help: its description, and its default unless the description already says it (as the
+    variant-dependent ones do); ranges as they are typed (0-999)."""
+    text = str(field.description)
+    if "default" in text:
+        return text
+    default = field.default
+    shown = "none" if default is None else f"{default[0]}-{default[1]}" if isinstance(default, tuple) else default
+    return f"{text} (default: {shown})"
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser, several: bool = False) -> None:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if several:  # catsdogs sweep: each flag may hold several values
-            default = field.default if field.default is not None else "none"
             switch = {"nargs": "?", "const": "true"} if field.annotation in (bool, bool | None) else {}
             parser.add_argument(flag, dest=name, metavar="VALUES", action="append", default=None,
-                                help=f"{field.description} (default: {default})", **switch)
+                                help=_help(field), **switch)
         elif field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=field.description)
         else:
-            default = field.default if field.default is not None else "none"
-            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None,
-                                help=f"{field.description} (default: {default})")
+            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=_help(field))
 
 
 def _positive_int(text: str) -> int:

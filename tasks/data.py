@@ -116,7 +116,7 @@ def publish_dataset_summary(subsets: Subsets, arrays: DatasetArrays) -> dict[str
         get_run_logger().info("%s: reused from %s", step, source)
     note = "".join(f"\n\nThe {step} step was reused from {source}." for step, source in reused.items())
     artifact = create_markdown_artifact(dataset_summary(subsets, arrays) + note, key="dataset-summary",
-                                        description=f"{sum(arrays.counts.values())} images per split and class")
+                                        description=f"{sum(arrays.counts.values())} images in all, by split and class")
     return {"dataset-summary": str(artifact)}
 
 

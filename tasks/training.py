@@ -144,7 +144,8 @@ def publish_leaderboard(settings: Settings) -> dict[str, str]:
     """Publish every registered model, best first, and their test accuracy over time."""
     rows = registry.leaderboard(settings.workdir)
     ids = {"leaderboard": str(create_table_artifact(
-        rows, key="leaderboard", description=f"{len(rows)} registered models; best test accuracy "
+        rows, key="leaderboard",
+        description=f"{len(rows)} registered model{'s' if len(rows) != 1 else ''}; best test accuracy "
         f"{rows[0]['test accuracy']:.4f} ({rows[0]['model']})" if rows else "no registered model"))}
     path = plots.plot_accuracy_over_time(registry.list_models(settings.workdir),
                                          registry.models_dir(settings.workdir) / "accuracy-over-time.png")

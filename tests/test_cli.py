@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SAMPLE_SHA256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +52,25 @@ def test_unreachable_source_says_how_to_use_a_local_file(prefect_server, tmp_pat
                  "0", "--workdir", str(tmp_path / "w"), api_url=prefect_server)
     assert result.returncode == 1
     assert "--data-url file:///" in result.stderr.splitlines()[-1]
+
+
+def test_help_names_every_variant_shows_each_default_once_and_ranges_as_typed(capsys):
+    from flows.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    flags = [" ".join(part.split()) for part in capsys.readouterr().out.split("\n  --")[1:]]
+    variant = next(flag for flag in flags if flag.startswith("variant"))
+    for name in ("baseline", "augmented", "xception", "fast", "efficientnet"):
+        assert name in variant, name
+    assert [flag for flag in flags if flag.count("(default") > 1] == []  # never said twice
+    assert any("(default: 0-999)" in flag for flag in flags) and not any("(0, 999)" in flag for flag in flags)
+
+
+def test_settings_checked_together_are_named_in_their_message():
+    from catsdogs.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"train_range": "0-1200"})
+    assert str(caught.value) == ("invalid settings: train_range 0-1200 overlaps validation_range 1000-1499: an image "
+                                 "must not be in two subsets")
