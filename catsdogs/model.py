@@ -136,10 +136,12 @@ def build_network(settings: Settings, precision: str) -> Any:
     if settings.variant in ("xception", "fast"):
         x = layers.Rescaling(1.0 / 255, dtype=precision)(x)
         x = xception_network(x, precision=precision)
-    else:
+    elif settings.variant == "efficientnet":
         base = efficientnet_base(size, settings.backbone_weights, precision)
         x = base(x, training=False)  # its BatchNorm layers stay in inference mode, even when fine-tuned
         x = layers.GlobalAveragePooling2D(dtype=precision)(x)
+    else:  # a variant added to the settings without a network here must not train as another one
+        raise ValueError(f"no network is defined for variant {settings.variant!r} in catsdogs.model.build_network")
     x = layers.Dropout(0.5, seed=seeds["dropout"], dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{settings.variant}")

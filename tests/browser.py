@@ -40,8 +40,11 @@ def check_artifact_page(ui_url: str, artifact_id: str, flow_run_id: str, out_dir
             page.wait_for_function(
                 "() => { const i = document.querySelector(\"img[alt='training curves']\");"
                 " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
-            width = image.evaluate("img => img.naturalWidth")
-            assert width > 0, "the curves image did not load"
+            from catsdogs.plots import DPI
+
+            # the chart plot_curves draws (10 x 3.8 inches), decoded whole: not a broken-image icon or a stub
+            size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+            assert size == [10 * DPI, round(3.8 * DPI)], f"the curves image is {size}, not the chart"
             shot = out_dir / "run-report.png"
             page.screenshot(path=str(shot), full_page=True)
             return shot

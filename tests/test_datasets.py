@@ -46,6 +46,12 @@ def test_training_split_is_reshuffled_each_epoch_and_seeded(arrays):
     x, y = next(iter(first))
     assert x.dtype.name == "float32" and tuple(x.shape) == (4, 24, 24, 3) and tuple(y.shape) == (4, 1)
     assert sorted(a1) == sorted(a2)
+
+    def epoch_images(dataset):  # each image told apart by its pixel sum
+        return np.concatenate([x.numpy().reshape(len(x), -1).sum(axis=1) for x, _ in dataset])
+
+    once, twice = epoch_images(first), epoch_images(first)
+    assert sorted(once) == sorted(twice) and not np.array_equal(once, twice)  # the same images, in a new order
     plain = load_split(arrays, "validation", batch_size=4)
     assert np.array_equal(epoch_labels(plain), np.load(arrays.labels("validation")))  # not shuffled
 

@@ -194,11 +194,16 @@ def test_bf16_is_read_from_the_cpu_flags():
     assert not runtime.cpu_has_bf16("")
 
 
-def test_auto_precision_follows_the_machine():
+@pytest.mark.parametrize("gpus, bf16, expected", [
+    (["GPU:0"], True, "mixed_float16"), (["GPU:0"], False, "mixed_float16"),
+    ([], True, "mixed_bfloat16"), ([], False, "float32"),
+])
+def test_auto_precision_follows_the_machine(monkeypatch, gpus, bf16, expected):
     assert runtime.resolve_precision("float32") == "float32"
     assert runtime.resolve_precision("mixed_float16") == "mixed_float16"
-    has_gpu = bool(runtime.tensorflow().config.list_physical_devices("GPU"))
-    expected = "mixed_float16" if has_gpu else ("mixed_bfloat16" if runtime.cpu_has_bf16() else "float32")
+    tf = runtime.tensorflow()
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda cpuinfo=None: bf16)
     assert runtime.resolve_precision("auto") == expected
 
 

@@ -60,8 +60,10 @@ def test_refusals_are_clear_4xx(client):
     assert big.status_code == 413 and "more than the 2,000,000 allowed" in big.json()["error"]
     wrong = client.post("/predict", content=b'{"x": 1}', headers={"content-type": "application/json"})
     assert wrong.status_code == 415 and "multipart/form-data" in wrong.json()["error"]
-    empty = client.post("/predict", data={"note": "no files"})
-    assert empty.status_code in (400, 415)
+    form = client.post("/predict", data={"note": "no files"})  # a urlencoded form: not multipart
+    assert form.status_code == 415
+    no_files = client.post("/predict", files={"note": (None, "only a text field")})  # multipart, no file in it
+    assert no_files.status_code == 400 and no_files.json()["error"].startswith("no files")
 
 
 def test_each_refusal_says_what_is_wrong_with_that_request(client):
