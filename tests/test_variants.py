@@ -406,8 +406,9 @@ def test_progressive_sizes_grow_from_the_first_to_the_full_size_in_multiples_of_
     from catsdogs.model import training_sizes
 
     sizes = training_sizes(112, 180, 40)
-    assert len(sizes) == 40 and sizes[0] == 112 and sizes == sorted(sizes)
-    assert sizes[-11:] == [180] * 11 and all(size % 8 == 0 for size in sizes if size != 180)
+    assert len(sizes) == 40 and sizes == sorted(sizes) and all(size % 8 == 0 for size in sizes if size != 180)
+    assert sizes[:20] == [112] * 20 and sizes[22] > 112  # the first half at the first size, then growing
+    assert sizes[-7:] == [180] * 7 and sizes[-8] < 180  # full size from 85 % of the run
     assert training_sizes(96, 96, 3) == [96, 96, 96] and training_sizes(64, 96, 1) == [96]
 
 
@@ -444,9 +445,9 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
     from tasks.runs import run_label
 
     fast = Settings(variant="fast")
-    assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.epochs) == (112, True, 0.0, 40)
-    assert run_label(fast) == "fast-40ep-180px-seed0-auto"
-    assert run_label(Settings(variant="fast", resize_from=0)) == "fast-40ep-180px-seed0-auto-resize-from=0"
+    assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.ema, fast.epochs) == (96, True, 0.2, 0.995, 70)
+    assert run_label(fast) == "fast-70ep-180px-seed0-auto"
+    assert run_label(Settings(variant="fast", resize_from=0)) == "fast-70ep-180px-seed0-auto-resize-from=0"
     assert Settings(variant="xception").recipe_key() == Settings(variant="xception", resize_from=0).recipe_key()
     for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(180\).*200$"),
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
