@@ -111,7 +111,10 @@ def list_models(workdir: Path) -> list[ModelCard]:
     root = models_dir(workdir)
     cards = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if not store.is_complete(folder):
+        if not (folder / store.MARKER).is_file():  # being registered, or interrupted: not a model yet
+            continue
+        if problem := store.damage(folder):
+            log.warning("skipping registered model %s: %s; delete the folder or train again", folder.name, problem)
             continue
         try:
             cards.append(_card(store.read_marker(folder), folder))
