@@ -152,10 +152,16 @@ def test_the_last_failed_download_try_says_it_gave_up_not_that_it_will_retry(pre
     with pytest.raises(Exception, match=r"HTTP 503; gave up after 2 tries") as caught:
         state.result()
     assert "will retry" not in str(caught.value)
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
-            any_=[state.state_details.flow_run_id])))
-    said = [log.message for log in logs if "will retry" in log.message]
+    import time
+
+    said: list[str] = []
+    deadline = time.monotonic() + 60  # logs reach the server in batches, a little after the run
+    while not said and time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[state.state_details.flow_run_id])))
+        said = [log.message for log in logs if "will retry" in log.message]
+        time.sleep(0.5)
     assert len(said) == 1 and "try 1 of 2" in said[0]  # only the first try, which was retried
 
 
