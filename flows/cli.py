@@ -24,7 +24,7 @@ USAGE_ERROR = 2
 def _help(field: Any) -> str:
     """A setting's help: its description, and its default unless the description already says it (as the
     variant-dependent ones do); ranges as they are typed (0-999)."""
-    text = str(field.description)
+    text = str(field.description).replace("%", "%%")  # argparse formats help with %
     if "default" in text:
         return text
     default = field.default
@@ -41,7 +41,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, several: bool = False) -
                                 help=_help(field), **switch)
         elif field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=field.description)
+                                help=str(field.description).replace("%", "%%"))
         else:
             parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=_help(field))
 
