@@ -70,7 +70,7 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
                  "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 3, "weight_decay": 0.05,
                  "label_smoothing": 0.1, "mixup": 0.2, "ema": 0.995, "early_stopping_patience": 25,
                  "tta_flip": True, "tta_crop": 0.8},
-    # xception's network and regularisers in about a quarter of the time (issue 23; docs/results.md, chosen on
+    # xception's network and regularisers in about a third of the time (issue 23; docs/results.md, chosen on
     # validation): the first half of the epochs at 96 px, growing to image_size by 85 % of the run (progressive
     # resizing), and the stem initialised to whiten the training images' patches. Without MixUp and weight
     # averaging it overfits in so few epochs (validation loss 0.48 against 0.43 at 70 epochs).
