@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -66,15 +65,6 @@ def source_version(url: str) -> dict[str, int] | None:
     return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_archive(url: str, dest: Path, sha256: str | None = None, timeout_s: float = 60.0) -> Archive:
     """Fetch URL to DEST once, resuming a partial download left by an earlier attempt.
 
@@ -87,7 +77,7 @@ def download_archive(url: str, dest: Path, sha256: str | None = None, timeout_s:
 
 def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Archive:
     if dest.is_file():
-        actual = sha256_of(dest)
+        actual = store.file_sha256(dest)
         if sha256 is None or actual == sha256:
             log.info("archive already downloaded: %s", dest)
             return Archive(path=dest, sha256=actual, size=dest.stat().st_size)
@@ -102,7 +92,7 @@ def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Arc
     else:
         raise DownloadError(f"unsupported URL scheme {scheme!r} in {redact_url(url)}; use http(s):// or file://")
     _check_is_zip(partial, url)
-    actual = sha256_of(partial)
+    actual = store.file_sha256(partial)
     if sha256 is not None and actual != sha256:
         partial.unlink(missing_ok=True)
         raise DownloadError(

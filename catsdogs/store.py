@@ -82,6 +82,7 @@ def _file_record(path: Path) -> dict[str, Any]:
 
 
 def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
