@@ -22,16 +22,15 @@ import numpy as np
 from validation_scores import validation_arrays
 
 from catsdogs.lite import LitePredictor
-from catsdogs.model import build_network
+from catsdogs.model import build_network, load_keras_model
 from catsdogs.runtime import tensorflow
 from catsdogs.settings import Settings
 
 
 def export(run_dir: Path, settings: Settings, out: Path, quantized: bool) -> Path:
-    import keras
     import tensorflow as tf
 
-    model = keras.models.load_model(run_dir / "best.keras", compile=False)
+    model = load_keras_model(run_dir / "best.keras")
     float32 = build_network(settings, "float32")
     float32.set_weights(model.get_weights())
     options = {"optimizations": [tf.lite.Optimize.DEFAULT]} if quantized else {}

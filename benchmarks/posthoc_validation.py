@@ -25,6 +25,7 @@ import numpy as np
 from validation_scores import validation_arrays
 
 from catsdogs.lite import views_averaged
+from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
 
 # Each view set as the settings tta_flip and tta_crop name it.
@@ -66,13 +67,12 @@ def recalibrate_batchnorm(model, images: np.ndarray, batch_size: int = 50) -> No
 
 
 def scores(run_dir: Path, recalibrate: bool) -> dict[str, object]:
-    import keras
 
     settings = json.loads((run_dir / "settings.json").read_text())
     arrays = validation_arrays(run_dir, settings["image_size"])
     images = np.load(arrays.images("validation"))
     labels = np.load(arrays.labels("validation"))
-    model = keras.models.load_model(run_dir / "best.keras", compile=False)
+    model = load_keras_model(run_dir / "best.keras")
     if recalibrate:
         recalibrate_batchnorm(model, np.load(arrays.images("train")))
     dog = dog_probabilities(model, images)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs.datasets import DatasetArrays
+from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
 from catsdogs.train import best_row, predict_probabilities, read_history
 
@@ -39,13 +40,12 @@ def validation_arrays(run_dir: Path, image_size: int) -> DatasetArrays:
 
 
 def scores(run_dir: Path) -> dict[str, object]:
-    import keras
 
     settings = json.loads((run_dir / "settings.json").read_text())
     arrays = validation_arrays(run_dir, settings["image_size"])
     images = np.load(arrays.images("validation")).astype("float32")
     labels = np.load(arrays.labels("validation"))
-    model = keras.models.load_model(run_dir / "best.keras", compile=False)
+    model = load_keras_model(run_dir / "best.keras")
     best = best_row(read_history(run_dir / "history.json"))
     return {
         "run": run_dir.name, "seed": settings["seed"], "mixup": settings.get("mixup"), "ema": settings.get("ema"),
