@@ -9,11 +9,19 @@ import subprocess
 import sys
 import time
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 
 from catsdogs import store
 from catsdogs.data import ArchiveError, unzip_archive
@@ -194,6 +202,7 @@ def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect
     args = [sys.executable, "-m", "flows.cli", "sweep", "--data-url", sample_archive.as_uri(), "--workdir",
             str(tmp_path / "w"), "--image-size", "78", "--batch-size", "16", "--epochs", "30", "--seed", "0,1",
             "--train-range", "0-79", "--validation-range", "80-99", "--test-range", "100-119"]
+    begun = datetime.now(UTC)
     sweep_run = subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 400
@@ -211,7 +220,10 @@ def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect
     stopped_at = len(json.loads(files[0].read_text()))
     assert stopped_at < 30, err[-4000:]
     with get_client(sync_client=True) as client:
-        runs = [run for run in client.read_flow_runs() if str(tmp_path) in json.dumps(run.parameters, default=str)]
+        # filtered on the server: an unfiltered read returns only the first page of a busy server's runs
+        recent = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=begun)))
+        runs = [run for run in recent if str(tmp_path) in json.dumps(run.parameters, default=str)]
     assert len(runs) >= 2, "the sweep and its first training run"
     assert {run.state_type.value for run in runs} <= {"CRASHED", "CANCELLED", "FAILED"}, [
         (run.name, run.state_type.value) for run in runs]
