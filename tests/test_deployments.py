@@ -36,7 +36,6 @@ class PrefectServer:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": self.url,
             "PREFECT_UI_URL": self.ui,
-            "PREFECT_LOGGING_EXTRA_LOGGERS": "catsdogs",
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
         self.log = open(home / "server.log", "w")  # noqa: SIM115
@@ -145,6 +144,24 @@ def check_training_artifacts(server: PrefectServer, flow_run_id: str, augmented:
     return found
 
 
+# the library's own lines, as a person reads them in the run's log
+LIBRARY_LINES = ("subsets ready in", "epoch 1/1: loss", "test accuracy", "registered model")
+
+
+def check_training_logs(server: PrefectServer, flow_run_id: str) -> list[str]:
+    """The run's log in the API holds the library's lines, however the flow was started."""
+    deadline = time.monotonic() + 30  # logs are sent in batches, after the run's state
+    while True:
+        logs = server.api("POST", "/logs/filter", logs={"flow_run_id": {"any_": [flow_run_id]}}, limit=200)
+        messages = [entry["message"] for entry in logs]
+        missing = [line for line in LIBRARY_LINES if not any(line in message for message in messages)]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not missing, f"missing from the run's log: {missing}; it holds: {messages[:40]}"
+    return messages
+
+
 def test_prefect_yaml_matches_the_schedules():
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     by_name = {d["name"]: d for d in config["deployments"]}
@@ -176,6 +193,8 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         assert run["name"] == "baseline-1ep-78px-seed0-batch-size=8"  # named from its merged settings
         assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0"} <= set(run["tags"])
         artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
+        check_training_logs(server, flow_run_id)
+        assert "epoch 1/1: loss" in (tmp_path / "serve.log").read_text()  # and in the serve terminal
         check_sweep_deployment(server, found[SWEEP["name"]]["id"], tiny_settings(sample_archive, tmp_path / "work"))
         from tests.browser import check_artifact_page, chromium_available
 
@@ -219,3 +238,5 @@ def test_work_pool_deploy_and_worker(server, sample_archive, tmp_path):
     run = wait_for_run(server, flow_run_id, timeout=60)
     assert run["state"]["type"] == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
     check_training_artifacts(server, flow_run_id)
+    check_training_logs(server, flow_run_id)
+    assert "epoch 1/1: loss" in worker.stdout + worker.stderr  # and in the worker's terminal
