@@ -5,7 +5,8 @@ weights) is registered in a temporary workdir, which exports it for LiteRT. `cat
 then runs on LiteRT without importing TensorFlow; the same model given as a .keras file outside the registry
 runs on TensorFlow, as every model did before. Images are the first 500 cats and 500 dogs of
 ../shared/data/dogs-vs-cats/train.zip. Each command runs REPEATS times, alternating; medians are reported.
-Prints one JSON object on its last line.
+Prints one JSON object on its last line, with the share of the one-image command that is Python's start
+and the command's imports (`python -X importtime` on the LiteRT route names the largest).
 
     python benchmarks/predict_throughput.py [--variant baseline] [--repeats 3]
 """
@@ -32,6 +33,19 @@ def timed(args: list[str]) -> float:
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
     return time.perf_counter() - started
+
+
+def import_seconds(args: list[str]) -> tuple[float, list[tuple[str, float]]]:
+    """Seconds the command spends importing, and its five largest top-level imports, from -X importtime."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *args[1:]], capture_output=True, text=True,
+                          env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}, check=True)
+    top = []  # imports at the outermost level: their cumulative times add up to the whole
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line.split("|")
+            if cumulative.strip().isdigit() and not name[1:].startswith(" "):
+                top.append((name.strip(), int(cumulative) / 1e6))
+    return sum(s for _, s in top), sorted(top, key=lambda item: -item[1])[:5]
 
 
 def register_untrained(variant: str, workdir: Path) -> str:
@@ -84,6 +98,12 @@ def main() -> None:
         result[f"{route}_one_image_command_s"] = round(statistics.median(seconds[route]["one"]), 3)
         result[f"{route}_folder_command_s"] = round(statistics.median(seconds[route]["folder"]), 2)
         result[f"{route}_folder_images_per_s"] = round(1000 / statistics.median(seconds[route]["folder"]), 1)
+    startup = statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(args.repeats))
+    imports, largest = import_seconds([*routes["litert"], str(one)])
+    one_image = result["litert_one_image_command_s"]
+    result |= {"python_start_s": round(startup, 3), "litert_imports_s": round(imports, 3),
+               "litert_one_image_import_share": round(imports / one_image, 2),  # type: ignore[operator]
+               "litert_largest_imports_s": {name: round(s, 3) for name, s in largest}}
     result["one_image_speedup"] = round(result["tensorflow_one_image_command_s"]  # type: ignore[operator]
                                         / result["litert_one_image_command_s"], 2)  # type: ignore[operator]
     result["folder_speedup"] = round(result["tensorflow_folder_command_s"]  # type: ignore[operator]

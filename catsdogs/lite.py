@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from catsdogs.data import ImageError, pillow_rgb, read_image_file
+from catsdogs.runtime import native_noise, native_stderr_without
 
 LITERT_FILE = "model.tflite"
 
@@ -155,7 +156,8 @@ class LitePredictor:
         self.path = Path(model_path)
         self.image_size = image_size
         self.tta_flip, self.tta_crop = tta_flip, tta_crop
-        self.interpreter = Interpreter(model_path=str(self.path), num_threads=os.cpu_count() or 1)
+        with native_stderr_without(native_noise()):  # LiteRT's INFO line on every start
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=os.cpu_count() or 1)
         entry, exit_ = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         if tuple(entry["shape"][1:]) != (image_size, image_size, 3) or tuple(exit_["shape"][1:]) != (1,):
             raise ValueError(f"{self.path} takes {tuple(entry['shape'][1:])} and answers {tuple(exit_['shape'][1:])}"
@@ -170,7 +172,8 @@ class LitePredictor:
     def _run(self, images: np.ndarray) -> np.ndarray:
         if images.shape[0] != self._batch:  # the interpreter is sized per batch once, then reused
             self.interpreter.resize_tensor_input(self._input, images.shape)
-            self.interpreter.allocate_tensors()
+            with native_stderr_without(native_noise()):  # where the XNNPACK delegate announces itself
+                self.interpreter.allocate_tensors()
             self._batch = images.shape[0]
         self.interpreter.set_tensor(self._input, images)
         self.interpreter.invoke()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 
 from catsdogs.runtime import tensorflow
 from catsdogs.settings import REFERENCE_VARIANTS, Settings, SettingsError
@@ -247,6 +246,8 @@ def check_backbone_weights(settings: Settings, timeout_s: float = 5.0) -> None:
     cached = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models" / EFFICIENTNET_WEIGHTS
     if cached.is_file():
         return
+    import requests  # here: a prediction, which imports this module, needs no network
+
     url = EFFICIENTNET_WEIGHTS_URL + EFFICIENTNET_WEIGHTS
     try:  # a GET that reads no body: some servers refuse HEAD
         with requests.get(url, timeout=timeout_s, stream=True) as response:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 log = logging.getLogger(__name__)
@@ -33,7 +38,13 @@ def tensorflow(threads: int | None = None, onednn: bool | None = None) -> Module
     if not _applied:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter out of the logs
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if _wanted["onednn"] else "0"
-    import tensorflow as tf
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+    else:
+        with native_stderr_without(native_noise()):
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe prints here on a machine without a GPU
 
     if not _applied:
         cores = int(_wanted["threads"] or cpu_cores())  # type: ignore[call-overload]
@@ -44,6 +55,49 @@ def tensorflow(threads: int | None = None, onednn: bool | None = None) -> Module
             log.warning("TensorFlow was already running; its thread settings are left as they are")
         _applied.update(threads=cores, onednn=os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1")
     return tf
+
+
+def native_noise() -> re.Pattern[str]:
+    """The start-up lines of TensorFlow's C++ libraries that TF_CPP_MIN_LOG_LEVEL asks to hide.
+
+    Those libraries log through absl before anything initialises it, and then absl ignores the level: each
+    import printed its INFO block twice, and a CPU-only machine got an `E0000 ... failed call to cuInit` line
+    that is no error at all.
+    """
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")  # catsdogs' default, as tensorflow() sets it
+    level_n = int(level) if level.isdigit() else 0
+    hidden = [r"INFO: ", r"I\d{4} "][: 2 if level_n >= 1 else 0]
+    if level_n >= 2:
+        hidden += [r"W\d{4} ", r"WARNING: All log messages before absl::InitializeLog",
+                   r"E\d{4} .*(cuInit|cuda_|CUDA|cuDNN|cuFFT|cuBLAS)"]
+    return re.compile(f"^(?:{'|'.join(hidden)})" if hidden else r"(?!)")
+
+
+@contextmanager
+def native_stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
+    """Run the block with file descriptor 2 captured, then write back every line but NOISE's.
+
+    C++ libraries write to the descriptor directly, where no Python logging setting reaches them.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2 (a service without one): nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not noise.match(line))
+            if kept:
+                os.write(2, kept.encode())
 
 
 def speed_settings() -> dict[str, object]:

@@ -12,11 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from catsdogs.data import ArchiveError
-from catsdogs.download import DownloadError
 from catsdogs.settings import Settings, SettingsError, load_settings
-from catsdogs.store import DiskFullError
-from catsdogs.sweep import EngineError
 
 USAGE_ERROR = 2
 
@@ -181,14 +177,21 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     _terminal_shows_expected_failures_in_one_line()
     try:
         result = start()
-    except EXPECTED_FAILURES as err:
+    except expected_failures() as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return None
     print(json.dumps(result.model_dump(mode="json")) if as_json else describe(result))
     return result
 
 
-EXPECTED_FAILURES = (DownloadError, ArchiveError, SettingsError, EngineError, DiskFullError)
+def expected_failures() -> tuple[type[Exception], ...]:
+    """The failures a user can fix, shown in one line: imported here, since predict needs none of them."""
+    from catsdogs.data import ArchiveError
+    from catsdogs.download import DownloadError
+    from catsdogs.store import DiskFullError
+    from catsdogs.sweep import EngineError
+
+    return DownloadError, ArchiveError, SettingsError, EngineError, DiskFullError
 
 
 def _terminal_shows_expected_failures_in_one_line() -> None:
@@ -205,7 +208,7 @@ def _terminal_shows_expected_failures_in_one_line() -> None:
         original = handler.format
 
         def format_record(record: logging.LogRecord, original: Any = original) -> str:
-            if record.exc_info and isinstance(record.exc_info[1], EXPECTED_FAILURES):
+            if record.exc_info and isinstance(record.exc_info[1], expected_failures()):
                 record = logging.makeLogRecord(record.__dict__ | {"exc_info": None, "exc_text": None})
             return original(record)
 

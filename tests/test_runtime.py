@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,37 @@ def test_defaults_use_every_core_and_onednn():
     import os
 
     assert out.strip() == f"{{'threads': {os.cpu_count()}, 'onednn': True}}"
+
+
+NOISY_START = """
+import os
+os.write(2, b"before\\n")
+from catsdogs import runtime
+runtime.tensorflow()
+print(runtime.resolve_precision("auto"))
+"""
+
+
+def test_tensorflow_starts_without_its_cpp_chatter_and_keeps_other_lines():
+    """absl prints TensorFlow's start-up block (twice) and, on a CPU-only machine, a cuInit "error" before
+    TF_CPP_MIN_LOG_LEVEL can act; with catsdogs' default level nothing of it reaches the terminal."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", NOISY_START], capture_output=True, text=True, cwd=ROOT,
+                           env=env, check=True)
+    assert quiet.stderr == "before\n", quiet.stderr
+    chatty = subprocess.run([sys.executable, "-c", NOISY_START], capture_output=True, text=True, cwd=ROOT,
+                            env=env | {"TF_CPP_MIN_LOG_LEVEL": "0"}, check=True)
+    assert "I0000" in chatty.stderr  # asked for: shown
+
+
+def test_captured_native_lines_other_than_the_noise_are_written_back(capfd):
+    from catsdogs.runtime import native_noise, native_stderr_without
+
+    with native_stderr_without(native_noise()):
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on\n")
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n")
+        os.write(2, b"E0000 00:00:1.0 1 something.cc:1] a real error\n")
+        print("a Python line", file=sys.stderr)
+    kept = capfd.readouterr().err.splitlines()
+    assert sorted(kept) == ["E0000 00:00:1.0 1 something.cc:1] a real error", "a Python line"]
