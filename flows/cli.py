@@ -164,12 +164,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
+    announce(f"training {settings.variant} for {settings.total_epochs} epochs in {settings.workdir}")
     from flows.train import train_flow  # imports Prefect and starts nothing until called
 
     metrics = run_and_show(lambda: train_flow(settings), args.json, lambda m: (
         f"{m.variant}: test accuracy {m.test_accuracy:.4f}, test loss {m.test_loss:.4f}, best epoch "
         f"{m.best_epoch} of {m.epochs}; model {m.model_path}"))
     return 0 if metrics is not None else 1
+
+
+def announce(what: str) -> None:
+    """The command's first line, at once: Prefect, TensorFlow and a temporary server take seconds to start."""
+    server = ("the Prefect server at PREFECT_API_URL" if os.environ.get("PREFECT_API_URL") else
+              "a temporary Prefect server for this command (about 20 s to start; set PREFECT_API_URL to keep "
+              "runs: see the README)")
+    print(f"catsdogs: {what}, with {server}", file=sys.stderr, flush=True)
 
 
 def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[Any], str]) -> Any | None:
@@ -299,6 +308,7 @@ def sweep(args: argparse.Namespace) -> int:
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
+    announce(f"sweeping {', '.join(grid)} in {settings.workdir}")
     from flows.sweep import sweep_flow
 
     summary = run_and_show(lambda: sweep_flow(grid=grid, settings=settings, dask_address=args.dask_address,
