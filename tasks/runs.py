@@ -8,16 +8,19 @@ from typing import Any
 from prefect import get_client
 from prefect.runtime import flow_run, task_run
 
+from catsdogs import runtime
 from catsdogs.settings import Settings
 from catsdogs.sweep import DEFAULT_GRID
 
 
 def run_label(settings: Settings) -> str:
-    """What a run trains, as a name: augmented-100ep-180px-seed1, then its precision when not float32 and
-    each setting that differs from its variant's defaults (xception-100ep-180px-seed0-auto-mixup=0.4)."""
+    """What a run trains, as a name: augmented-100ep-180px-seed1, then the precision it trains in when not
+    float32 (auto resolved for this machine) and each setting that differs from its variant's defaults
+    (xception-100ep-180px-seed0-mixed_bfloat16-mixup=0.4)."""
     label = f"{settings.variant}-{settings.total_epochs}ep-{settings.image_size}px-seed{settings.seed}"
-    if settings.precision not in ("float32", None):
-        label = f"{label}-{settings.precision}"
+    precision = runtime.resolve_precision(str(settings.precision or "float32"))
+    if precision != "float32":
+        label = f"{label}-{precision}"
     changes = [f"{name.replace('_', '-')}={_short(value)}" for name, value in settings.changed_from_variant().items()]
     return "-".join([label, *changes])
 
@@ -50,8 +53,10 @@ def _settings_parameter(parameters: dict[str, Any]) -> Settings:
 
 
 def tag_run(settings: Settings) -> None:
-    """Tag the current flow run with its variant, precision and seed, for the UI's filters."""
-    _add_tags([f"variant:{settings.variant}", f"precision:{settings.precision}", f"seed:{settings.seed}"])
+    """Tag the current flow run with its variant, precision, seed and workdir, for the UI's filters: runs of
+    the same settings in two workdirs are told apart by the last."""
+    _add_tags([f"variant:{settings.variant}", f"precision:{settings.precision}", f"seed:{settings.seed}",
+               f"workdir:{Path(settings.workdir).resolve()}"])
 
 
 def tag_sweep(configurations: list[Settings]) -> None:

@@ -267,3 +267,11 @@ def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *change
                                  float(settings.tta_crop or 0.0))
         models.append((register_model(run, metrics, settings, "0" * 64), metrics))
     return {"subsets": subsets, "workdir": folder / "work", "models": models}
+
+
+def auto_label() -> str:
+    """What precision auto adds to a run's name on this machine: nothing where it trains in float32."""
+    from catsdogs.runtime import resolve_precision
+
+    precision = resolve_precision("auto")
+    return "" if precision == "float32" else f"-{precision}"

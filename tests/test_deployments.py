@@ -191,7 +191,8 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         assert run["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         print(f"served deployment run finished in {time.monotonic() - started:.1f} s")
         assert run["name"] == "baseline-1ep-78px-seed0-batch-size=8"  # named from its merged settings
-        assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0"} <= set(run["tags"])
+        assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0",
+                f"workdir:{(tmp_path / 'work').resolve()}"} <= set(run["tags"])
         artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
         check_training_logs(server, flow_run_id)
         assert "epoch 1/1: loss" in (tmp_path / "serve.log").read_text()  # and in the serve terminal

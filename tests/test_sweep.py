@@ -16,7 +16,7 @@ from PIL import Image
 from catsdogs import sweep
 from catsdogs.settings import Settings, SettingsError
 from catsdogs.sweep import RunResult, SweepSummary
-from tests.conftest import SAMPLE_SHA256, free_port
+from tests.conftest import SAMPLE_SHA256, auto_label, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,8 +260,8 @@ def test_a_failing_configuration_loses_none_of_the_others_and_a_rerun_reuses_the
         ("variant=baseline seed=0", "completed"), ("variant=baseline seed=1", "completed"),
         ("variant=efficientnet seed=0", "failed"), ("variant=efficientnet seed=1", "failed")]
     for failed in summary.runs[2:]:  # the reason, once, naming the training run that failed
-        assert failed.error.startswith(f"run efficientnet-11ep-78px-seed{failed.seed}-auto-{EFFICIENTNET_CHANGES}: "
-                                       "SettingsError: ")
+        name = f"efficientnet-11ep-78px-seed{failed.seed}{auto_label()}-{EFFICIENTNET_CHANGES}"
+        assert failed.error.startswith(f"run {name}: SettingsError: ")
         assert "missing.weights.h5" in failed.error
     baseline, efficientnet = summary.configurations
     assert baseline.runs == 2 and baseline.test_accuracy_mean is not None and efficientnet.failed == 2
@@ -281,7 +281,7 @@ def test_a_failing_configuration_loses_none_of_the_others_and_a_rerun_reuses_the
     # each configuration is a training-flow run of its own, under the sweep
     # named after what they train, with the settings that differ from their variant's defaults
     names = [*(f"baseline-1ep-78px-seed{seed}-batch-size=8" for seed in (0, 1)),
-             *(f"efficientnet-11ep-78px-seed{seed}-auto-{EFFICIENTNET_CHANGES}" for seed in (0, 1))]
+             *(f"efficientnet-11ep-78px-seed{seed}{auto_label()}-{EFFICIENTNET_CHANGES}" for seed in (0, 1))]
     assert sorted(c.name for c in children) == names
     assert sorted(task_run_names(sweep_id, "train-")) == [f"train-{name}" for name in names]
     assert sweep_run.name == "sweep-variant-seed-4runs"

@@ -14,6 +14,7 @@ from catsdogs.datasets import build_arrays
 from catsdogs.model import build_for, build_network, check_backbone_weights, compile_model, unfreeze_top
 from catsdogs.settings import VARIANT_DEFAULTS, Settings, SettingsError, load_settings
 from catsdogs.train import FROZEN_WEIGHTS, _early_stopping, evaluate_model, predict_probabilities, train_model
+from tests.conftest import auto_label
 
 RANGES = {"train": (0, 7), "validation": (8, 9), "test": (10, 11)}
 
@@ -49,17 +50,19 @@ def test_each_variant_fills_its_own_defaults_and_the_reference_keeps_its_own():
 def test_run_names_show_each_setting_that_differs_from_the_variant_defaults():
     from tasks.runs import run_label
 
+    auto = auto_label()  # the precision auto trains in here, never "auto"
     assert run_label(Settings()) == "baseline-30ep-180px-seed0"
-    assert run_label(Settings(variant="xception", seed=2)) == "xception-100ep-180px-seed2-auto"
+    assert run_label(Settings(variant="xception", seed=2)) == f"xception-100ep-180px-seed2{auto}"
+    assert run_label(Settings(variant="xception", precision="float32")) == "xception-100ep-180px-seed0"
     # a sweep over mixup, or any recipe setting, no longer gives runs one name
     assert run_label(Settings(variant="xception", mixup=0.4, ema=0, tta_flip=False)) == (
-        "xception-100ep-180px-seed0-auto-mixup=0.4-ema=0-tta-flip=off")
+        f"xception-100ep-180px-seed0{auto}-mixup=0.4-ema=0-tta-flip=off")
     assert run_label(Settings(variant="augmented", tta_crop=0.9)) == "augmented-100ep-180px-seed0-tta-crop=0.9"
     assert run_label(Settings(variant="augmented", batch_size=64, learning_rate=1e-4)) == (
         "augmented-100ep-180px-seed0-batch-size=64-learning-rate=0.0001")
     # a weights file by its name, not its folders; backbone settings only where there is a backbone
     assert run_label(Settings(variant="efficientnet", backbone_weights="/w/b0.weights.h5")) == (
-        "efficientnet-20ep-224px-seed0-auto-backbone-weights=b0.weights.h5")
+        f"efficientnet-20ep-224px-seed0{auto}-backbone-weights=b0.weights.h5")
     assert run_label(Settings(backbone_weights="random", fine_tune_epochs=3)) == "baseline-30ep-180px-seed0"
     # settings that change no result stay out of the name
     assert Settings(threads=1, workdir=Path("elsewhere")).changed_from_variant() == {}
@@ -446,8 +449,8 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
 
     fast = Settings(variant="fast")
     assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.ema, fast.epochs) == (96, True, 0.2, 0.995, 70)
-    assert run_label(fast) == "fast-70ep-180px-seed0-auto"
-    assert run_label(Settings(variant="fast", resize_from=0)) == "fast-70ep-180px-seed0-auto-resize-from=0"
+    assert run_label(fast) == f"fast-70ep-180px-seed0{auto_label()}"
+    assert run_label(Settings(variant="fast", resize_from=0)) == f"fast-70ep-180px-seed0{auto_label()}-resize-from=0"
     assert Settings(variant="xception").recipe_key() == Settings(variant="xception", resize_from=0).recipe_key()
     for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(180\).*200$"),
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
