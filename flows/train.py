@@ -62,6 +62,7 @@ def train_flow(settings: Settings | None = None, overrides: dict[str, Any] | Non
     links |= publish_metrics(metrics, settings)
     register_model(trained, metrics, archive, settings)
     links |= publish_leaderboard(settings)
-    publish_report(trained, metrics, subsets, curves, links, settings)
+    data_steps = {"download": archive.path.parent, "unzip": images, "subsets": subsets.root, "datasets": arrays.root}
+    publish_report(trained, metrics, subsets, curves, links, settings, data_steps)
     return metrics
 

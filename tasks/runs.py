@@ -74,6 +74,14 @@ def _add_tags(tags: list[str]) -> None:
         client.update_flow_run(flow_run.id, tags=sorted({*current, "catsdogs", *tags}))
 
 
+def score_run_name() -> str:
+    """The prediction flow's run name: what it scores, with which model, e.g. score-photos-with-best, or
+    score-cat.1.jpg-and-2-more-with-3f2a9c1e."""
+    paths = [Path(str(p)).name or str(p) for p in flow_run.parameters.get("paths") or []]
+    what = (paths[0] if paths else "nothing") + (f"-and-{len(paths) - 1}-more" if len(paths) > 1 else "")
+    return f"score-{what}-with-{Path(str(flow_run.parameters.get('model', 'best'))).name}"
+
+
 def sweep_run_name() -> str:
     """The sweep flow's run name: what it varies and how many runs, e.g. sweep-variant-seed-6runs."""
     grid = flow_run.parameters.get("grid")

@@ -157,8 +157,9 @@ def publish_leaderboard(settings: Settings) -> dict[str, str]:
 
 @task(name="report")
 def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, curves: Path,
-                   links: dict[str, str], settings: Settings) -> str:
-    """Publish the confusion matrix, the most confident mistakes and one report that ties the run together."""
+                   links: dict[str, str], settings: Settings, data_steps: dict[str, Path]) -> str:
+    """Publish the confusion matrix, the most confident mistakes and one report that ties the run together;
+    DATA_STEPS are the folders of the steps before training, by step name."""
     folder = metrics.predictions_path.parent
     confusion = plots.plot_confusion(metrics.confusion, folder / "confusion.png")
     links = dict(links)
@@ -176,8 +177,8 @@ def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, cu
         f"# Most confident mistakes\n\nTrue label and predicted probability of dog.\n\n{gallery_md}",
         key="most-wrong", description=f"{len(mistakes)} test images the model got most wrong"))
     (tn, fp), (fn, tp) = metrics.confusion
-    reused = {step: source for step, path in (("subsets", subsets.root), ("train", trained.run_dir),
-                                              ("evaluate", folder)) if (source := reused_from(path))}
+    steps = data_steps | {"train": trained.run_dir, "evaluate": folder}
+    reused = {step: source for step, path in steps.items() if (source := reused_from(path))}
     reused_md = "".join(f"\n- `{step}`: reused from {source}" for step, source in reused.items())
     report = (
         f"# catsdogs run: {run_label(settings)}\n\n"

@@ -204,6 +204,8 @@ def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, t
     with get_client(sync_client=True) as client:
         found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))}
+        name = client.read_flow_run(state.state_details.flow_run_id).name
+    assert name == "score-test-and-1-more-with-best"  # named for what it scored, not at random
     assert "broken.jpg" in str(found["predictions"].data) and '"label"' in str(found["predictions"].data)
     assert "data:image/png;base64," in found["prediction-gallery"].data
 
