@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -117,6 +118,13 @@ def plot_confusion(confusion: list[list[int]], path: Path) -> Path:
     return _save(figure, path)
 
 
+def date_limits(dates: list[datetime]) -> tuple[datetime, datetime]:
+    """The time axis around DATES, padded by a twentieth of their span and at least an hour: matplotlib's own
+    limits around a single model spanned four years."""
+    pad = max((max(dates) - min(dates)) / 20, timedelta(hours=1))
+    return min(dates) - pad, max(dates) + pad
+
+
 def plot_accuracy_over_time(cards: list[Any], path: Path) -> Path:
     """Test accuracy of every registered model by the date it was made, one line per variant."""
     figure, axis = plt.subplots(figsize=(8, 3.6), dpi=DPI)
@@ -129,7 +137,10 @@ def plot_accuracy_over_time(cards: list[Any], path: Path) -> Path:
     axis.grid(alpha=0.3)
     if cards:
         axis.legend()
-    figure.autofmt_xdate()
+        axis.set_xlim(*date_limits([datetime.fromisoformat(card.created_at) for card in cards]))
+        locator = mdates.AutoDateLocator()
+        axis.xaxis.set_major_locator(locator)
+        axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     figure.tight_layout()
     return _save(figure, path)
 
@@ -150,22 +161,38 @@ def plot_gallery(items: list[tuple[Path, str]], path: Path, columns: int = 4, th
     return _save(figure, path)
 
 
-def plot_sweep_curves(runs: list[tuple[str, str, list[dict[str, float]]]], path: Path) -> Path:
-    """Validation accuracy and loss per epoch of every run of a sweep, overlaid: one colour per configuration
-    (RUNS holds configuration, run label, history), one line per seed."""
-    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=DPI)
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def sweep_line_styles(runs: list[tuple[str, int, list[dict[str, float]]]]) -> list[tuple[int, str]]:
+    """Each run's (colour index, line style) in the sweep's curves: a colour per configuration, a style per
+    seed, so that two seeds of one configuration are told apart."""
     configurations = list(dict.fromkeys(configuration for configuration, _, _ in runs))
+    seeds = sorted({seed for _, seed, _ in runs})
+    return [(configurations.index(configuration) % 10, SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)])
+            for configuration, seed, _ in runs]
+
+
+def plot_sweep_curves(runs: list[tuple[str, int, list[dict[str, float]]]], path: Path) -> Path:
+    """Validation accuracy and loss per epoch of every run of a sweep, overlaid (RUNS holds configuration,
+    seed, history): one colour per configuration, one line style per seed."""
+    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=DPI)
     colours = plt.get_cmap("tab10")
-    for configuration, label, history in runs:
+    named: set[str] = set()
+    for (configuration, _, history), (colour, style) in zip(runs, sweep_line_styles(runs), strict=True):
         if not history:
             continue
-        colour = colours(configurations.index(configuration) % 10)
         epochs = [row["epoch"] for row in history]
         for axis, metric in ((acc_ax, "val_accuracy"), (loss_ax, "val_loss")):
-            # the first run of a configuration names it in the legend; its other seeds share the colour
-            first = label == next(lab for conf, lab, _ in runs if conf == configuration)
-            axis.plot(epochs, [row[metric] for row in history], ".-", color=colour, alpha=0.8, linewidth=1.2,
-                      markersize=3, label=configuration if first else None)
+            axis.plot(epochs, [row[metric] for row in history], marker=".", linestyle=style, color=colours(colour),
+                      alpha=0.8, linewidth=1.2, markersize=3,
+                      label=None if configuration in named or axis is loss_ax else configuration)
+        named.add(configuration)
+    seeds = sorted({seed for _, seed, _ in runs})  # as sweep_line_styles numbers them
+    if len({seed for _, seed, history in runs if history}) > 1:  # the styles' key, in grey
+        for index, seed in enumerate(seeds):
+            loss_ax.plot([], [], linestyle=SEED_STYLES[index % len(SEED_STYLES)], color="0.35", label=f"seed {seed}")
+        loss_ax.legend(fontsize=8)
     last = max((len(history) for _, _, history in runs), default=1)
     for axis, title in ((acc_ax, "validation accuracy"), (loss_ax, "validation loss")):
         axis.set_xlim(0.5, last + 0.5)

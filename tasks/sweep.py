@@ -98,7 +98,7 @@ def publish_comparison(runs: list[RunResult], varied: list[str], workdir: Path) 
     """Compare the configurations: mean and spread over seeds, and every run's validation curves overlaid."""
     folder = store.step_dir(workdir, "sweeps", {"runs": sorted(r.label for r in runs), "varied": varied})
     curves = plots.plot_sweep_curves(
-        [(r.configuration, r.label, read_history(r.history_path) if r.history_path else []) for r in runs],
+        [(r.configuration, r.seed, read_history(r.history_path) if r.history_path else []) for r in runs],
         folder / "validation-curves.png")
     summary = SweepSummary(varied=varied, configurations=sweep.summarize(runs), runs=runs, curves_path=curves)
     store.write_json_atomic(folder / "summary.json", summary.model_dump(mode="json"))

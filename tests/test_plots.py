@@ -41,3 +41,20 @@ def test_mixup_grid_shows_blended_images_with_their_blended_labels(tiny_zip: Pat
     with Image.open(path) as image:
         assert image.format == "PNG" and image.height > image.width  # room for each tile's label
     assert path.stat().st_size < 100_000
+
+
+def test_the_accuracy_history_of_one_model_spans_hours_not_years(tmp_path: Path):
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from catsdogs.plots import date_limits, plot_accuracy_over_time
+
+    made = datetime(2026, 12, 2, 18, 0)
+    low, high = date_limits([made])
+    assert low < made < high and high - low <= timedelta(hours=2)
+    week = [made, made + timedelta(days=7)]
+    low, high = date_limits(week)
+    assert low < week[0] and high > week[1] and high - low < timedelta(days=8)
+    card = SimpleNamespace(variant="baseline", created_at=made.isoformat(), test_accuracy=0.7)
+    with Image.open(plot_accuracy_over_time([card], tmp_path / "history.png")) as image:
+        assert image.format == "PNG"

@@ -142,13 +142,16 @@ def test_a_failure_message_stays_in_its_table_cell():
 
 
 def test_the_validation_curves_are_overlaid_in_one_picture(tmp_path):
-    from catsdogs.plots import plot_sweep_curves
+    from catsdogs.plots import plot_sweep_curves, sweep_line_styles
 
     history = [{"epoch": e, "val_accuracy": 0.5 + e / 10, "val_loss": 1 / e} for e in range(1, 4)]
-    path = plot_sweep_curves([("a", "a seed=0", history), ("a", "a seed=1", history[:2]), ("b", "b seed=0", []),
-                              ("c", "c seed=0", history)], tmp_path / "curves.png")
+    runs = [("a", 0, history), ("a", 1, history[:2]), ("b", 0, []), ("c", 0, history), ("c", 1, history)]
+    path = plot_sweep_curves(runs, tmp_path / "curves.png")
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 400
+    styles = sweep_line_styles(runs)
+    assert len(set(styles)) == len(styles)  # no two runs drawn alike: seeds of one configuration differ
+    assert styles[0][0] == styles[1][0] != styles[3][0] and styles[0][1] == styles[3][1] != styles[1][1]
 
 
 # ---------------------------------------------------------------- the command line
