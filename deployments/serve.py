@@ -22,6 +22,7 @@ from deployments.schedules import PREDICTION, SWEEP, TIMEZONE, TRAINING  # noqa:
 from flows.predict import predict_flow  # noqa: E402
 from flows.sweep import sweep_flow  # noqa: E402
 from flows.train import train_flow  # noqa: E402
+from tasks.runs import TRAINING_LIMIT  # noqa: E402
 
 
 def build_deployments() -> list:
@@ -44,8 +45,23 @@ def build_deployments() -> list:
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def create_training_limit() -> None:
+    """The concurrency limit that makes a scheduled training wait while another one runs (one slot), unless
+    someone made it already (with more slots, say)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(TRAINING_LIMIT)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_LIMIT, limit=1))
+
+
 def main() -> int:
     os.chdir(PROJECT_ROOT)
+    create_training_limit()
     serve(*build_deployments())
     return 0
 

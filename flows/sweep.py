@@ -13,7 +13,7 @@ from catsdogs.settings import Settings
 from catsdogs.sweep import RunResult, SweepSummary
 from flows.train import train_flow
 from tasks._cache import producer
-from tasks.runs import configuration_run_name, sweep_run_name, tag_sweep
+from tasks.runs import configuration_run_name, one_training_at_a_time, sweep_run_name, tag_sweep
 from tasks.sweep import (
     close_orphaned_runs,
     publish_comparison,
@@ -37,7 +37,8 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
         configurations = sweep.share_cores(configurations, dask_workers, runtime.cpu_cores())
     tag_sweep(configurations)
     try:
-        with workers_report_here(), started(task_runner(dask_address, dask_workers), dask_address) as runner:
+        with (one_training_at_a_time(), workers_report_here(),
+              started(task_runner(dask_address, dask_workers), dask_address) as runner):
             try:
                 futures = [runner.submit(train_configuration, {"settings": s, "varied": varied})
                            for s in configurations]

@@ -18,7 +18,7 @@ from tasks.data import (
     resolve_data_url,
     unzip_archive,
 )
-from tasks.runs import tag_run, train_run_name
+from tasks.runs import one_training_at_a_time, tag_run, train_run_name
 from tasks.training import (
     evaluate_model,
     plot_augmentations,
@@ -43,26 +43,26 @@ def train_flow(settings: Settings | None = None, overrides: dict[str, Any] | Non
     # precision auto becomes the policy this machine will train in, so the model's key names what it is
     settings = settings.model_copy(update={"precision": runtime.resolve_precision(str(settings.precision))})
     tag_run(settings)
-    download = download_archive.with_options(
-        retries=settings.download_retries,
-        retry_delay_seconds=[settings.download_backoff_s * 2**i for i in range(settings.download_retries)] or 0,
-    )
-    archive = download(settings)
-    images = unzip_archive(archive, settings)
-    subsets = make_subsets(images, settings)
-    arrays = build_datasets(subsets, settings)
-    links = publish_dataset_summary(subsets, arrays)
-    trained = train_model(arrays, settings)
-    links |= publish_training(trained)
-    curves, curve_links = plot_curves(trained)
-    links |= curve_links
-    if settings.variant != "baseline":  # every other variant augments
-        links |= plot_augmentations(trained, arrays, settings)
-    metrics = evaluate_model(trained, arrays, settings)
-    links |= publish_metrics(metrics, settings)
-    register_model(trained, metrics, archive, settings)
-    links |= publish_leaderboard(settings)
-    data_steps = {"download": archive.path.parent, "unzip": images, "subsets": subsets.root, "datasets": arrays.root}
-    publish_report(trained, metrics, subsets, curves, links, settings, data_steps)
-    return metrics
+    backoff = [settings.download_backoff_s * 2**i for i in range(settings.download_retries)]
+    download = download_archive.with_options(retries=settings.download_retries, retry_delay_seconds=backoff or 0)
+    with one_training_at_a_time():  # a scheduled run waits for the training that holds the cores
+        archive = download(settings)
+        images = unzip_archive(archive, settings)
+        subsets = make_subsets(images, settings)
+        arrays = build_datasets(subsets, settings)
+        links = publish_dataset_summary(subsets, arrays)
+        trained = train_model(arrays, settings)
+        links |= publish_training(trained)
+        curves, curve_links = plot_curves(trained)
+        links |= curve_links
+        if settings.variant != "baseline":  # every other variant augments
+            links |= plot_augmentations(trained, arrays, settings)
+        metrics = evaluate_model(trained, arrays, settings)
+        links |= publish_metrics(metrics, settings)
+        register_model(trained, metrics, archive, settings)
+        links |= publish_leaderboard(settings)
+        data_steps = {"download": archive.path.parent, "unzip": images, "subsets": subsets.root,
+                      "datasets": arrays.root}
+        publish_report(trained, metrics, subsets, curves, links, settings, data_steps)
+        return metrics
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import get_client
+from prefect import get_client, get_run_logger
 from prefect.runtime import flow_run, task_run
 
 from catsdogs import runtime
@@ -92,3 +95,42 @@ def sweep_run_name() -> str:
     for values in grid.values():
         count *= len(values) if isinstance(values, list | tuple) and values else 1
     return f"sweep-{'-'.join(varied) or 'one'}-{count}runs"
+
+
+# One training at a time on a machine: a global concurrency limit of this name, which `catsdogs serve` creates
+# with one slot. Top-level training and sweep runs take its slot; a sweep's own trainings do not (its
+# parallelism is its dask_workers setting). Where the limit does not exist, nothing waits.
+TRAINING_LIMIT = "catsdogs-training"
+
+
+@contextmanager
+def one_training_at_a_time() -> Iterator[None]:
+    """Hold a slot of TRAINING_LIMIT for the block, saying in the run's log when it has to wait for one."""
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
+
+    if flow_run.parent_flow_run_id is not None:
+        yield
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name(TRAINING_LIMIT)
+    except ObjectNotFound:
+        yield
+        return
+    log = get_run_logger()
+    holding = False
+    try:
+        with concurrency(TRAINING_LIMIT, timeout_seconds=1):
+            holding = True
+            yield
+            return
+    except TimeoutError:
+        if holding:  # the training's own timeout, not the slot's
+            raise
+    log.info("waiting for the training that holds the %s concurrency limit to finish: one training at a time "
+             "on these cores", TRAINING_LIMIT)
+    started = time.monotonic()
+    with concurrency(TRAINING_LIMIT):
+        log.info("%s: our turn after %.0f s", TRAINING_LIMIT, time.monotonic() - started)
+        yield

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -179,3 +181,57 @@ def test_precision_is_part_of_the_trained_model_key(tmp_path: Path):
     # float32 runs keep the folders they had before precision was a setting, so nothing retrains.
     assert keys["float32"] == store.step_dir(tmp_path, "runs", {
         "datasets": arrays.root, "variant": "baseline", "epochs": 30, "batch_size": 32, "seed": 0})
+
+
+def run_log(flow_run_id: UUID, wanted: str, timeout: float = 30) -> list[str]:
+    """The run's log lines, read until one holds WANTED (logs reach the API in batches, after the state)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            lines = [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+        if any(wanted in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.5)
+
+
+def test_a_training_waits_its_turn_while_another_holds_the_training_limit(prefect_server, sample_archive,
+                                                                          tmp_path: Path):
+    """The limit `catsdogs serve` creates: a run waits for the slot and says so; a sweep takes one slot, and
+    its own trainings none (else they would wait for their parent for ever)."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+
+    from flows.sweep import sweep_flow
+    from tasks.runs import TRAINING_LIMIT
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_LIMIT, limit=1))
+    try:
+        holding, released = threading.Event(), []
+
+        def other_training() -> None:
+            with concurrency(TRAINING_LIMIT):
+                holding.set()
+                time.sleep(4)
+                released.append(time.monotonic())
+
+        other = threading.Thread(target=other_training)
+        other.start()
+        assert holding.wait(60)
+        state = train_flow(tiny(sample_archive.as_uri(), tmp_path / "w"), return_state=True)
+        finished = time.monotonic()
+        other.join()
+        assert state.is_completed(), state.message
+        assert released and released[0] <= finished  # it ran after the other one let go
+        lines = run_log(state.state_details.flow_run_id, "our turn after")
+        assert any(line.startswith(f"waiting for the training that holds the {TRAINING_LIMIT}") for line in lines)
+        assert any(line.startswith(f"{TRAINING_LIMIT}: our turn after") for line in lines)
+
+        summary = sweep_flow(grid={"seed": [0, 1]}, settings=tiny(sample_archive.as_uri(), tmp_path / "w"))
+        assert [run.status for run in summary.runs] == ["completed", "completed"]
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(TRAINING_LIMIT)
