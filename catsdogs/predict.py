@@ -60,7 +60,7 @@ class Predictor:
 
     @classmethod
     def from_choice(cls, choice: str | None, workdir: Path) -> Predictor:
-        """A model file path, or "best", "latest" or a name from the registry in WORKDIR."""
+        """A model file path, a selector (champion, best, latest) or a name from the registry in WORKDIR."""
         path, card = chosen_model(choice, workdir)
         saved = card.settings if card else _run_settings(path)
         return cls(path, saved.get("image_size"), *test_time_settings(saved))
@@ -101,8 +101,9 @@ def open_predictor(choice: str | None, workdir: Path) -> Any:
 
 
 def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | None]:
-    """The model file CHOICE names (a path, or best, latest or a registered name) and its card, if it has one."""
-    choice = choice or "best"
+    """The model file CHOICE names (a path, a selector such as champion or best, or a registered name) and its
+    card, if it has one."""
+    choice = choice or "champion"
     if choice.endswith(".keras") or os.sep in choice:
         return Path(choice), card_for_file(Path(choice))
     card = resolve_model(workdir, choice)

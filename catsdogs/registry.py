@@ -124,20 +124,60 @@ def list_models(workdir: Path) -> list[ModelCard]:
     return sorted(cards, key=lambda card: card.created_at)
 
 
-def resolve_model(workdir: Path, which: str = "best") -> ModelCard:
-    """"best" (highest test accuracy, newest on ties), "latest", or a registered model's name."""
+def ranked(cards: list[ModelCard]) -> list[ModelCard]:
+    """Best first: highest test accuracy, the newest on ties. The one rule for "best", everywhere."""
+    return sorted(cards, key=lambda card: (card.test_accuracy, card.created_at), reverse=True)
+
+
+CHAMPION_FILE = "CHAMPION.json"  # in the models folder: the model a person (or a deployment's rule) promoted
+SELECTORS = {
+    "champion": "the promoted model, or the best while none is promoted",
+    "best": "the highest test accuracy, the newest on ties",
+    "latest": "the newest",
+}
+
+
+def resolve_model(workdir: Path, which: str = "champion") -> ModelCard:
+    """The model WHICH names: a selector of SELECTORS or a registered model's name."""
     cards = list_models(workdir)
     if not cards:
         raise RegistryError(f"no registered model in {models_dir(workdir)}; train one with `catsdogs run` "
                             "or pass --model path/to/model.keras")
+    if which == "champion":
+        return champion(workdir, cards) or ranked(cards)[0]
     if which == "best":
-        return max(cards, key=lambda card: (card.test_accuracy, card.created_at))
+        return ranked(cards)[0]
     if which == "latest":
         return cards[-1]
     for card in cards:
         if card.name == which:
             return card
     raise RegistryError(f"no registered model named {which!r}; known: {', '.join(c.name for c in cards)}")
+
+
+def champion(workdir: Path, cards: list[ModelCard] | None = None) -> ModelCard | None:
+    """The promoted model, or None when none is (or the one promoted is no longer registered)."""
+    try:
+        name = json.loads((models_dir(workdir) / CHAMPION_FILE).read_text())["name"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("ignoring the unreadable %s (%s); promote a model again", CHAMPION_FILE, type(err).__name__)
+        return None
+    found = next((card for card in (list_models(workdir) if cards is None else cards) if card.name == name), None)
+    if found is None:
+        log.warning("the champion %s is no longer registered; the best model answers until another is promoted",
+                    name)
+    return found
+
+
+def promote(workdir: Path, name: str, reason: str) -> ModelCard:
+    """Make the registered model NAME the champion, recording why (a person, or a deployment's rule)."""
+    card = resolve_model(workdir, name)
+    store.write_json_atomic(models_dir(workdir) / CHAMPION_FILE, {
+        "name": card.name, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason})
+    log.info("promoted model %s to champion (%s)", card.name, reason)
+    return card
 
 
 def card_for_file(path: Path) -> ModelCard | None:
@@ -170,10 +210,12 @@ def _versions() -> dict[str, str]:
 def leaderboard(workdir: Path) -> list[dict[str, Any]]:
     """Every registered model, best test accuracy first, with the settings that tell runs apart."""
     rows = []
-    for card in sorted(list_models(workdir), key=lambda c: (-c.test_accuracy, c.created_at)):
+    crowned = champion(workdir)
+    for card in ranked(list_models(workdir)):
         settings = card.settings
         rows.append({"model": card.name, "variant": card.variant, "test accuracy": round(card.test_accuracy, 4),
                      "test loss": round(card.test_loss, 4), "epochs": card.epochs, "best epoch": card.best_epoch,
                      "image size": card.image_size, "precision": settings.get("precision", ""),
-                     "seed": settings.get("seed", ""), "created": card.created_at[:16].replace("T", " ")})
+                     "seed": settings.get("seed", ""), "created": card.created_at[:16].replace("T", " "),
+                     "champion": "yes" if crowned and crowned.name == card.name else ""})
     return rows

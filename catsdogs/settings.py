@@ -200,6 +200,14 @@ class Settings(BaseSettings):
     fine_tune_learning_rate: float | None = Field(None, gt=0, le=1, description="efficientnet: fine-tuning rate")
     max_extract_gib: float = Field(20.0, gt=0, le=1_000_000, description="refuse archives that unpack to more "
                                    "than this")
+    # What a finished run does about the champion (the model predict, web and score-folder use): compare
+    # with it on this run's test images, then never promote, promote when better by promote_margin, or ask a
+    # person in the Prefect UI. Scheduled deployments state theirs.
+    promote: Literal["never", "if-better", "ask"] = Field(
+        "never", description="after the run: never promote the new model to champion, promote it if-better by "
+        "promote_margin, or ask in the Prefect UI")
+    promote_margin: float = Field(0.005, ge=0, le=1, description="test accuracy the new model must gain over the "
+                                  "champion for promote=if-better")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

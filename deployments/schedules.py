@@ -12,22 +12,34 @@ TIMEZONE = "UTC"
 TRAINING: list[dict[str, Any]] = [
     {
         "name": "nightly-baseline",
-        "description": "Nightly quick check: the baseline for 10 epochs on the reference subsets.",
+        "description": "Nightly quick check: the baseline for 10 epochs on the reference subsets; its model "
+                       "becomes the champion when it beats it by 0.005 on the same test images.",
         "cron": "0 2 * * *",
-        "parameters": {"settings": {"variant": "baseline", "epochs": 10}},
+        "parameters": {"settings": {"variant": "baseline", "epochs": 10, "promote": "if-better",
+                                    "promote_margin": 0.005}},
     },
     {
         "name": "weekly-augmented",
-        "description": "Weekly full retrain: the augmented model, 100 epochs, the reference experiment.",
+        "description": "Weekly full retrain: the augmented model, 100 epochs, the reference experiment; the "
+                       "run then pauses for a person to promote its model or keep the champion.",
         "cron": "0 3 * * 0",
-        "parameters": {"settings": {"variant": "augmented", "epochs": 100}},
+        "parameters": {"settings": {"variant": "augmented", "epochs": 100, "promote": "ask"}},
     },
 ]
 
 PREDICTION: dict[str, Any] = {
     "name": "score-folder",
-    "description": "Classify a folder of images with the best registered model (run on demand).",
-    "parameters": {"paths": ["incoming"], "model": "best"},
+    "description": "Classify a folder of images with the champion (or the best model while none is promoted); "
+                   "run on demand.",
+    "parameters": {"paths": ["incoming"], "model": "champion"},
+}
+
+# On demand, from the UI: make a registered model the champion.
+PROMOTION: dict[str, Any] = {
+    "name": "promote-model",
+    "description": "Make a registered model the champion that predict, web and score-folder use: its name "
+                   "(see the leaderboard artifact), or best or latest (run on demand).",
+    "parameters": {"model": "best"},
 }
 
 # On demand: one run trains every configuration of the grid (each its own training-flow run) and compares them.

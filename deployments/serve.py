@@ -18,8 +18,9 @@ use_prefect_defaults()  # before Prefect is imported
 from prefect import serve  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 
-from deployments.schedules import PREDICTION, SWEEP, TIMEZONE, TRAINING  # noqa: E402
+from deployments.schedules import PREDICTION, PROMOTION, SWEEP, TIMEZONE, TRAINING  # noqa: E402
 from flows.predict import predict_flow  # noqa: E402
+from flows.promote import promote_flow  # noqa: E402
 from flows.sweep import sweep_flow  # noqa: E402
 from flows.train import train_flow  # noqa: E402
 from tasks.runs import TRAINING_LIMIT  # noqa: E402
@@ -35,6 +36,8 @@ def build_deployments() -> list:
     ]
     found.append(predict_flow.to_deployment(name=PREDICTION["name"], description=PREDICTION["description"],
                                             parameters=PREDICTION["parameters"], tags=["catsdogs"]))
+    found.append(promote_flow.to_deployment(name=PROMOTION["name"], description=PROMOTION["description"],
+                                            parameters=PROMOTION["parameters"], tags=["catsdogs"]))
     found.append(sweep_flow.to_deployment(name=SWEEP["name"], description=SWEEP["description"],
                                           parameters=SWEEP["parameters"], tags=["catsdogs"]))
     return found

@@ -68,12 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify image files, folders (recursively) and glob patterns. Exit status: 0 every "
                     "input classified, 1 some failed, 2 usage error.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder or glob pattern")
-    predict.add_argument("--model", default="best",
-                         help="best (default), latest, a registered model's name, or a .keras file")
+    predict.add_argument("--model", default="champion", help=MODEL_HELP)
     predict.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per model call (1 to 4096)")
-    models = commands.add_parser("models", help="list the registered models, best and latest marked")
+    models = commands.add_parser(
+        "models", help="list the registered models (champion, best and latest marked), or promote one",
+        description="`catsdogs models` lists the registered models; `catsdogs models promote NAME` makes NAME "
+                    "the champion, the model predict, web and the score-folder deployment use.")
+    models.add_argument("action", nargs="?", choices=["list", "promote"], default="list",
+                        help="list (default) or promote")
+    models.add_argument("name", nargs="?", help="the model to promote: a registered name, or best or latest")
     models.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
     sweep = commands.add_parser(
@@ -94,12 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="register the scheduled deployments and run them (needs PREFECT_API_URL)")
     web = commands.add_parser("web", help="a web page and an HTTP API that answer cat or dog",
                               description="Serve GET / (a page to drop photos on), POST /predict and GET /healthz.")
-    web.add_argument("--model", default="best", help="best (default), latest, a registered model's name, or a "
-                     ".keras file")
+    web.add_argument("--model", default="champion", help=MODEL_HELP)
     web.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     web.add_argument("--port", type=_port, default=8000, help="port to listen on, 1-65535 (default: 8000)")
     return parser
+
+
+MODEL_HELP = ("champion (default: the promoted model, or the best while none is promoted), best (the highest test "
+              "accuracy, the newest on ties), latest, a registered model's name, or a .keras file")
 
 
 def _port(text: str) -> int:
@@ -342,13 +350,26 @@ def list_models(args: argparse.Namespace) -> int:
 
     try:
         workdir = args.workdir or load_settings().workdir
+        if args.action == "promote":
+            if not args.name:
+                raise registry.RegistryError("name the model to promote: catsdogs models promote NAME (see "
+                                             "`catsdogs models` for the names)")
+            card = registry.promote(workdir, args.name, "promoted by hand (catsdogs models promote)")
+            print(f"catsdogs: {card.name} is the champion (test accuracy {card.test_accuracy:.4f}); predict, web "
+                  "and score-folder use it")
+            return 0
+        if args.name:
+            raise registry.RegistryError(f"`catsdogs models` takes no name ({args.name}); did you mean "
+                                         f"`catsdogs models promote {args.name}`?")
         cards = registry.list_models(workdir)
-        best, latest = (registry.resolve_model(workdir, which).name for which in ("best", "latest"))
+        selected = {which: registry.resolve_model(workdir, which).name for which in ("best", "latest")}
+        if crowned := registry.champion(workdir, cards):
+            selected = {"champion": crowned.name} | selected
     except (SettingsError, registry.RegistryError) as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
     for card in cards:
-        marks = [mark for mark, name in (("best", best), ("latest", latest)) if name == card.name]
+        marks = [mark for mark, name in selected.items() if name == card.name]
         if args.json:
             print(json.dumps(card.model_dump(mode="json") | {"marks": marks}))
         else:

@@ -12,7 +12,7 @@ from tasks.runs import score_run_name
 
 
 @flow(name="catsdogs-predict", flow_run_name=score_run_name)
-def predict_flow(paths: list[str], model: str = "best", workdir: Path = Path("catsdogs-work"),
+def predict_flow(paths: list[str], model: str = "champion", workdir: Path = Path("catsdogs-work"),
                  gallery_size: int = 12) -> list[Prediction]:
     """Classify the images under PATHS as cat or dog with a registered model."""
     predictions = classify_images(paths, model, workdir)

@@ -1,4 +1,5 @@
-"""The training flow: download, unzip, subsets, datasets, train, plot, evaluate, report, register."""
+"""The training flow: download, unzip, subsets, datasets, train, plot, evaluate, register, compare with the
+champion, report."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from catsdogs import runtime
 from catsdogs.model import check_backbone_weights
 from catsdogs.settings import Settings
 from catsdogs.train import Metrics
+from tasks.champion import compare_with_champion, settle_champion
 from tasks.data import (
     build_datasets,
     download_archive,
@@ -59,7 +61,10 @@ def train_flow(settings: Settings | None = None, overrides: dict[str, Any] | Non
             links |= plot_augmentations(trained, arrays, settings)
         metrics = evaluate_model(trained, arrays, settings)
         links |= publish_metrics(metrics, settings)
-        register_model(trained, metrics, archive, settings)
+        model_path = register_model(trained, metrics, archive, settings)
+        comparison, comparison_link = compare_with_champion(model_path, subsets, settings)
+        links |= comparison_link
+        settle_champion(comparison, settings.workdir)
         links |= publish_leaderboard(settings)
         data_steps = {"download": archive.path.parent, "unzip": images, "subsets": subsets.root,
                       "datasets": arrays.root}

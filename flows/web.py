@@ -33,7 +33,7 @@ MAX_REQUEST_PIXELS = 200_000_000  # the pixels a request's images may hold toget
 MAX_WAITING = 8  # requests waiting for the workers at once; more are told to come back (503)
 
 
-def create_app(workdir: Path, model: str = "best", max_files: int = MAX_FILES,
+def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILES,
                max_request_bytes: int = MAX_REQUEST_BYTES, max_request_pixels: int = MAX_REQUEST_PIXELS,
                max_waiting: int = MAX_WAITING) -> FastAPI:
     """The web app for the registered MODEL in WORKDIR (best, latest, a name or a .keras file).

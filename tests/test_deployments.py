@@ -13,13 +13,13 @@ import pytest
 import requests
 import yaml
 
-from deployments.schedules import PREDICTION, SWEEP, TIMEZONE, TRAINING
+from deployments.schedules import PREDICTION, PROMOTION, SWEEP, TIMEZONE, TRAINING
 from tests.conftest import SAMPLE_SHA256, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-ALL_NAMES = {s["name"] for s in TRAINING} | {PREDICTION["name"], SWEEP["name"]}
+ALL_NAMES = {s["name"] for s in TRAINING} | {PREDICTION["name"], PROMOTION["name"], SWEEP["name"]}
 
 
 
@@ -122,7 +122,7 @@ def check_schedules(found: dict[str, dict]) -> None:
         [schedule] = deployment["schedules"]
         assert schedule["schedule"]["cron"] == spec["cron"] and schedule["schedule"]["timezone"] == TIMEZONE
         assert schedule["active"]
-    for spec in (PREDICTION, SWEEP):  # on demand: no schedule
+    for spec in (PREDICTION, PROMOTION, SWEEP):  # on demand: no schedule
         assert found[spec["name"]]["parameters"] == spec["parameters"] and not found[spec["name"]]["schedules"]
     # the sweep's Run form edits its grid: a table of setting -> list of values
     form = found[SWEEP["name"]]["parameter_openapi_schema"]["properties"]
@@ -169,7 +169,7 @@ def test_prefect_yaml_matches_the_schedules():
         entry = by_name[spec["name"]]
         assert entry["parameters"] == spec["parameters"] and entry["description"] == spec["description"]
         assert entry["schedules"] == [{"cron": spec["cron"], "timezone": TIMEZONE}]
-    for spec in (PREDICTION, SWEEP):
+    for spec in (PREDICTION, PROMOTION, SWEEP):
         assert by_name[spec["name"]]["parameters"] == spec["parameters"]
         assert by_name[spec["name"]]["description"] == spec["description"]
 
