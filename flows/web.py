@@ -3,6 +3,7 @@
     GET  /          the page: drop or pick photos, see each one's thumbnail, label and probability
     POST /predict   multipart/form-data, one or more `files`: one answer per file, as `predict --json` gives
     GET  /healthz   {"status": "ok", "model": ..., "runtime": "litert" | "tensorflow"}
+    GET  /examples  a few validation photos to try: [{"name": "cat-1", "url": "examples/cat-1"}, ...]
 
 The model is loaded once. Uploads go to a temporary folder under names the server makes, and are deleted
 with it: nothing a client sends names a file on the server.
@@ -18,19 +19,22 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from catsdogs.data import ImageError
+from catsdogs import store
+from catsdogs.data import CLASS_NAMES, ImageError
 from catsdogs.predict import Prediction, chosen_model, labelled, open_predictor
 
 MAX_FILES = 32  # files per request
 MAX_REQUEST_BYTES = 64 * 2**20  # a request body larger than this is refused before it is read (413)
 MAX_REQUEST_PIXELS = 200_000_000  # the pixels a request's images may hold together (413): about 8 s of decoding
 MAX_WAITING = 8  # requests waiting for the workers at once; more are told to come back (503)
+UNSURE = 0.6  # the page says "not sure" when the answer's probability is below this
+EXAMPLES_PER_CLASS = 3  # photos to try on the page, from the validation subset
 
 
 def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILES,
@@ -48,6 +52,7 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
     path, card = chosen_model(model, workdir)
     model_name = card.name if card else path.name  # the registered name, or the file given
     lock = threading.Lock()  # one interpreter: calls into the model take turns; decoding does not
+    examples = validation_examples(workdir)
     app = FastAPI(title="catsdogs", description="Cat or dog?")
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
@@ -56,7 +61,18 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.replace("{{MODEL}}", html.escape(f"{model_name} ({runtime})"))
+        return (PAGE.replace("{{MODEL}}", html.escape(f"{model_name} ({runtime})"))
+                .replace("{{MAX_FILES}}", str(max_files)).replace("{{UNSURE}}", str(UNSURE)))
+
+    @app.get("/examples")
+    def list_examples() -> list[dict[str, str]]:
+        return [{"name": name, "url": f"examples/{name}"} for name in examples]
+
+    @app.get("/examples/{name}")
+    def example(name: str) -> FileResponse:
+        if name not in examples:  # only the names the server listed: nothing a client sends names a file
+            raise HTTPException(404, f"no example named {name!r}")
+        return FileResponse(examples[name])
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
@@ -101,6 +117,21 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
         return JSONResponse([answer.model_dump(exclude_none=True) for answer in answers])
 
     return app
+
+
+def validation_examples(workdir: Path, per_class: int = EXAMPLES_PER_CLASS) -> dict[str, Path]:
+    """A few photos to try, by name: from a validation subset in WORKDIR, never the test one (the page must not
+    show the images models are scored on)."""
+    found: dict[str, Path] = {}
+    for subsets in sorted((Path(workdir) / "subsets").glob("*/")):
+        if not store.is_complete(subsets):
+            continue
+        for label in CLASS_NAMES:
+            files = sorted(p for p in (subsets / "validation" / label).glob("*") if p.is_file())
+            found |= {f"{label}-{number + 1}": path for number, path in enumerate(files[:per_class])}
+        if found:
+            break
+    return found
 
 
 def _refuse(request: Request, max_bytes: int) -> JSONResponse | None:
@@ -148,54 +179,91 @@ PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catsdogs: cat or dog?</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
- body { font-family: system-ui, sans-serif; max-width: 860px; margin: 2em auto; padding: 0 1em; color: #222; }
- #drop { border: 2px dashed #888; border-radius: 12px; padding: 2.5em; text-align: center; cursor: pointer; }
+ * { box-sizing: border-box; }
+ body { font-family: system-ui, sans-serif; max-width: 860px; margin: 0 auto; padding: 1.5em 1em; color: #222; }
+ h1 { margin: 0 0 .2em; }
+ .model { color: #666; font-size: .9em; margin: 0 0 1em; }
+ #drop { display: block; border: 2px dashed #888; border-radius: 12px; padding: 2em 1em; text-align: center;
+         cursor: pointer; margin: 0 0 1em; }
  #drop.over { background: #eef5ff; border-color: #36c; }
- #answers { display: flex; flex-wrap: wrap; gap: 1em; margin-top: 1.5em; }
- figure { margin: 0; width: 180px; } figure img { width: 180px; height: 180px; object-fit: cover; border-radius: 8px; }
- figcaption { margin-top: .3em; } .label { font-weight: bold; font-size: 1.2em; } .error { color: #b00; }
- .model { color: #666; font-size: .9em; }
+ #drop small { display: block; color: #666; margin-top: .4em; }
+ #examples { display: flex; flex-wrap: wrap; align-items: center; gap: .5em; margin: 0 0 1em; color: #666; }
+ #examples button { border: 1px solid #ccc; border-radius: 6px; padding: 0; background: none; cursor: pointer; }
+ #examples img { width: 56px; height: 56px; object-fit: cover; border-radius: 5px; display: block; }
+ #answers { display: flex; flex-wrap: wrap; gap: 1em; }
+ figure { margin: 0; width: 160px; }
+ figure img { width: 160px; height: 160px; object-fit: cover; border-radius: 8px; display: block; }
+ figcaption { margin-top: .3em; overflow-wrap: anywhere; }
+ .label { font-weight: bold; font-size: 1.2em; } .unsure { color: #a60; } .error { color: #b00; }
+ .bar { height: 6px; background: #eee; border-radius: 3px; margin: .25em 0; }
+ .bar span { display: block; height: 100%; border-radius: 3px; background: #36c; }
+ .detail { color: #555; font-size: .85em; }
 </style></head>
 <body>
 <h1>Cat or dog?</h1>
 <p class="model">Answered by model <span id="model">{{MODEL}}</span>.</p>
-<label id="drop">Drop photos here, or click to pick them
+<label id="drop">Drop photos here, click to pick them, or paste one
+ <small>JPEG, PNG, GIF, BMP, WEBP · up to {{MAX_FILES}} at once</small>
  <input id="pick" type="file" accept="image/*" multiple hidden></label>
+<div id="examples" hidden>Or try one: </div>
 <div id="answers"></div>
 <script>
+const UNSURE = {{UNSURE}};  // below this probability of its label, an answer is "not sure"
 const drop = document.getElementById("drop"), pick = document.getElementById("pick");
-const answers = document.getElementById("answers");
+const answers = document.getElementById("answers"), examples = document.getElementById("examples");
 drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", e => { e.preventDefault(); drop.classList.remove("over"); ask(e.dataTransfer.files); });
 pick.addEventListener("change", () => ask(pick.files));
+document.addEventListener("paste", e => {
+  const files = [...(e.clipboardData || {}).items || []].filter(i => i.kind === "file").map(i => i.getAsFile());
+  if (files.length) { e.preventDefault(); ask(files); }
+});
+fetch("examples").then(r => r.ok ? r.json() : []).then(list => {
+  for (const example of list) {
+    const button = document.createElement("button"); button.title = example.name;
+    const img = document.createElement("img"); img.src = example.url; img.alt = example.name;
+    button.append(img); examples.append(button); examples.hidden = false;
+    button.addEventListener("click", async () => {
+      const blob = await (await fetch(example.url)).blob();
+      ask([new File([blob], example.name + ".jpg", { type: blob.type })]);
+    });
+  }
+});
+function show(caption, answer, ms) {
+  caption.innerHTML = "";
+  if (answer.error) { caption.className = "error"; caption.textContent = answer.path + ": " + answer.error; return; }
+  const sure = answer.probability >= UNSURE, percent = 100 * answer.probability;
+  const label = document.createElement("div");
+  label.className = sure ? "label" : "label unsure";
+  label.textContent = sure ? answer.label : "not sure: " + answer.label + "?";
+  const bar = document.createElement("div"); bar.className = "bar"; bar.title = percent.toFixed(1) + "%";
+  const fill = document.createElement("span"); fill.style.width = percent.toFixed(1) + "%"; bar.append(fill);
+  const detail = document.createElement("div"); detail.className = "detail";
+  detail.textContent = percent.toFixed(1) + "% " + answer.label + " · " + ms + " ms · " + answer.path;
+  caption.append(label, bar, detail);
+}
 async function ask(files) {
   if (!files.length) return;
   const form = new FormData();
   for (const file of files) form.append("files", file, file.name);
-  const cards = [...files].map(file => {
+  const captions = [...files].map(file => {
     const figure = document.createElement("figure");
     const img = document.createElement("img"); img.src = URL.createObjectURL(file); img.alt = file.name;
     const caption = document.createElement("figcaption"); caption.textContent = "asking…";
     figure.append(img, caption); answers.prepend(figure); return caption;
-  });
+  }).reverse();
+  const started = performance.now();
   let result;
   try {
     const response = await fetch("predict", { method: "POST", body: form });
     result = await response.json();
     if (!response.ok) throw new Error(result.error || response.statusText);
   } catch (err) {
-    cards.forEach(c => { c.className = "error"; c.textContent = "error: " + err.message; }); return;
+    captions.forEach(c => { c.className = "error"; c.textContent = "error: " + err.message; }); return;
   }
-  result.forEach((answer, i) => {
-    const c = cards[i];
-    if (answer.error) { c.className = "error"; c.textContent = answer.path + ": " + answer.error; return; }
-    c.innerHTML = "";
-    const label = document.createElement("div"); label.className = "label"; label.textContent = answer.label;
-    const detail = document.createElement("div");
-    detail.textContent = (100 * answer.probability).toFixed(1) + "% sure · " + answer.path;
-    c.append(label, detail);
-  });
+  const ms = Math.round(performance.now() - started);
+  result.forEach((answer, i) => show(captions[i], answer, ms));
 }
 </script>
 </body></html>

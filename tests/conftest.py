@@ -255,7 +255,7 @@ def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *change
 
     per_class = max(last for _, last in ranges.values()) + 1
     subsets = make_subsets(unzip_archive(make_kaggle_zip(folder / "k.zip", per_class=per_class), folder / "x",
-                                         2**30), folder / "s", ranges)
+                                         2**30), folder / "work" / "subsets" / "tiny", ranges)
     arrays = build_arrays(subsets, folder / "d", 78)
     spans = {f"{split}_range": f"{first}-{last}" for split, (first, last) in ranges.items()}
     models = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -161,7 +162,38 @@ def test_concurrent_requests_are_all_answered(client):
     assert results == [200] * 8
 
 
-def test_the_page_answers_a_dropped_photo_in_a_browser(registered, tmp_path: Path):
+def test_examples_come_from_the_validation_subset_and_nothing_else(client, registered):
+    root = registered["subsets"].root
+    listed = client.get("/examples").json()
+    assert [e["name"] for e in listed] == ["cat-1", "cat-2", "dog-1", "dog-2"]  # both validation images a class
+    validation = {p.read_bytes() for p in (root / "validation").rglob("*.jpg")}
+    test = {p.read_bytes() for p in (root / "test").rglob("*.jpg")}
+    for example in listed:
+        served = client.get(f"/{example['url']}")
+        assert served.status_code == 200 and served.content in validation and served.content not in test
+    for name in ("cat-9", "..%2F..%2Fmodels", "test"):
+        assert client.get(f"/examples/{name}").status_code == 404
+
+
+# What must not overlap on the page, top to bottom.
+LAYOUT = ["h1", ".model", "#drop", "#examples", "#answers figure"]
+
+
+def check_layout(page, width: int) -> None:
+    """At WIDTH px, the page's blocks stack without overlapping, and the drop zone is one box."""
+    page.set_viewport_size({"width": width, "height": 900})
+    boxes = [page.locator(selector).first.bounding_box() for selector in LAYOUT]
+    assert all(boxes), dict(zip(LAYOUT, boxes, strict=True))
+    for i in range(len(LAYOUT) - 1):
+        upper, lower = boxes[i], boxes[i + 1]
+        assert upper["y"] + upper["height"] <= lower["y"] + 0.5, f"{LAYOUT[i]} overlaps {LAYOUT[i + 1]} at {width} px"
+    for name, box in zip(LAYOUT, boxes, strict=True):
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, f"{name} leaves the screen at {width} px"
+    assert page.locator("#drop").evaluate("e => e.getClientRects().length") == 1, f"the drop zone breaks at {width}"
+
+
+def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_a_browser(registered,
+                                                                                         tmp_path: Path):
     from tests.browser import CHROMIUM_FLAGS, chromium_available, chromium_path
 
     if not chromium_available() and os.environ.get("CATSDOGS_REQUIRE_BROWSER") != "1":
@@ -183,9 +215,19 @@ def test_the_page_answers_a_dropped_photo_in_a_browser(registered, tmp_path: Pat
             page.set_input_files("#pick", str(photo))
             label = page.locator("figcaption .label").first
             label.wait_for(timeout=30_000)
-            assert label.inner_text() in ("cat", "dog")
-            assert "my dog.jpg" in page.locator("figcaption").first.inner_text()
-            page.screenshot(path=str(tmp_path / "web.png"))
+            assert label.inner_text() in ("cat", "dog", "not sure: cat?", "not sure: dog?")
+            caption = page.locator("figcaption").first.inner_text()
+            assert "my dog.jpg" in caption and re.search(r"\d+\.\d% (cat|dog) · \d+ ms", caption), caption
+            width = page.locator("figcaption .bar span").first.evaluate("e => e.style.width")
+            assert 50 <= float(width.rstrip("%")) <= 100  # the confidence bar: the answer's probability
+            page.locator("#examples button").first.click()  # a validation photo to try
+            page.locator("figure").nth(1).wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 2",
+                                   timeout=30_000)
+            assert "cat-1.jpg" in page.locator("figcaption").first.inner_text()
+            for viewport in (1280, 390):  # a desktop and a phone
+                check_layout(page, viewport)
+                page.screenshot(path=str(tmp_path / f"web-{viewport}.png"), full_page=True)
             browser.close()
     finally:
         server.terminate()
