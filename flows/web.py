@@ -252,7 +252,7 @@ async function ask(files) {
     const img = document.createElement("img"); img.src = URL.createObjectURL(file); img.alt = file.name;
     const caption = document.createElement("figcaption"); caption.textContent = "asking…";
     figure.append(img, caption); answers.prepend(figure); return caption;
-  }).reverse();
+  });
   const started = performance.now();
   let result;
   try {

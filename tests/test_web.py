@@ -212,7 +212,13 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             assert registered["card"].name in page.locator("#model").inner_text()
-            page.set_input_files("#pick", str(photo))
+            cat = tmp_path / "a cat.png"
+            Image.fromarray(np.full((90, 90, 3), (200, 60, 60), np.uint8)).save(cat)
+            page.set_input_files("#pick", [str(cat), str(photo)])  # each answer under its own photo
+            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 2",
+                                   timeout=30_000)
+            for figure in page.locator("figure").all():
+                assert figure.locator("img").get_attribute("alt") in figure.locator("figcaption").inner_text()
             label = page.locator("figcaption .label").first
             label.wait_for(timeout=30_000)
             assert label.inner_text() in ("cat", "dog", "not sure: cat?", "not sure: dog?")
@@ -221,8 +227,8 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
             width = page.locator("figcaption .bar span").first.evaluate("e => e.style.width")
             assert 50 <= float(width.rstrip("%")) <= 100  # the confidence bar: the answer's probability
             page.locator("#examples button").first.click()  # a validation photo to try
-            page.locator("figure").nth(1).wait_for(timeout=30_000)
-            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 2",
+            page.locator("figure").nth(2).wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 3",
                                    timeout=30_000)
             assert "cat-1.jpg" in page.locator("figcaption").first.inner_text()
             for viewport in (1280, 390):  # a desktop and a phone
