@@ -16,10 +16,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
+    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_serializer,
     field_validator,
     model_validator,
@@ -146,8 +148,8 @@ class Settings(BaseSettings):
     image_size: int | None = Field(None, description=f"square input size in pixels, at least {MIN_IMAGE_SIZE} "
                                    "(default: 180; efficientnet 224)")
     batch_size: int = Field(32, ge=1, le=4096, description="images per training step")
-    epochs: int | None = Field(None, description="epochs to train (default: baseline 30, augmented 100, "
-                               "xception 100, fast 40, efficientnet 10 with the base frozen)")
+    epochs: int | None = Field(None, description="epochs to train (default: " + ", ".join(
+        f"{name} {recipe['epochs']}" for name, recipe in VARIANT_DEFAULTS.items()) + ", efficientnet's base frozen)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds shuffling, initial weights and augmentation")
     download_retries: int = Field(3, ge=0, le=20, description="retries of a transient download failure")
     download_backoff_s: float = Field(2.0, ge=0, le=3600, description="first retry delay; doubles each retry")
@@ -464,6 +466,42 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
     from_environment = {name for name in Settings.model_fields if f"CATSDOGS_{name.upper()}" in os.environ}
     settings._given = frozenset(set(overrides) | from_environment | (from_file & set(Settings.model_fields)))
     return settings
+
+
+# What a training deployment's Run form offers: what a person changes for one run. Where things live (workdir,
+# the data source) and how the machine runs (threads, precision) come from the serving side's own settings, its
+# CATSDOGS_* environment and config file, so that a form can never point a run at other data or another folder.
+CHOICE_FIELDS = ("variant", "epochs", "seed", "image_size", "batch_size", "learning_rate", "label_smoothing",
+                 "mixup", "ema", "tta_flip", "promote", "promote_margin")
+
+
+def _choice(name: str) -> tuple[Any, Any]:
+    field = Settings.model_fields[name]
+    return field.annotation | None, Field(None, description=f"{field.description}. Empty: as the serving side sets it")
+
+
+# Strict: the form sends JSON types, and a bool is no number of epochs. Extra fields are refused, not ignored.
+RunChoices = create_model(
+    "RunChoices", __config__=ConfigDict(extra="forbid", strict=True),
+    __doc__="A training run's choices in the Run form; the rest of its settings are the deployment's.",
+    **{name: _choice(name) for name in CHOICE_FIELDS})
+
+
+def settings_for_choices(choices: Any) -> Settings:
+    """The serving side's settings (its CATSDOGS_* environment and config file) with a Run form's CHOICES on top.
+
+    Raises SettingsError naming each choice that is not allowed.
+    """
+    if not isinstance(choices, RunChoices):
+        if unknown := sorted(set(choices or {}) - set(CHOICE_FIELDS)):
+            raise SettingsError(f"{', '.join(unknown)}: not a choice of a run (those are {', '.join(CHOICE_FIELDS)}); "
+                                "where runs train and the data they read are the serving side's: set "
+                                "CATSDOGS_WORKDIR and CATSDOGS_DATA_URL where `catsdogs serve` or the worker runs")
+        try:
+            choices = RunChoices.model_validate(choices or {})
+        except ValidationError as err:
+            raise SettingsError(format_validation_error(err)) from None
+    return load_settings(choices.model_dump(exclude_none=True))
 
 
 # The TOML file of the Settings being built by load_settings (and its table), for settings_customise_sources.

@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 TIMEZONE = "UTC"
+# A training deployment's parameters are its Run form's choices (catsdogs.settings.CHOICE_FIELDS): what it
+# trains. Where it trains and which data it reads are the serving side's settings (CATSDOGS_WORKDIR,
+# CATSDOGS_DATA_URL, a CATSDOGS_CONFIG file where `catsdogs serve` or the worker runs), never a form's.
 
 TRAINING: list[dict[str, Any]] = [
     {
@@ -15,22 +18,22 @@ TRAINING: list[dict[str, Any]] = [
         "description": "Nightly quick check: the baseline for 10 epochs on the reference subsets; its model "
                        "becomes the champion when it beats it by 0.005 on the same test images.",
         "cron": "0 2 * * *",
-        "parameters": {"settings": {"variant": "baseline", "epochs": 10, "promote": "if-better",
-                                    "promote_margin": 0.005}},
+        "parameters": {"choices": {"variant": "baseline", "epochs": 10, "promote": "if-better",
+                                   "promote_margin": 0.005}},
     },
     {
         "name": "weekly-augmented",
         "description": "Weekly full retrain: the augmented model, 100 epochs, the reference experiment; the "
                        "run then pauses for a person to promote its model or keep the champion.",
         "cron": "0 3 * * 0",
-        "parameters": {"settings": {"variant": "augmented", "epochs": 100, "promote": "ask"}},
+        "parameters": {"choices": {"variant": "augmented", "epochs": 100, "promote": "ask"}},
     },
 ]
 
 PREDICTION: dict[str, Any] = {
     "name": "score-folder",
-    "description": "Classify a folder of images with the champion (or the best model while none is promoted); "
-                   "run on demand.",
+    "description": "Classify the images in a folder of the workdir (incoming, unless the Run form names "
+                   "others) with the champion, or the best model while none is promoted; run on demand.",
     "parameters": {"paths": ["incoming"], "model": "champion"},
 }
 
@@ -46,6 +49,6 @@ PROMOTION: dict[str, Any] = {
 SWEEP: dict[str, Any] = {
     "name": "seed-study",
     "description": "Compare configurations over seeds in one run: by default the reference augmented study, "
-                   "seeds 0, 1 and 2 (run on demand; edit the grid in the Run form).",
+                   "seeds 0, 1 and 2 (run on demand; edit the grid and the choices in the Run form).",
     "parameters": {"grid": {"variant": ["augmented"], "seed": [0, 1, 2]}},
 }

@@ -18,28 +18,29 @@ use_prefect_defaults()  # before Prefect is imported
 from prefect import serve  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 
+from catsdogs.settings import SettingsError, load_settings  # noqa: E402
 from deployments.schedules import PREDICTION, PROMOTION, SWEEP, TIMEZONE, TRAINING  # noqa: E402
 from flows.predict import predict_flow  # noqa: E402
 from flows.promote import promote_flow  # noqa: E402
-from flows.sweep import sweep_flow  # noqa: E402
-from flows.train import train_flow  # noqa: E402
+from flows.sweep import deployed_sweep_flow  # noqa: E402
+from flows.train import deployed_train_flow  # noqa: E402
 from tasks.runs import TRAINING_LIMIT  # noqa: E402
 
 
 def build_deployments() -> list:
     """The training deployments on their cron schedules, and the on-demand prediction and sweep deployments."""
     found = [
-        train_flow.to_deployment(name=spec["name"], description=spec["description"],
-                                 schedules=[Cron(spec["cron"], timezone=TIMEZONE)], parameters=spec["parameters"],
-                                 tags=["catsdogs"])
+        deployed_train_flow.to_deployment(name=spec["name"], description=spec["description"],
+                                          schedules=[Cron(spec["cron"], timezone=TIMEZONE)],
+                                          parameters=spec["parameters"], tags=["catsdogs"])
         for spec in TRAINING
     ]
     found.append(predict_flow.to_deployment(name=PREDICTION["name"], description=PREDICTION["description"],
                                             parameters=PREDICTION["parameters"], tags=["catsdogs"]))
     found.append(promote_flow.to_deployment(name=PROMOTION["name"], description=PROMOTION["description"],
                                             parameters=PROMOTION["parameters"], tags=["catsdogs"]))
-    found.append(sweep_flow.to_deployment(name=SWEEP["name"], description=SWEEP["description"],
-                                          parameters=SWEEP["parameters"], tags=["catsdogs"]))
+    found.append(deployed_sweep_flow.to_deployment(name=SWEEP["name"], description=SWEEP["description"],
+                                                   parameters=SWEEP["parameters"], tags=["catsdogs"]))
     return found
 
 
@@ -62,7 +63,20 @@ def create_training_limit() -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_LIMIT, limit=1))
 
 
+def pin_serving_side() -> None:
+    """Make the serving side's workdir and config file absolute, before serve changes into the project: runs
+    then train and read where `catsdogs serve` was started (or where CATSDOGS_WORKDIR says), not in the clone."""
+    if config := os.environ.get("CATSDOGS_CONFIG"):
+        os.environ["CATSDOGS_CONFIG"] = str(Path(config).resolve())
+    os.environ["CATSDOGS_WORKDIR"] = str(Path(load_settings().workdir).resolve())
+
+
 def main() -> int:
+    try:
+        pin_serving_side()
+    except SettingsError as err:
+        print(f"catsdogs serve: {err}", file=sys.stderr)
+        return 2
     os.chdir(PROJECT_ROOT)
     create_training_limit()
     serve(*build_deployments())

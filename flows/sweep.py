@@ -9,7 +9,7 @@ from prefect import flow, get_client, task
 from prefect.futures import PrefectFuture
 
 from catsdogs import runtime, sweep
-from catsdogs.settings import Settings
+from catsdogs.settings import RunChoices, Settings, settings_for_choices
 from catsdogs.sweep import RunResult, SweepSummary
 from flows.train import train_flow
 from tasks._cache import producer
@@ -52,6 +52,15 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
         raise
     close_orphaned_runs()
     return publish_comparison(runs, varied, configurations[0].workdir)
+
+
+@flow(name="catsdogs-sweep", flow_run_name=sweep_run_name, log_prints=False)
+def deployed_sweep_flow(grid: dict[str, list[Any]] | None = None, choices: RunChoices | None = None,
+                        dask_address: str | None = None, dask_workers: int = 0) -> SweepSummary:
+    """The sweep flow as its deployment runs it: GRID over CHOICES from the Run form, over the serving side's
+    settings, which alone say where the runs train and which data they read."""
+    settings = settings_for_choices(choices)
+    return sweep_flow.fn(grid, settings, dask_address, dask_workers, sorted(settings.given))
 
 
 @task(name="train-configuration", task_run_name=configuration_run_name)

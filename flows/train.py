@@ -3,13 +3,11 @@ champion, report."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
 from catsdogs import runtime
 from catsdogs.model import check_backbone_weights
-from catsdogs.settings import Settings
+from catsdogs.settings import RunChoices, Settings, settings_for_choices
 from catsdogs.train import Metrics
 from tasks.champion import compare_with_champion, settle_champion
 from tasks.data import (
@@ -20,7 +18,7 @@ from tasks.data import (
     resolve_data_url,
     unzip_archive,
 )
-from tasks.runs import one_training_at_a_time, tag_run, train_run_name
+from tasks.runs import chosen_run_name, one_training_at_a_time, tag_run, train_run_name
 from tasks.training import (
     evaluate_model,
     plot_augmentations,
@@ -35,9 +33,9 @@ from tasks.training import (
 
 
 @flow(name="catsdogs-train", flow_run_name=train_run_name, log_prints=False)
-def train_flow(settings: Settings | None = None, overrides: dict[str, Any] | None = None) -> Metrics:
-    """Train and evaluate the cat/dog convnet that SETTINGS describes (OVERRIDES change some of them)."""
-    settings = (settings or Settings()).with_overrides(overrides)
+def train_flow(settings: Settings | None = None) -> Metrics:
+    """Train and evaluate the cat/dog convnet that SETTINGS describes."""
+    settings = settings or Settings()
     # Flow parameters hold the data URL with its credentials masked; the full one comes from a secret.
     settings = settings.model_copy(update={"data_url": resolve_data_url(settings)})
     check_backbone_weights(settings)  # before any work: efficientnet needs its base's weights
@@ -71,3 +69,10 @@ def train_flow(settings: Settings | None = None, overrides: dict[str, Any] | Non
         publish_report(trained, metrics, subsets, curves, links, settings, data_steps)
         return metrics
 
+
+
+@flow(name="catsdogs-train", flow_run_name=chosen_run_name, log_prints=False)
+def deployed_train_flow(choices: RunChoices | None = None) -> Metrics:
+    """The training flow as its deployments run it: CHOICES from the Run form (or the schedule) over the
+    serving side's settings, which alone say where the run trains and which data it reads."""
+    return train_flow.fn(settings_for_choices(choices))

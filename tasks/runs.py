@@ -12,7 +12,7 @@ from prefect import get_client, get_run_logger
 from prefect.runtime import flow_run, task_run
 
 from catsdogs import runtime
-from catsdogs.settings import Settings
+from catsdogs.settings import Settings, SettingsError, settings_for_choices
 from catsdogs.sweep import DEFAULT_GRID
 
 
@@ -40,8 +40,16 @@ def _short(value: object) -> str:
 
 def train_run_name() -> str:
     """The training flow's run name, from its settings parameter (Prefect calls this as the run starts)."""
-    settings = _settings_parameter(flow_run.parameters)
-    return run_label(settings.with_overrides(flow_run.parameters.get("overrides")))
+    return run_label(_settings_parameter(flow_run.parameters))
+
+
+def chosen_run_name() -> str:
+    """A deployment's training run name, from its Run form choices over the serving side's settings."""
+    try:
+        settings = settings_for_choices(flow_run.parameters.get("choices"))
+    except SettingsError:  # the run itself fails with the reason
+        return "train-invalid-choices"
+    return run_label(settings)
 
 
 def configuration_run_name() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import requests
 import yaml
 
+from catsdogs.settings import CHOICE_FIELDS
 from deployments.schedules import PREDICTION, PROMOTION, SWEEP, TIMEZONE, TRAINING
 from tests.conftest import SAMPLE_SHA256, free_port, wait_until_serving
 
@@ -73,10 +75,16 @@ def server(tmp_path: Path) -> Iterator[PrefectServer]:
     started.stop()
 
 
-def tiny_settings(archive: Path, workdir: Path) -> dict:
-    return {"variant": "augmented", "data_url": archive.as_uri(), "data_sha256": SAMPLE_SHA256,
-            "workdir": str(workdir), "image_size": 78, "batch_size": 8, "epochs": 1, "train_range": [0, 9],
-            "validation_range": [10, 14], "test_range": [15, 24]}
+def serving_env(server: PrefectServer, archive: Path, workdir: str) -> dict[str, str]:
+    """The serving side's settings, as a person gives them to `catsdogs serve` or a worker: the data, where
+    runs train, and the tiny subsets."""
+    return server.env | {"CATSDOGS_DATA_URL": archive.as_uri(), "CATSDOGS_DATA_SHA256": SAMPLE_SHA256,
+                         "CATSDOGS_WORKDIR": workdir, "CATSDOGS_TRAIN_RANGE": "0-9",
+                         "CATSDOGS_VALIDATION_RANGE": "10-14", "CATSDOGS_TEST_RANGE": "15-24"}
+
+
+# what a person sets in the Run form for a quick run
+TINY_CHOICES = {"epochs": 1, "image_size": 78, "batch_size": 8}
 
 
 def deployments_by_name(server: PrefectServer) -> dict[str, dict]:
@@ -124,9 +132,29 @@ def check_schedules(found: dict[str, dict]) -> None:
         assert schedule["active"]
     for spec in (PREDICTION, PROMOTION, SWEEP):  # on demand: no schedule
         assert found[spec["name"]]["parameters"] == spec["parameters"] and not found[spec["name"]]["schedules"]
-    # the sweep's Run form edits its grid: a table of setting -> list of values
+    check_run_forms(found)
+
+
+def check_run_forms(found: dict[str, dict]) -> None:
+    """Each Run form offers what a person changes, and nothing that says where runs train or what data they
+    read: those are the serving side's."""
+    for name, deployment in found.items():
+        schema = deployment["parameter_openapi_schema"]
+        assert not {"workdir", "data_url", "settings", "overrides"} & set(json.dumps(schema).split('"')), name
+    for spec in TRAINING:
+        schema = found[spec["name"]]["parameter_openapi_schema"]
+        assert set(schema["properties"]) == {"choices"}
+        assert list(schema["definitions"]["RunChoices"]["properties"]) == list(CHOICE_FIELDS)
     form = found[SWEEP["name"]]["parameter_openapi_schema"]["properties"]
-    assert {"grid", "settings", "dask_address", "dask_workers"} <= set(form)
+    assert set(form) == {"grid", "choices", "dask_address", "dask_workers"}  # grid: setting -> list of values
+
+
+def check_forms_refuse_locations(server: PrefectServer, deployment_id: str) -> None:
+    """A submitted form can never point a run at another folder or other data: the server refuses it."""
+    for where in ({"workdir": "/tmp/elsewhere"}, {"data_url": "file:///tmp/other.zip"}):
+        with pytest.raises(requests.HTTPError) as refused:
+            run_deployment(server, deployment_id, {"choices": TINY_CHOICES | where})
+        assert refused.value.response.status_code in (409, 422), refused.value.response.text
 
 
 def check_training_artifacts(server: PrefectServer, flow_run_id: str, augmented: bool = True) -> dict[str, dict]:
@@ -176,27 +204,28 @@ def test_prefect_yaml_matches_the_schedules():
 
 def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sample_archive, tmp_path):
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    elsewhere = tmp_path / "elsewhere"  # `catsdogs serve` started outside the repository
+    elsewhere = tmp_path / "elsewhere"  # `catsdogs serve` started outside the repository, its workdir relative
     elsewhere.mkdir()
-    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], env=server.env, cwd=elsewhere,
-                             stdout=log, stderr=subprocess.STDOUT)
+    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], cwd=elsewhere,
+                             env=serving_env(server, sample_archive, "work"), stdout=log, stderr=subprocess.STDOUT)
     try:
         found = wait_for_deployments(server, ALL_NAMES, serve)
         check_schedules(found)
+        check_forms_refuse_locations(server, found["nightly-baseline"]["id"])
         started = time.monotonic()
-        # a partial override merges onto the deployment's settings (variant baseline stays; 1 epoch, tiny data)
-        overrides = {k: v for k, v in tiny_settings(sample_archive, tmp_path / "work").items() if k != "variant"}
-        flow_run_id = run_deployment(server, found["nightly-baseline"]["id"], {"overrides": overrides})
+        # the form's choices for a quick run; variant baseline from the serving side's defaults
+        flow_run_id = run_deployment(server, found["nightly-baseline"]["id"], {"choices": TINY_CHOICES})
         run = wait_for_run(server, flow_run_id)
         assert run["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         print(f"served deployment run finished in {time.monotonic() - started:.1f} s")
-        assert run["name"] == "baseline-1ep-78px-seed0-batch-size=8"  # named from its merged settings
-        assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0",
-                f"workdir:{(tmp_path / 'work').resolve()}"} <= set(run["tags"])
+        assert run["name"] == "baseline-1ep-78px-seed0-batch-size=8"  # named from its resolved settings
+        workdir = (elsewhere / "work").resolve()  # where serve was started, though serve works in the clone
+        assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0", f"workdir:{workdir}"} <= set(run["tags"])
+        assert (workdir / "runs").is_dir() and not (ROOT / "work").exists() and not (ROOT / "catsdogs-work").exists()
         artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
         check_training_logs(server, flow_run_id)
         assert "epoch 1/1: loss" in (tmp_path / "serve.log").read_text()  # and in the serve terminal
-        check_sweep_deployment(server, found[SWEEP["name"]]["id"], tiny_settings(sample_archive, tmp_path / "work"))
+        check_sweep_deployment(server, found[SWEEP["name"]]["id"])
         from tests.browser import check_artifact_page, chromium_available
 
         if chromium_available() or os.environ.get("CATSDOGS_REQUIRE_BROWSER") == "1":
@@ -210,10 +239,11 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         log.close()
 
 
-def check_sweep_deployment(server: PrefectServer, deployment_id: str, settings: dict) -> None:
-    """The seed-study deployment, its grid given in the run's parameters as the Run form would."""
+def check_sweep_deployment(server: PrefectServer, deployment_id: str) -> None:
+    """The seed-study deployment, its grid and choices given in the run's parameters as the Run form would."""
     grid = {"seed": [0, 1]}
-    flow_run_id = run_deployment(server, deployment_id, {"grid": grid, "settings": settings | {"variant": "baseline"}})
+    choices = TINY_CHOICES | {"variant": "baseline"}
+    flow_run_id = run_deployment(server, deployment_id, {"grid": grid, "choices": choices})
     run = wait_for_run(server, flow_run_id)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert run["name"] == "sweep-seed-2runs"
@@ -232,10 +262,11 @@ def test_work_pool_deploy_and_worker(server, sample_archive, tmp_path):
     found = wait_for_deployments(server, ALL_NAMES)
     check_schedules(found)
     assert found["nightly-baseline"]["work_pool_name"] == "catsdogs"
-    flow_run_id = run_deployment(server, found["nightly-baseline"]["id"],
-                                 {"settings": tiny_settings(sample_archive, tmp_path / "work")})
+    flow_run_id = run_deployment(server, found["weekly-augmented"]["id"],
+                                 {"choices": TINY_CHOICES | {"variant": "augmented", "promote": "never"}})
     worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", "catsdogs", "--run-once"],
-                            env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=480)
+                            env=serving_env(server, sample_archive, str(tmp_path / "work")), cwd=ROOT,
+                            capture_output=True, text=True, timeout=480)
     run = wait_for_run(server, flow_run_id, timeout=60)
     assert run["state"]["type"] == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
     check_training_artifacts(server, flow_run_id)

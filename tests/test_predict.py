@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,16 +188,17 @@ def test_load_image_errors_are_image_errors(tmp_path: Path):
         load_image(path, 78)
 
 
-def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, tmp_path: Path):
+def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, tmp_path: Path, monkeypatch):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     from flows.predict import predict_flow
 
     (tmp_path / "broken.jpg").write_bytes(b"nope")
-    folder = str(trained["subsets"].root / "test")
-    state = predict_flow([folder, str(tmp_path / "broken.jpg")], model="best",
-                         workdir=trained["settings"].workdir, return_state=True)
+    workdir = trained["settings"].workdir
+    monkeypatch.setenv("CATSDOGS_WORKDIR", str(workdir))  # the serving side's, as the deployment runs it
+    folder = os.path.relpath(trained["subsets"].root / "test", workdir)  # a relative path is the workdir's
+    state = predict_flow([folder, str(tmp_path / "broken.jpg")], model="best", return_state=True)
     assert state.is_completed()
     predictions = state.result()
     assert len(predictions) == trained["metrics"].test_images + 1

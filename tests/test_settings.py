@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from catsdogs.settings import DEFAULT_DATA_URL, Settings, SettingsError, load_settings, redact_url
+from catsdogs.settings import (
+    CHOICE_FIELDS,
+    DEFAULT_DATA_URL,
+    RunChoices,
+    Settings,
+    SettingsError,
+    load_settings,
+    redact_url,
+    settings_for_choices,
+)
 
 
 def test_defaults_are_the_reference_experiment(monkeypatch):
@@ -163,3 +172,31 @@ def test_web_port_out_of_range_is_one_line_and_exit_2(port, capsys):
         main(["web", "--port", port])
     assert stopped.value.code == 2
     assert "a port is a whole number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_run_form_choices_go_over_the_serving_sides_settings(tmp_path: Path, monkeypatch):
+    config = tmp_path / "serve.toml"
+    config.write_text('data_url = "file:///data/train.zip"\nepochs = 5\nvariant = "augmented"\n')
+    monkeypatch.setenv("CATSDOGS_CONFIG", str(config))
+    monkeypatch.setenv("CATSDOGS_WORKDIR", str(tmp_path / "served"))
+    settings = settings_for_choices({"epochs": 2, "seed": 3, "tta_flip": True})
+    assert (settings.workdir, settings.data_url) == (tmp_path / "served", "file:///data/train.zip")
+    assert (settings.variant, settings.epochs, settings.seed, settings.tta_flip) == ("augmented", 2, 3, True)
+    # a choice left empty keeps the serving side's; a changed variant brings its own recipe
+    assert settings_for_choices(None).epochs == 5
+    assert settings_for_choices({"variant": "fast"}).lr_schedule == "cosine"
+    assert set(RunChoices.model_fields) == set(CHOICE_FIELDS) and not {"workdir", "data_url"} & set(CHOICE_FIELDS)
+
+
+@pytest.mark.parametrize(("choices", "words"), [
+    ({"workdir": "/elsewhere"}, ["workdir: not a choice", "CATSDOGS_WORKDIR"]),
+    ({"data_url": "file:///other.zip", "threads": 2}, ["data_url, threads: not a choice", "CATSDOGS_DATA_URL"]),
+    ({"epochs": True}, ["epochs", "integer"]),
+    ({"epochs": "3"}, ["epochs", "integer"]),
+    ({"variant": "cow"}, ["variant", "'cow'"]),
+    ({"epochs": 0}, ["epochs must be between 1"]),
+])
+def test_run_form_choices_that_are_not_allowed_are_one_line_each(choices, words):
+    with pytest.raises(SettingsError) as refused:
+        settings_for_choices(choices)
+    assert all(word in str(refused.value) for word in words), str(refused.value)
