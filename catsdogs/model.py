@@ -344,17 +344,16 @@ def unfreeze_top(model: Any, layers_to_train: int) -> None:
 
 
 def model_summary(model: Any) -> str:
-    """Keras' model summary as plain text."""
-    lines: list[str] = []
-    # Without a terminal, rich (which Keras draws with) crops the table to 80 columns and loses some; its
-    # console takes its width from COLUMNS. 150 fit every column of every variant.
-    previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "150"
-    try:
-        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=150)
-    finally:
-        if previous is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = previous
-    return "\n".join(lines)
+    """The model's layers as a Markdown table (name, type, output shape, parameters), then its totals: narrow
+    enough for the Prefect UI's artifact pane, which cuts off Keras' own 150-column text."""
+    rows = ["| layer | type | output shape | parameters |", "|---|---|---|---:|"]
+    for layer in model.layers:
+        try:
+            shape = str(tuple(layer.output.shape))
+        except (AttributeError, ValueError):  # a layer called more than once has no single output
+            shape = "–"
+        rows.append(f"| `{layer.name}` | {type(layer).__name__} | {shape} | {layer.count_params():,} |")
+    total = model.count_params()
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    return "\n".join(rows) + (f"\n\nTotal params: {total:,} (trainable {trainable:,}, "
+                              f"non-trainable {total - trainable:,})")

@@ -207,15 +207,22 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+# Short names: the Prefect UI shows table cells on one line, in a pane about 720 px wide at 1280 px.
+PRECISION_SHORT = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
+CHAMPION_MARK = " ★"
+
+
 def leaderboard(workdir: Path) -> list[dict[str, Any]]:
-    """Every registered model, best test accuracy first, with the settings that tell runs apart."""
+    """Every registered model, best test accuracy first (the champion marked ★), with the settings that tell
+    runs apart: columns few and short enough for the artifact pane."""
     rows = []
     crowned = champion(workdir)
     for card in ranked(list_models(workdir)):
         settings = card.settings
-        rows.append({"model": card.name, "variant": card.variant, "test accuracy": round(card.test_accuracy, 4),
-                     "test loss": round(card.test_loss, 4), "epochs": card.epochs, "best epoch": card.best_epoch,
-                     "image size": card.image_size, "precision": settings.get("precision", ""),
-                     "seed": settings.get("seed", ""), "created": card.created_at[:16].replace("T", " "),
-                     "champion": "yes" if crowned and crowned.name == card.name else ""})
+        mark = CHAMPION_MARK if crowned and crowned.name == card.name else ""
+        precision = str(settings.get("precision", ""))
+        rows.append({"model": card.name + mark, "test accuracy": round(card.test_accuracy, 4),
+                     "variant": card.variant, "epochs (best)": f"{card.epochs} ({card.best_epoch})",
+                     "seed": settings.get("seed", ""), "precision": PRECISION_SHORT.get(precision, precision),
+                     "created": card.created_at[5:16].replace("T", " ")})
     return rows

@@ -214,30 +214,38 @@ def train_seconds(history_path: Path) -> float:
 
 
 def comparison_table(summary: SweepSummary, run_url: Callable[[RunResult], str | None] | None = None) -> str:
-    """The comparison as Markdown: one row per configuration, then one per run (linked by RUN_URL)."""
-    lines = ["| configuration | runs | test accuracy, mean ± std (min–max) | test loss, mean ± std | best epochs "
-             "| training min (mean) | wall min, this sweep (mean) | failed |", "|---|---|---|---|---|---|---|---|"]
+    """The comparison as Markdown: the configurations' accuracy, then their loss and time, then one row per run
+    (linked by RUN_URL), and why any failed. The Prefect UI shows cells on one line, in a pane about 700 px wide:
+    hence several narrow tables, and the reasons below them."""
+    lines = ["| configuration | runs | test accuracy, mean ± std | min–max |", "|---|---|---|---|"]
     for c in summary.configurations:
-        accuracy = (f"**{c.test_accuracy_mean:.4f}** ± {_fmt(c.test_accuracy_std)} "
-                    f"({c.test_accuracy_min:.4f}–{c.test_accuracy_max:.4f})" if c.test_accuracy_mean is not None
-                    else "–")
+        accuracy = (f"**{c.test_accuracy_mean:.4f}** ± {_fmt(c.test_accuracy_std)}"
+                    if c.test_accuracy_mean is not None else "–")
+        spread = (f"{c.test_accuracy_min:.4f}–{c.test_accuracy_max:.4f}" if c.test_accuracy_mean is not None
+                  else "–")
+        runs = f"{c.runs}, **{c.failed} failed**" if c.failed else str(c.runs)
+        lines.append(f"| {c.configuration} | {runs} | {accuracy} | {spread} |")
+    lines += ["", "| configuration | test loss, mean ± std | best epochs | minutes, train / wall |",
+              "|---|---|---|---|"]
+    for c in summary.configurations:
         loss = f"{c.test_loss_mean:.4f} ± {_fmt(c.test_loss_std)}" if c.test_loss_mean is not None else "–"
-        failed = f"{c.failed}: " + "; ".join(c.errors) if c.failed else "0"
-        lines.append(f"| {c.configuration} | {c.runs} | {accuracy} | {loss} | "
-                     f"{', '.join(map(str, c.best_epochs)) or '–'} | {_fmt(c.train_minutes_mean, 1)} | "
-                     f"{_fmt(c.wall_minutes_mean, 1)} | {_cell(failed)} |")
-    lines += ["", "| run | status | test accuracy | test loss | best epoch | epochs | training min "
-              "| wall s (this sweep) | trained by |", "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| {c.configuration} | {loss} | {', '.join(map(str, c.best_epochs)) or '–'} | "
+                     f"{_fmt(c.train_minutes_mean, 1)} / {_fmt(c.wall_minutes_mean, 1)} |")
+    lines += ["", "| run | status | test accuracy | test loss | best / epochs | minutes, train / wall |",
+              "|---|---|---|---|---|---|"]
+    notes = []
     for r in summary.runs:
-        status = "completed" if r.status == "completed" else f"**failed**: {_cell(r.error)}"
         url = run_url(r) if run_url else None
-        made = f"reused from {r.trained_by}" if r.reused else "this run" if r.status == "completed" else "–"
         name = f"[{r.label}]({url})" if url else r.label
+        status = "**failed**" if r.status != "completed" else "reused" if r.reused else "trained"
+        if r.status != "completed":
+            notes.append(f"- {name} failed: {_cell(r.error)}")
+        elif r.reused:
+            notes.append(f"- {name} reused the model trained by {r.trained_by}")
+        train = _fmt(None if r.train_seconds is None else r.train_seconds / 60, 1)
         lines.append(f"| {name} | {status} | {_fmt(r.test_accuracy)} | {_fmt(r.test_loss)} "
-                     f"| {r.best_epoch or '–'} | {r.epochs_run or '–'} | "
-                     f"{_fmt(None if r.train_seconds is None else r.train_seconds / 60, 1)} | {r.wall_seconds:.0f} "
-                     f"| {made} |")
-    return "\n".join(lines)
+                     f"| {r.best_epoch or '–'} / {r.epochs_run or '–'} | {train} / {r.wall_seconds / 60:.1f} |")
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

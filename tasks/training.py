@@ -58,7 +58,7 @@ def publish_training(trained: TrainedModel) -> dict[str, str]:
         get_run_logger().info("train: reused the model trained by %s", source)
         create_progress_artifact(100.0, key="training-progress",
                                  description=f"Epochs finished: reused from {source}")
-    summary = f"# Model summary ({trained.variant})\n\n```\n{trained.summary}\n```"
+    summary = f"# Model summary ({trained.variant})\n\n{trained.summary}"
     ids["model-summary"] = str(create_markdown_artifact(summary, key="model-summary",
                                                         description=f"Keras model summary, {trained.variant}"))
     history = trained.history()
@@ -124,8 +124,8 @@ def publish_metrics(metrics: Metrics, settings: Settings) -> dict[str, str]:
         f"| test loss | {metrics.test_loss:.4f} |\n| test images | {metrics.test_images} |\n"
         f"| test-time flip averaging | {'on' if metrics.tta_flip else 'off'} |\n"
         f"| test-time centre crop | {f'{metrics.tta_crop:g} of each side' if metrics.tta_crop else 'off'} |\n"
-        f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| seed | {settings.seed} |\n"
-        f"| model | `{metrics.model_path}` |",
+        f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| seed | {settings.seed} |\n\n"
+        f"Checkpoint: `{metrics.model_path}`",  # below the table: the UI shows a cell on one line
         key="test-metrics", description=f"test accuracy {metrics.test_accuracy:.4f}, loss {metrics.test_loss:.4f} "
         f"({run_label(settings)})")
     return {"test-metrics": str(artifact)}

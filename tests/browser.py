@@ -50,3 +50,25 @@ def check_artifact_page(ui_url: str, artifact_id: str, flow_run_id: str, out_dir
             return shot
         finally:
             browser.close()
+
+
+def check_tables_fit(ui_url: str, artifact_ids: dict[str, str]) -> None:
+    """Every table of these artifacts (key: id) fits the artifact pane at desktop width: the UI shows each cell on
+    one line, so a wider table is cut off at the pane's edge, with nothing to say that it scrolls."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            too_wide = {}
+            for key, artifact_id in artifact_ids.items():
+                page.goto(f"{ui_url}/artifacts/artifact/{artifact_id}", wait_until="networkidle")
+                page.locator(".artifact-data-view table").first.wait_for(timeout=60_000)
+                widths = page.evaluate("() => [...document.querySelectorAll('.artifact-data-view table')]"
+                                       ".map(t => [t.scrollWidth, t.parentElement.clientWidth])")
+                if any(width > room for width, room in widths):
+                    too_wide[key] = widths
+            assert not too_wide, f"tables wider than the artifact pane ([table, pane] px): {too_wide}"
+        finally:
+            browser.close()

@@ -48,7 +48,7 @@ def test_best_is_one_rule_everywhere_and_the_champion_answers_once_promoted(four
     result = cli("models", "promote", "a", "--workdir", str(workdir))
     assert result.returncode == 0 and "a is the champion" in result.stdout, result.stderr
     assert registry.resolve_model(workdir).name == registry.resolve_model(workdir, "champion").name == "a"
-    assert [row["champion"] for row in registry.leaderboard(workdir)] == ["", "", "yes", ""]
+    assert [row["model"] for row in registry.leaderboard(workdir)] == ["c", "b", "a ★", "d"]
     listed = {row["name"]: row["marks"] for row in map(json.loads, cli("models", "--workdir", str(workdir),
                                                                          "--json").stdout.splitlines())}
     assert listed == {"a": ["champion"], "b": [], "c": ["best"], "d": ["latest"]}

@@ -225,10 +225,14 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
         check_training_logs(server, flow_run_id)
         assert "epoch 1/1: loss" in (tmp_path / "serve.log").read_text()  # and in the serve terminal
-        check_sweep_deployment(server, found[SWEEP["name"]]["id"])
-        from tests.browser import check_artifact_page, chromium_available
+        comparison = check_sweep_deployment(server, found[SWEEP["name"]]["id"])
+        from tests.browser import check_artifact_page, check_tables_fit, chromium_available
 
         if chromium_available() or os.environ.get("CATSDOGS_REQUIRE_BROWSER") == "1":
+            tables = ("run-report", "test-metrics", "leaderboard", "model-summary", "training-history",
+                      "dataset-summary")
+            check_tables_fit(server.ui, {key: artifacts[key]["id"] for key in tables} |
+                             {"sweep-comparison": comparison["id"]})
             shot = check_artifact_page(server.ui, artifacts["run-report"]["id"], flow_run_id, tmp_path)
             print(f"screenshots: {shot} and {shot.with_name('flow-run-artifacts.png')}")
         else:
@@ -239,7 +243,7 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         log.close()
 
 
-def check_sweep_deployment(server: PrefectServer, deployment_id: str) -> None:
+def check_sweep_deployment(server: PrefectServer, deployment_id: str) -> dict:
     """The seed-study deployment, its grid and choices given in the run's parameters as the Run form would."""
     grid = {"seed": [0, 1]}
     choices = TINY_CHOICES | {"variant": "baseline"}
@@ -252,6 +256,7 @@ def check_sweep_deployment(server: PrefectServer, deployment_id: str) -> None:
     assert "data:image/png;base64," in comparison["data"]  # the validation curves, overlaid
     children = [r for r in server.api("POST", "/flow_runs/filter") if r["name"].startswith("baseline-1ep-78px-seed")]
     assert {r["name"] for r in children} >= {f"baseline-1ep-78px-seed{seed}-batch-size=8" for seed in (0, 1)}
+    return comparison
 
 
 def test_work_pool_deploy_and_worker(server, sample_archive, tmp_path):

@@ -88,7 +88,7 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
     assert "| epoch | loss | accuracy | val_loss | val_accuracy | seconds |" in history  # in reading order
     assert re.search(r"\| 1 \| \d\.\d{4} \| \d\.\d{4} \|", history)  # rounded, not raw floats
     assert f"test accuracy {metrics.test_accuracy:.4f}" in found["test-metrics"].description
-    assert "Param #" in found["model-summary"].data
+    assert "| layer | type | output shape | parameters |" in found["model-summary"].data
     for key in ("training-curves", "augmentation-grid"):
         sizes = embedded_png_sizes(found[key].data)
         assert len(sizes) == 1 and 1000 < sizes[0] < 100_000

@@ -86,11 +86,13 @@ def test_layer_seeds_are_distinct_and_repeatable():
     assert not set(seeds.values()) & set(layer_seeds(1).values())
 
 
-def test_summary_keeps_every_column_without_a_terminal():
+def test_summary_is_a_table_of_every_layer_with_keras_totals():
     from catsdogs.model import build_network
     from catsdogs.settings import Settings
 
-    text = model_summary(build_network(Settings(variant="xception", image_size=96), "float32"))
-    header = next(line for line in text.splitlines() if "Layer (type)" in line)
-    assert "Param #" in header and "Connected to" in header
-    assert "Total params: 723,905" in text
+    model = build_network(Settings(variant="xception", image_size=96), "float32")
+    text = model_summary(model)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(model.layers) and all(row.count("|") == 5 for row in rows)
+    assert "| `separable_conv2d` | SeparableConv2D | (None, 48, 48, 32) | 1,312 |" in text
+    assert "Total params: 723,905" in text  # what Keras' own summary counts
