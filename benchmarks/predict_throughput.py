@@ -86,7 +86,7 @@ def main() -> None:
     outside = work / "outside.keras"  # no card beside it: the TensorFlow route
     shutil.copyfile(work / "work" / "models" / name / "model.keras", outside)
 
-    command = [sys.executable, "-m", "flows.cli", "predict", "--json", "--workdir", str(work / "work")]
+    command = [sys.executable, "-m", "deployments.cli", "predict", "--json", "--workdir", str(work / "work")]
     routes = {"litert": [*command, "--model", name], "tensorflow": [*command, "--model", str(outside)]}
     seconds: dict[str, dict[str, list[float]]] = {r: {"one": [], "folder": []} for r in routes}
     for _ in range(args.repeats):

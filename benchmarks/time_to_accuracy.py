@@ -35,7 +35,7 @@ def cpu() -> dict[str, object]:
 
 
 def one_run(variant: str, seed: int, data_url: str, workdir: Path, extra: list[str]) -> dict[str, object]:
-    command = [sys.executable, "-m", "flows.cli", "run", "--variant", variant, "--seed", str(seed),
+    command = [sys.executable, "-m", "deployments.cli", "run", "--variant", variant, "--seed", str(seed),
                "--data-url", data_url, "--workdir", str(workdir), "--json", *extra]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])

@@ -54,8 +54,8 @@ def main() -> None:
     large = large_png() if args.large else b""
     register_untrained(args.variant, work / "work")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "flows.cli", "web", "--workdir", str(work / "work"), "--port",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    server = subprocess.Popen([sys.executable, "-m", "deployments.cli", "web", "--workdir", str(work / "work"),
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
     url = f"http://127.0.0.1:{port}"
     try:

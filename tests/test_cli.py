@@ -24,19 +24,19 @@ def cli(*args: str, api_url: str | None = None, **env: str) -> subprocess.Comple
 
 
 def test_invalid_setting_is_a_usage_error_before_any_work(tmp_path: Path):
-    result = cli("-m", "flows.cli", "run", "--image-size", "64", "--workdir", str(tmp_path / "w"))
+    result = cli("-m", "deployments.cli", "run", "--image-size", "64", "--workdir", str(tmp_path / "w"))
     assert result.returncode == 2
     assert "invalid setting image_size" in result.stderr and "at least 78" in result.stderr
     assert not (tmp_path / "w").exists()
 
 
 def test_environment_setting_is_checked_too(tmp_path: Path):
-    result = cli("-m", "flows.cli", "run", CATSDOGS_VALIDATION_RANGE="500-1200")
+    result = cli("-m", "deployments.cli", "run", CATSDOGS_VALIDATION_RANGE="500-1200")
     assert result.returncode == 2 and "overlaps" in result.stderr
 
 
-def test_run_json_with_python_m_flows(prefect_server, sample_archive: Path, tmp_path: Path):
-    result = cli("-m", "flows", "run", "--json", "--data-url", sample_archive.as_uri(), "--data-sha256",
+def test_run_json_with_python_m_deployments(prefect_server, sample_archive: Path, tmp_path: Path):
+    result = cli("-m", "deployments", "run", "--json", "--data-url", sample_archive.as_uri(), "--data-sha256",
                  SAMPLE_SHA256, "--workdir", str(tmp_path / "w"), "--image-size", "78", "--epochs", "1",
                  "--batch-size", "8", "--train-range", "0-9", "--validation-range", "10-14",
                  "--test-range", "15-24", api_url=prefect_server)
@@ -53,14 +53,14 @@ def test_run_json_with_python_m_flows(prefect_server, sample_archive: Path, tmp_
 
 
 def test_unreachable_source_says_how_to_use_a_local_file(prefect_server, tmp_path: Path):
-    result = cli("-m", "flows.cli", "run", "--data-url", "http://127.0.0.1:9/train.zip", "--download-retries",
+    result = cli("-m", "deployments.cli", "run", "--data-url", "http://127.0.0.1:9/train.zip", "--download-retries",
                  "0", "--workdir", str(tmp_path / "w"), api_url=prefect_server)
     assert result.returncode == 1
     assert "--data-url file:///" in result.stderr.splitlines()[-1]
 
 
 def test_help_names_every_variant_shows_each_default_once_and_ranges_as_typed(capsys):
-    from flows.cli import build_parser
+    from deployments.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--help"])

@@ -206,7 +206,7 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
     elsewhere = tmp_path / "elsewhere"  # `catsdogs serve` started outside the repository, its workdir relative
     elsewhere.mkdir()
-    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], cwd=elsewhere,
+    serve = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve"], cwd=elsewhere,
                              env=serving_env(server, sample_archive, "work"), stdout=log, stderr=subprocess.STDOUT)
     try:
         found = wait_for_deployments(server, ALL_NAMES, serve)

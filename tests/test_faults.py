@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli_args(archive: Path, workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "run", "--json", "--data-url", archive.as_uri(), "--data-sha256",
+    return [sys.executable, "-m", "deployments.cli", "run", "--json", "--data-url", archive.as_uri(), "--data-sha256",
             SAMPLE_SHA256, "--workdir", str(workdir), "--image-size", "78", "--batch-size", "16", *extra]
 
 
@@ -177,7 +177,7 @@ def test_a_full_disk_in_any_step_is_one_line_and_the_next_run_builds_it_again(pr
     assert store.run_once(tmp_path / "step", lambda: "built", lambda marker: marker) == "built"
 
     # the whole command: one line on the terminal, exit 1, and with the space back the run completes
-    from flows.cli import main
+    from deployments.cli import main
     from tests.conftest import make_kaggle_zip
 
     archive = make_kaggle_zip(tmp_path / "k.zip", per_class=12)
@@ -199,7 +199,7 @@ def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect
     """The sweep's training runs in a task runner's thread, which signals never reach: it must stop anyway, its
     child run must end Crashed (not stay Running), and the sweep run again resumes the training."""
 
-    args = [sys.executable, "-m", "flows.cli", "sweep", "--data-url", sample_archive.as_uri(), "--workdir",
+    args = [sys.executable, "-m", "deployments.cli", "sweep", "--data-url", sample_archive.as_uri(), "--workdir",
             str(tmp_path / "w"), "--image-size", "78", "--batch-size", "16", "--epochs", "30", "--seed", "0,1",
             "--train-range", "0-79", "--validation-range", "80-99", "--test-range", "100-119"]
     begun = datetime.now(UTC)

@@ -21,7 +21,7 @@ def cli(*args: str, api_url: str | None = None, **env: str) -> subprocess.Comple
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CATSDOGS_", "PREFECT_API"))} | env
     if api_url:
         environment["PREFECT_API_URL"] = api_url
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], capture_output=True, text=True, cwd=ROOT,
                           env=environment, timeout=300)
 
 
@@ -114,7 +114,7 @@ def test_a_corrupt_registry_card_is_skipped_with_a_warning(registry):
 
 def test_predict_piped_into_head_ends_quietly(registry):
     workdir, subsets = registry
-    command = (f"{sys.executable} -m flows.cli predict {subsets.root} --json --batch-size 1 --workdir {workdir} "
+    command = (f"{sys.executable} -m deployments.cli predict {subsets.root} --json --batch-size 1 --workdir {workdir} "
                "| head -n 1")
     result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, cwd=ROOT,
                             timeout=300)
@@ -152,7 +152,7 @@ def test_a_terminated_run_stops_its_temporary_prefect_server(serve, tmp_path: Pa
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CATSDOGS_", "PREFECT_API"))}
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--data-url", stalled.url,
+        process = subprocess.Popen([sys.executable, "-m", "deployments.cli", "run", "--data-url", stalled.url,
                                     "--workdir", str(tmp_path / "w")], cwd=ROOT, env=environment,
                                    stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 180

@@ -38,3 +38,15 @@ def test_importing_tasks_changes_no_environment(monkeypatch):
     before = dict(os.environ)
     importlib.reload(importlib.import_module("tasks"))
     assert dict(os.environ) == before
+
+
+def test_flows_holds_flows_only():
+    """flows/ is where the flows are; the command line and the web app start and serve them from deployments/."""
+    def defines_a_flow(path: Path) -> bool:
+        return any(isinstance(node, ast.FunctionDef) and any(
+            (d.func if isinstance(d, ast.Call) else d).id == "flow" for d in node.decorator_list
+            if isinstance(d.func if isinstance(d, ast.Call) else d, ast.Name))
+            for node in ast.walk(ast.parse(path.read_text())))
+
+    modules = [path for path in (ROOT / "flows").glob("*.py") if path.name != "__init__.py"]
+    assert modules and [path.name for path in modules if not defines_a_flow(path)] == []

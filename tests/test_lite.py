@@ -166,7 +166,7 @@ def registered(tmp_path_factory):
 
 PREDICT_AND_REPORT_MODULES = """
 import json, sys
-from flows.cli import main
+from deployments.cli import main
 status = main(["predict", *sys.argv[1:]])
 print(json.dumps({"status": status, "tensorflow": "tensorflow" in sys.modules, "prefect": "prefect" in sys.modules}))
 """

@@ -83,7 +83,7 @@ def bad_and_odd_inputs(folder: Path) -> dict[str, bool]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=300)
 
 

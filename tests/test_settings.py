@@ -166,7 +166,7 @@ def test_booleans_stay_booleans():
 
 @pytest.mark.parametrize("port", ["99999", "0", "-1", "eighty"])
 def test_web_port_out_of_range_is_one_line_and_exit_2(port, capsys):
-    from flows.cli import main
+    from deployments.cli import main
 
     with pytest.raises(SystemExit) as stopped:
         main(["web", "--port", port])

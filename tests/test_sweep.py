@@ -127,7 +127,7 @@ def test_each_configuration_gets_the_mean_and_spread_over_its_seeds():
     assert "| [variant=baseline seed=1](http://ui/1) | **failed** | – | – | – / – | 2.0 / 1.5 |" in table
     assert "- [variant=baseline seed=1](http://ui/1) failed: DownloadError: no network" in table
 
-    from flows.cli import comparison_lines
+    from deployments.cli import comparison_lines
 
     lines = comparison_lines(SweepSummary(varied=["variant", "seed"], configurations=[augmented, baseline],
                                           runs=runs)).splitlines()
@@ -161,7 +161,7 @@ def test_the_validation_curves_are_overlaid_in_one_picture(tmp_path):
 
 
 def test_sweep_flags_give_the_shared_settings_and_the_grid():
-    from flows.cli import build_parser, sweep_grid
+    from deployments.cli import build_parser, sweep_grid
 
     args = build_parser().parse_args(["sweep", "--variant", "baseline,augmented", "--seed", "0", "--seed", "1,2",
                                       "--epochs", "3", "--train-range", "0-9", "--train-range", "0-19",
@@ -190,7 +190,7 @@ def test_sweep_flags_give_the_shared_settings_and_the_grid():
      [{"train_range": (1000, 1999), "test_range": (0, 499)}, {"train_range": (2000, 2999), "test_range": (0, 499)}]),
 ])
 def test_each_sweep_configuration_runs_what_the_flags_say(tmp_path, monkeypatch, flags, expected):
-    from flows.cli import build_parser, sweep_plan
+    from deployments.cli import build_parser, sweep_plan
 
     monkeypatch.chdir(tmp_path)
     grid, settings, given = sweep_plan(build_parser().parse_args(["sweep", "--seed", "0", *flags]))
@@ -228,7 +228,7 @@ def test_a_given_value_survives_a_changed_variant_from_every_source(tmp_path, mo
     (["--dask-address", "http://h/x"], "is not a Dask scheduler address; give one such as tcp://scheduler:8786"),
 ])
 def test_a_bad_sweep_is_a_usage_error_before_any_work(tmp_path, capsys, flags, message):
-    from flows.cli import main
+    from deployments.cli import main
 
     try:
         code = main(["sweep", "--workdir", str(tmp_path / "w"), *flags])
@@ -313,7 +313,7 @@ def test_a_sweep_on_a_dask_cluster_survives_a_killed_worker(prefect_server, samp
     workdir = tmp_path / "work"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        args = [sys.executable, "-m", "flows.cli", "sweep", "--json", "--dask-address", cluster.scheduler_address,
+        args = [sys.executable, "-m", "deployments.cli", "sweep", "--json", "--dask-address", cluster.scheduler_address,
                 "--data-url", sample_archive.as_uri(), "--data-sha256", SAMPLE_SHA256, "--workdir", str(workdir),
                 "--image-size", "78", "--batch-size", "8", "--epochs", "4", "--train-range", "0-149",
                 "--validation-range", "150-199", "--test-range", "200-219", "--threads", "1", "--seed", "0,1"]
@@ -399,7 +399,7 @@ def test_an_unreachable_dask_scheduler_is_one_line(prefect_server, sample_archiv
     port = free_port()  # nothing listens there
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")} | {
         "PREFECT_API_URL": prefect_server, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "sweep", "--dask-address", f"tcp://127.0.0.1:{port}",
+    result = subprocess.run([sys.executable, "-m", "deployments.cli", "sweep", "--dask-address", f"tcp://127.0.0.1:{port}",
                              "--data-url", sample_archive.as_uri(), "--workdir", str(tmp_path / "w")],
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1

@@ -283,7 +283,7 @@ def test_efficientnet_weights_found_over_http_are_accepted(serve, tmp_path: Path
 
 def test_cli_exits_2_for_efficientnet_without_weights(tmp_path: Path, monkeypatch, capsys):
     import catsdogs.model
-    from flows.cli import main
+    from deployments.cli import main
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(catsdogs.model, "EFFICIENTNET_WEIGHTS_URL", "http://127.0.0.1:9/")
@@ -372,7 +372,7 @@ def test_registered_xception_predicts_as_it_was_evaluated(tiny_zip: Path, tmp_pa
     card = register_model(trained, metrics, settings.model_copy(update={"precision": trained.precision}), "0" * 64)
     assert card.variant == "xception" and card.image_size == 96 and card.settings["tta_flip"] is True
     assert card.settings["tta_crop"] == 0.8 and card.name == "x1-tta-crop0.8"  # apart from the same run's other views
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(subsets.root / "test"), "--json",
+    result = subprocess.run([sys.executable, "-m", "deployments.cli", "predict", str(subsets.root / "test"), "--json",
                              "--workdir", str(tmp_path / "work")], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr[-2000:]

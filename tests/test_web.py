@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from flows.web import create_app
+from deployments.web import create_app
 from tests.conftest import free_port, jpeg_bytes, train_and_register, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +201,7 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "flows.cli", "web", "--workdir", str(registered["workdir"]),
+    server = subprocess.Popen([sys.executable, "-m", "deployments.cli", "web", "--workdir", str(registered["workdir"]),
                                "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", server, 60)

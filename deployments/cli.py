@@ -160,7 +160,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return web(args)
     if args.command == "sweep":
         return sweep(args)
-    if args.command == "serve":  # its own process: the deployments import the flows, not the other way round
+    if args.command == "serve":  # its own process: Prefect settings are applied before Prefect is imported
         os.execv(sys.executable, [sys.executable, "-m", "deployments.serve"])
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
     try:
@@ -382,7 +382,7 @@ def web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from catsdogs.registry import RegistryError
-    from flows.web import create_app
+    from deployments.web import create_app
 
     try:
         app = create_app(Path(args.workdir or load_settings().workdir), args.model)
