@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from catsdogs.runtime import tensorflow
-from catsdogs.settings import REFERENCE_VARIANTS, Settings, SettingsError
+from catsdogs.settings import Settings, SettingsError
+from catsdogs.variants import variant_spec
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +77,16 @@ def _reference_network(variant: str, image_size: int, seed: int | None, precisio
     import keras
     from keras import layers
 
+    augments = variant_spec(variant).augments
     inputs = keras.Input(shape=(image_size, image_size, 3))
-    x = build_augmentation(seed)(inputs) if variant == "augmented" else inputs
+    x = build_augmentation(seed)(inputs) if augments else inputs
     x = layers.Rescaling(1.0 / 255, dtype=precision)(x)
     for filters in CONV_FILTERS:
         x = layers.Conv2D(filters=filters, kernel_size=3, activation="relu", dtype=precision)(x)
         x = layers.MaxPooling2D(pool_size=2, dtype=precision)(x)
     x = layers.Conv2D(filters=256, kernel_size=3, activation="relu", dtype=precision)(x)
     x = layers.Flatten(dtype=precision)(x)
-    if variant == "augmented":
+    if augments:
         x = layers.Dropout(0.5, seed=layer_seeds(seed)["dropout"], dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{variant}")
@@ -123,27 +126,55 @@ def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separabl
 def build_network(settings: Settings, precision: str) -> Any:
     """The uncompiled network SETTINGS.variant names, for square RGB images of settings.image_size."""
     tensorflow()
+    spec = variant_spec(settings.variant)
+    if spec.network not in NETWORKS:  # a declared variant without a builder must not train as another one
+        raise ValueError(f"variant {spec.name!r} declares network {spec.network!r}, which catsdogs.model.NETWORKS "
+                         f"does not build (it builds {', '.join(NETWORKS)})")
+    return NETWORKS[spec.network](settings, precision)
+
+
+def _reference(settings: Settings, precision: str) -> Any:
+    return _reference_network(settings.variant, int(settings.image_size), settings.seed, precision)  # type: ignore[arg-type]
+
+
+def _with_head(settings: Settings, precision: str, body: Callable[[Any, int], Any]) -> Any:
+    """Input, the training-only resize and augmentation, BODY (features), dropout and the sigmoid output."""
     import keras
     from keras import layers
 
-    size, seeds = int(settings.image_size), layer_seeds(settings.seed)  # type: ignore[arg-type]
-    if settings.variant in REFERENCE_VARIANTS:
-        return _reference_network(settings.variant, size, settings.seed, precision)
+    size = int(settings.image_size)  # type: ignore[arg-type]
     inputs = keras.Input(shape=(size, size, 3))
     x = custom_layers()["TrainingResize"](name=TRAINING_RESIZE)(inputs) if settings.resize_from else inputs
-    x = build_augmentation(settings.seed, float(settings.translate or 0.0))(x)
-    if settings.variant in ("xception", "fast"):
-        x = layers.Rescaling(1.0 / 255, dtype=precision)(x)
-        x = xception_network(x, precision=precision)
-    elif settings.variant == "efficientnet":
-        base = efficientnet_base(size, settings.backbone_weights, precision)
-        x = base(x, training=False)  # its BatchNorm layers stay in inference mode, even when fine-tuned
-        x = layers.GlobalAveragePooling2D(dtype=precision)(x)
-    else:  # a variant added to the settings without a network here must not train as another one
-        raise ValueError(f"no network is defined for variant {settings.variant!r} in catsdogs.model.build_network")
-    x = layers.Dropout(0.5, seed=seeds["dropout"], dtype=precision)(x)
+    if settings.spec.augments:
+        x = build_augmentation(settings.seed, float(settings.translate or 0.0))(x)
+    x = body(x, size)
+    x = layers.Dropout(0.5, seed=layer_seeds(settings.seed)["dropout"], dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{settings.variant}")
+
+
+def _xception(settings: Settings, precision: str) -> Any:
+    from keras import layers
+
+    return _with_head(settings, precision, lambda x, size: xception_network(
+        layers.Rescaling(1.0 / 255, dtype=precision)(x), precision=precision))
+
+
+def _efficientnet(settings: Settings, precision: str) -> Any:
+    from keras import layers
+
+    def body(x: Any, size: int) -> Any:
+        base = efficientnet_base(size, settings.backbone_weights, precision)
+        x = base(x, training=False)  # its BatchNorm layers stay in inference mode, even when fine-tuned
+        return layers.GlobalAveragePooling2D(dtype=precision)(x)
+
+    return _with_head(settings, precision, body)
+
+
+# The network families the variants' declarations name (catsdogs/variants.py), each a builder of
+# (settings, precision) -> an uncompiled Keras model.
+NETWORKS: dict[str, Callable[[Settings, str], Any]] = {
+    "reference": _reference, "xception": _xception, "efficientnet": _efficientnet}
 
 
 def _training_resize_class() -> Any:
@@ -236,7 +267,7 @@ EFFICIENTNET_WEIGHTS = "efficientnetv2-b0_notop.h5"  # Keras' file name in its c
 def check_backbone_weights(settings: Settings, timeout_s: float = 5.0) -> None:
     """Raise SettingsError before any work when efficientnet's base weights can be had neither way."""
     weights = settings.backbone_weights
-    if settings.variant != "efficientnet" or weights == "random":
+    if not settings.spec.pretrained_base or weights == "random":
         return
     if weights != "imagenet":
         if not Path(weights).is_file():

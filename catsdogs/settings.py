@@ -34,6 +34,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from catsdogs.variants import VARIANTS, VariantSpec, variants_text
+
 # The public, no-login copy that Keras' own example and TensorFlow Datasets use (786 MB, PetImages layout).
 DEFAULT_DATA_URL = (
     "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
@@ -43,8 +45,8 @@ DEFAULT_DATA_URL = (
 MIN_IMAGE_SIZE = 78
 MAX_INDEX = 10_000_000  # an image position no archive reaches
 
-Variant = Literal["baseline", "augmented", "xception", "fast", "efficientnet"]
-REFERENCE_VARIANTS = ("baseline", "augmented")
+# The declared variants' names (catsdogs/variants.py), as a type: validation and the JSON schema list them.
+Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 # float32 is the reference's math. The mixed policies compute the convolutions in 16 bits (weights stay
 # float32): bfloat16 for CPUs with BF16 units (1.75-2.3x faster epochs measured on one), float16 for GPUs.
 # auto picks mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AVX-512 BF16 or AMX, else float32.
@@ -52,40 +54,8 @@ Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
 Optimizer = Literal["rmsprop", "adam", "adamw"]
 Schedule = Literal["constant", "cosine"]
 
-# Every setting whose default depends on the variant, in one place. A setting left unset (None) takes its
-# variant's value here. The reference variants keep the reference experiment's values; the xception and
-# efficientnet recipes are the ones measured in docs/results.md (chosen on validation data).
-VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "baseline": {"epochs": 30},
-    "augmented": {"epochs": 100},
-    # AdamW with a cosine schedule after 3 warm-up epochs, label smoothing, test-time flip averaging:
-    # 100 epochs fit the 60-minute CPU budget (docs/results.md) where the book's recipe needs about three hours.
-    # Early stopping is a safety net here: the cosine schedule is meant to run to its end. 192 px with
-    # translate=0.1 reached a lower validation loss (0.3756 against 0.3834) but took 30 % longer: not chosen.
-    # MixUp 0.2 with a moving average of the weights (0.995) overfits less: over three seeds, validation loss
-    # 0.3712 against 0.3857 and validation accuracy with flips 0.901 against 0.892, so they are on.
-    # 180 px rather than 160 with that recipe, over three seeds: validation loss 0.3463 against 0.3712 and
-    # validation accuracy with flips 0.919 against 0.901, for about 35 % more time a run (still under 45 min).
-    # Test-time views: the centre crop of 0.8 of each side beside the flips, chosen after training on validation
-    # (benchmarks/posthoc_validation.py; docs/results.md): no training time, twice the prediction's.
-    "xception": {"epochs": 100, "image_size": 180, "precision": "auto", "optimizer": "adamw",
-                 "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 3, "weight_decay": 0.05,
-                 "label_smoothing": 0.1, "mixup": 0.2, "ema": 0.995, "early_stopping_patience": 25,
-                 "tta_flip": True, "tta_crop": 0.8},
-    # xception's network and regularisers in about a third of the time (issue 23; docs/results.md, chosen on
-    # validation): the first half of the epochs at 96 px, growing to image_size by 85 % of the run (progressive
-    # resizing), and the stem initialised to whiten the training images' patches. Without MixUp and weight
-    # averaging it overfits in so few epochs (validation loss 0.4230 against 0.4047 at 70 epochs).
-    "fast": {"epochs": 70, "image_size": 180, "precision": "auto", "optimizer": "adamw",
-             "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 2, "weight_decay": 0.05,
-             "label_smoothing": 0.1, "mixup": 0.2, "ema": 0.995, "early_stopping_patience": 0,
-             "tta_flip": True, "tta_crop": 0.8, "resize_from": 96, "whiten_stem": True},
-    # The book's ch. 8: frozen ImageNet base and a new head, then the top of the base at a low rate.
-    "efficientnet": {"epochs": 10, "image_size": 224, "precision": "auto", "optimizer": "adam",
-                     "learning_rate": 1e-3, "label_smoothing": 0.0, "early_stopping_patience": 5,
-                     "tta_flip": True, "fine_tune_epochs": 10, "fine_tune_layers": 40,
-                     "fine_tune_learning_rate": 1e-5},
-}
+# Every setting whose default depends on the variant: each variant's declaration holds its values.
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {name: spec.defaults for name, spec in VARIANTS.items()}
 # Defaults shared by every variant that VARIANT_DEFAULTS does not name: the reference experiment's.
 COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
@@ -103,8 +73,26 @@ RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "resize_from", "white
 BACKBONE_FIELDS = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")
 
 
+def _defaults(name: str) -> str:
+    """The defaults of setting NAME, from the variants' declarations: "(default: 0.001; fast and xception 0.002)"."""
+    def shown(value: Any) -> str:
+        return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) else str(value)
+
+    common = COMMON_DEFAULTS.get(name)
+    own: dict[str, list[str]] = {}
+    for variant, spec in VARIANTS.items():
+        if spec.defaults.get(name, common) != common:
+            own.setdefault(shown(spec.defaults[name]), []).append(variant)
+    shown_own = "; ".join(f"{', '.join(names[:-1])} and {names[-1]} {value}" if len(names) > 1 else
+                          f"{names[0]} {value}" for value, names in own.items())
+    if common is None:
+        return f"(default: {shown_own})"
+    return f"(default: {shown(common)}{'; ' + shown_own if shown_own else ''})"
+
+
 def variant_defaults(variant: str) -> dict[str, Any]:
-    """The value each variant-dependent setting takes for VARIANT when it is left unset."""
+    """The value each variant-dependent setting takes for VARIANT when it is left unset (an undeclared variant
+    takes the common ones: the variant field's own check then names it)."""
     return COMMON_DEFAULTS | VARIANT_DEFAULTS.get(variant, {})
 
 
@@ -133,9 +121,7 @@ class Settings(BaseSettings):
                                       allow_inf_nan=False)
     _given: frozenset[str] | None = PrivateAttr(None)  # see the given property
 
-    variant: Variant = Field("baseline", description="baseline or augmented (the reference's two), xception (from "
-                             "scratch, the best), fast (xception's network in a short budget) or efficientnet "
-                             "(a pretrained base)")
+    variant: Variant = Field("baseline", description=f"the network and its recipe: {variants_text()}")
     data_url: str = Field(DEFAULT_DATA_URL, description="archive to download: http(s):// or file:// URL")
     data_sha256: str | None = Field(None, description="expected SHA-256 of the archive; checked when given")
     data_url_secret: str | None = Field(None, description="name of a Prefect Secret block holding the full "
@@ -146,10 +132,9 @@ class Settings(BaseSettings):
     validation_range: IndexRange = Field((1000, 1499), description="validation images per class")
     test_range: IndexRange = Field((1500, 2499), description="test images per class")
     image_size: int | None = Field(None, description=f"square input size in pixels, at least {MIN_IMAGE_SIZE} "
-                                   "(default: 180; efficientnet 224)")
+                                   f"{_defaults('image_size')}")
     batch_size: int = Field(32, ge=1, le=4096, description="images per training step")
-    epochs: int | None = Field(None, description="epochs to train (default: " + ", ".join(
-        f"{name} {recipe['epochs']}" for name, recipe in VARIANT_DEFAULTS.items()) + ", efficientnet's base frozen)")
+    epochs: int | None = Field(None, description=f"epochs to train, before any fine-tuning {_defaults('epochs')}")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds shuffling, initial weights and augmentation")
     download_retries: int = Field(3, ge=0, le=20, description="retries of a transient download failure")
     download_backoff_s: float = Field(2.0, ge=0, le=3600, description="first retry delay; doubles each retry")
@@ -161,38 +146,40 @@ class Settings(BaseSettings):
                          "(TensorFlow alone leaves them off on many CPUs)")
     # Unlike the two above, this one changes the math (rounding), so it is part of a trained model's key.
     precision: Precision | None = Field(None, description="auto, float32, mixed_bfloat16 (CPUs with AVX-512 "
-                                        "BF16/AMX) or mixed_float16 (GPUs) (default: float32; auto for "
-                                        "xception, fast and efficientnet)")
+                                        f"BF16/AMX) or mixed_float16 (GPUs) {_defaults('precision')}")
     # The training recipe. Unset values take the variant's (VARIANT_DEFAULTS above).
-    optimizer: Optimizer | None = Field(None, description="rmsprop (the reference), adam or adamw")
-    learning_rate: float | None = Field(None, gt=0, le=1, description="peak learning rate (default: 0.001; "
-                                        "xception and fast 0.002)")
+    optimizer: Optimizer | None = Field(None, description=f"rmsprop (the reference), adam or adamw "
+                                        f"{_defaults('optimizer')}")
+    learning_rate: float | None = Field(None, gt=0, le=1, description=f"peak learning rate "
+                                        f"{_defaults('learning_rate')}")
     lr_schedule: Schedule | None = Field(None, description="constant (the reference) or cosine decay to 0")
     warmup_epochs: int | None = Field(None, ge=0, le=1000, description="epochs of linear warm-up (cosine only)")
     weight_decay: float | None = Field(None, ge=0, le=1, description="decoupled weight decay (adamw only)")
-    label_smoothing: float | None = Field(None, ge=0, lt=0.5, description="binary label smoothing in training")
+    label_smoothing: float | None = Field(None, ge=0, lt=0.5, description="binary label smoothing in training "
+                                          f"{_defaults('label_smoothing')}")
     early_stopping_patience: int | None = Field(None, ge=0, le=10_000, description="stop after this many epochs "
                                                 "without a lower validation loss; 0 = off (the reference)")
     tta_flip: bool | None = Field(None, description="average each image's score with its mirror image's "
-                                  "in evaluation and prediction")
+                                  f"in evaluation and prediction {_defaults('tta_flip')}")
     tta_crop: float | None = Field(None, description="also average with the centre crop of this fraction of "
                                    "each side, resized back (and its mirror image where tta_flip is on); 0 = off "
-                                   "(default: 0; xception and fast 0.8)")
+                                   f"{_defaults('tta_crop')}")
     translate: float | None = Field(None, ge=0, le=0.5, description="augmentation: also shift images by up to "
                                     "this fraction each way (0 = the reference's flips, rotation and zoom only)")
     mixup: float | None = Field(None, ge=0, le=10, description="MixUp: blend pairs of training images and their "
-                                "labels with a Beta(alpha, alpha) weight of this alpha (0 = off, the reference; "
-                                "xception and fast 0.2)")
+                                "labels with a Beta(alpha, alpha) weight of this alpha; 0 = off, the reference "
+                                f"{_defaults('mixup')}")
     ema: float | None = Field(None, ge=0, lt=1, description="keep a moving average of the weights with this "
-                              "momentum; validation, checkpoints and the saved model use it (0 = off; "
-                              "xception and fast 0.995)")
+                              "momentum; validation, checkpoints and the saved model use it; 0 = off "
+                              f"{_defaults('ema')}")
     # Speed-ups of the from-scratch networks (xception, fast).
     resize_from: int | None = Field(None, ge=0, le=1024, description="progressive resizing: train the first "
                                     "half of the epochs at this many pixels a side, then growing to image_size "
-                                    "by 85 % of the run; validation and prediction use image_size (0 = off; "
-                                    "fast 96)")
+                                    "by 85 % of the run; validation and prediction use image_size; 0 = off "
+                                    f"{_defaults('resize_from')}")
     whiten_stem: bool | None = Field(None, description="initialise the first convolution to whiten the "
-                                     "training images' patches (their covariance's eigenvectors; fast: on)")
+                                     "training images' patches (their covariance's eigenvectors) "
+                                     f"{_defaults('whiten_stem')}")
     # efficientnet only.
     backbone_weights: str = Field("imagenet", description="efficientnet's base: imagenet (Keras' download, or "
                                   "its cache), a local .h5/.weights.h5 file, or random (untrained, for tests)")
@@ -288,8 +275,9 @@ class Settings(BaseSettings):
     @classmethod
     def _from_scratch_speedups(cls, value: Any, info: ValidationInfo) -> Any:
         variant, size = info.data.get("variant"), info.data.get("image_size")
-        if value and variant not in ("xception", "fast"):
-            raise ValueError(f"for the xception and fast networks, not {variant}; leave it unset (0 or false)")
+        if value and not (variant in VARIANTS and VARIANTS[variant].from_scratch_speedups):
+            able = " and ".join(name for name, spec in VARIANTS.items() if spec.from_scratch_speedups)
+            raise ValueError(f"for the {able} networks, not {variant}; leave it unset (0 or false)")
         if info.field_name == "resize_from" and value and size and not 32 <= value <= size:
             raise ValueError(f"the first epoch's size must be from 32 to image_size ({size}) pixels, or 0 for "
                              f"off; got {value}")
@@ -343,7 +331,12 @@ class Settings(BaseSettings):
     @property
     def total_epochs(self) -> int:
         """Every epoch of this run, fine-tuning included."""
-        return self.epochs_to_run + (int(self.fine_tune_epochs or 0) if self.variant == "efficientnet" else 0)
+        return self.epochs_to_run + (int(self.fine_tune_epochs or 0) if self.spec.pretrained_base else 0)
+
+    @property
+    def spec(self) -> VariantSpec:
+        """The declaration of this run's variant (catsdogs/variants.py)."""
+        return VARIANTS[self.variant]
 
     def with_overrides(self, overrides: dict[str, Any] | None, given: Iterable[str] | None = None) -> Settings:
         """These settings with some changed (a deployment run's partial override, a sweep's configuration).
@@ -373,7 +366,7 @@ class Settings(BaseSettings):
 
     def recipe_key(self) -> dict[str, Any]:
         """The recipe settings that differ from the reference's: part of a trained model's cache key."""
-        names = [n for n in RECIPE_FIELDS if self.variant == "efficientnet" or n not in BACKBONE_FIELDS]
+        names = [n for n in RECIPE_FIELDS if self.spec.pretrained_base or n not in BACKBONE_FIELDS]
         return {name: getattr(self, name) for name in names
                 if getattr(self, name) != COMMON_DEFAULTS.get(name, Settings.model_fields[name].default)}
 
@@ -382,7 +375,7 @@ class Settings(BaseSettings):
         what tells two runs of one variant, size and seed apart."""
         defaults = variant_defaults(self.variant)
         names = [n for n in ("batch_size", *RECIPE_FIELDS, "tta_flip", "tta_crop") if n != "precision"
-                 and (self.variant == "efficientnet" or n not in BACKBONE_FIELDS)]
+                 and (self.spec.pretrained_base or n not in BACKBONE_FIELDS)]
         return {name: getattr(self, name) for name in names
                 if getattr(self, name) != defaults.get(name, Settings.model_fields[name].default)}
 

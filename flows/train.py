@@ -55,7 +55,7 @@ def train_flow(settings: Settings | None = None) -> Metrics:
         links |= publish_training(trained)
         curves, curve_links = plot_curves(trained)
         links |= curve_links
-        if settings.variant != "baseline":  # every other variant augments
+        if settings.spec.augments:
             links |= plot_augmentations(trained, arrays, settings)
         metrics = evaluate_model(trained, arrays, settings)
         links |= publish_metrics(metrics, settings)

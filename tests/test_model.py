@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from catsdogs.model import build_augmentation, build_model, layer_seeds, model_summary
@@ -94,5 +96,6 @@ def test_summary_is_a_table_of_every_layer_with_keras_totals():
     text = model_summary(model)
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) == len(model.layers) and all(row.count("|") == 5 for row in rows)
-    assert "| `separable_conv2d` | SeparableConv2D | (None, 48, 48, 32) | 1,312 |" in text
+    # Keras numbers auto-named layers per process, so the row is matched by its type, shape and count.
+    assert re.search(r"\| `separable_conv2d\w*` \| SeparableConv2D \| \(None, 48, 48, 32\) \| 1,312 \|", text)
     assert "Total params: 723,905" in text  # what Keras' own summary counts

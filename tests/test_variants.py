@@ -14,6 +14,7 @@ from catsdogs.datasets import build_arrays
 from catsdogs.model import build_for, build_network, check_backbone_weights, compile_model, unfreeze_top
 from catsdogs.settings import VARIANT_DEFAULTS, Settings, SettingsError, load_settings
 from catsdogs.train import FROZEN_WEIGHTS, _early_stopping, evaluate_model, predict_probabilities, train_model
+from catsdogs.variants import VARIANTS
 from tests.conftest import auto_label
 
 RANGES = {"train": (0, 7), "validation": (8, 9), "test": (10, 11)}
@@ -29,6 +30,42 @@ def tiny(variant: str, tmp_path: Path, **changes) -> Settings:
     values = dict(variant=variant, image_size=78, batch_size=8, epochs=2, workdir=tmp_path,
                   train_range="0-7", validation_range="8-9", test_range="10-11", backbone_weights="random")
     return Settings(**(values | changes))
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_declared_variant_builds_as_declared_and_is_offered_everywhere(name, tmp_path: Path, capsys):
+    from catsdogs.settings import RunChoices
+    from deployments.cli import build_parser
+
+    spec = VARIANTS[name]
+    assert {key: getattr(Settings(variant=name), key) for key in spec.defaults} == spec.defaults
+    settings = tiny(name, tmp_path, image_size=96)  # fast grows from 96 px, so 96 is its smallest size
+    assert settings.spec is spec
+    model = build_network(settings, "float32")
+    assert model.output_shape == (None, 1) and model.name == f"catsdogs_{name}"
+    augmentation = [layer for layer in model.layers if layer.name == "data_augmentation"]
+    assert bool(augmentation) == spec.augments and settings.total_epochs >= settings.epochs_to_run
+    assert f"{name} ({spec.summary})" in Settings.model_fields["variant"].description
+    assert name in RunChoices.model_json_schema()["properties"]["variant"]["anyOf"][0]["enum"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    assert f"{name} ({spec.summary})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_half_declared_or_unknown_variant_fails_loudly(monkeypatch):
+    from catsdogs import model
+    from catsdogs.variants import variant_spec
+
+    monkeypatch.delitem(model.NETWORKS, "xception")  # declared, but no builder for its network
+    with pytest.raises(ValueError, match="declares network 'xception', which catsdogs.model.NETWORKS does not build"):
+        build_network(Settings(variant="fast", image_size=96), "float32")
+    with pytest.raises(KeyError, match="no variant 'resnet' is declared"):
+        variant_spec("resnet")
+    with pytest.raises(SettingsError, match="variant"):
+        load_settings({"variant": "resnet"})
 
 
 # ---------------------------------------------------------------- settings
