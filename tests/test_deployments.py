@@ -68,9 +68,10 @@ class PrefectServer:
         self.log.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrefectServer]:
-    started = PrefectServer(tmp_path)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[PrefectServer]:
+    """One server for both routes: the work pool's `prefect deploy` takes over the names serve registered."""
+    started = PrefectServer(tmp_path_factory.mktemp("prefect-server"))
     yield started
     started.stop()
 

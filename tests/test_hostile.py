@@ -145,8 +145,21 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_terminated_run_stops_its_temporary_prefect_server(serve, tmp_path: Path, signum: int):
+def test_every_stop_signal_is_handled_as_ctrl_c(monkeypatch):
+    """SIGINT, SIGTERM and SIGHUP take one path, so the end-to-end tests send one each, not each one everywhere."""
+    from deployments import cli
+
+    installed = {}
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.setdefault(signum, handler))
+    monkeypatch.setattr(cli, "_main", lambda argv: 0)
+    assert cli.main([]) == 0
+    assert set(installed) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    assert set(installed.values()) == {cli._interrupt}
+
+
+def test_a_hung_up_run_stops_its_temporary_prefect_server(serve, tmp_path: Path):
+    """SIGHUP (a closed terminal) here; SIGTERM and SIGINT stop a sweep in test_faults."""
+    signum = signal.SIGHUP
     stalled = serve(make_kaggle_zip(tmp_path / "k.zip").read_bytes())
     stalled.behaviour.stall_after = [100] * 20  # the download hangs, so the run is busy when the signal comes
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CATSDOGS_", "PREFECT_API"))}
@@ -240,7 +253,7 @@ def test_credentials_stay_out_of_flow_parameters_logs_and_artifacts(prefect_serv
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     recorded = json.dumps(parameters) + "\n".join(log.message for log in logs) + "".join(
         str(a.data) for a in artifacts)
-    assert "will retry" in recorded  # the 503 was logged...
+    assert "will retry" in recorded and "127.0.0.1" in recorded and "HTTP 503" in recorded  # the 503 was logged...
     assert not [s for s in SECRETS if s in recorded]  # ...with the URL masked, as are the parameters
     assert parameters["settings"]["data_url"] == server.url.replace("http://", "http://***@") + "?token=***#***"
     on_disk = "".join(p.read_text(errors="replace") for p in (tmp_path / "w").rglob("*.json"))
