@@ -8,6 +8,7 @@ import io
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +30,105 @@ use_prefect_defaults()  # before Prefect is imported
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats" / "train.zip"
+
+
+# ---------------------------------------------------------------- tiers (pyproject.toml declares the markers)
+
+# Fixtures that start a real server: a test using one is end-to-end wherever it lives.
+END_TO_END_FIXTURES = {"prefect_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is in one tier: realdata and e2e as marked (or by the fixtures it uses), unit otherwise."""
+    for item in items:
+        if item.get_closest_marker("realdata"):
+            continue
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+        if not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.unit)
+
+
+TIER_TIME: dict[str, list[float]] = {}  # tier -> [tests, seconds of setup, call and teardown]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add each test's time to its tier's (reports from xdist's workers come here too)."""
+    tier = next((name for name in ("realdata", "e2e", "unit") if name in report.keywords), None)
+    if tier:
+        tests, seconds = TIER_TIME.get(tier, [0, 0.0])
+        TIER_TIME[tier] = [tests + (report.when == "call"), seconds + report.duration]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Each tier's test time, as CI's log shows it: the wall time of a tier alone is about its share."""
+    if TIER_TIME:
+        terminalreporter.write_line("test time by tier (summed over workers): " + ", ".join(
+            f"{tier} {seconds:.0f} s ({tests:.0f} tests)" for tier, (tests, seconds) in sorted(TIER_TIME.items())))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test runs in this process: one that starts Python, a command of this environment (prefect,
+    catsdogs) or a shell belongs to the e2e tier. Libraries' own probes (`uname -p`) are not counted."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    original = subprocess.Popen.__init__
+    ours = {Path(sys.executable).parent.resolve(), Path(sys.executable).resolve().parent}
+
+    def refuse_ours(self: subprocess.Popen, args: Any, *rest: Any, **kwargs: Any) -> None:
+        program = str(args if isinstance(args, str | os.PathLike) else args[0])
+        shell = kwargs.get("shell") or Path(program).name in ("bash", "sh")
+        if shell or program == sys.executable or Path(program).resolve().parent in ours:
+            raise AssertionError(f"{request.node.nodeid} starts {program}: mark it @pytest.mark.e2e, or test the "
+                                 "code in process (tests.conftest.run_cli runs a command so)")
+        original(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse_ours)
+
+
+@dataclass
+class CommandResult:
+    """What a `catsdogs` command run in this process returned and showed (the fields of CompletedProcess)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, **env: str) -> CommandResult:
+    """`catsdogs ARGS` in this process, with ENV over an environment free of catsdogs and Prefect API settings.
+
+    For checks where a new process is not the point (usage errors, predict, models): seconds faster than a
+    subprocess each. What the command changes for its process (signal handlers, stderr warnings) is put back.
+    """
+    import contextlib
+    import logging
+    import signal
+
+    from deployments.cli import main
+
+    saved_env, saved_signals = dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM,
+                                                                                    signal.SIGHUP)}
+    library_log = logging.getLogger("catsdogs")
+    saved_handlers = list(library_log.handlers)
+    for name in [name for name in os.environ if name.startswith(("CATSDOGS_", "PREFECT_API"))]:
+        del os.environ[name]
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(list(args))
+            except SystemExit as exit_:  # argparse's usage errors
+                status = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+        library_log.handlers[:] = saved_handlers
+    return CommandResult(status, out.getvalue(), err.getvalue())
 
 
 def jpeg_bytes(colour: tuple[int, int, int], size: int = 40, seed: int = 0) -> bytes:
@@ -176,7 +277,7 @@ class ArchiveServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/train.zip"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
 
     def __enter__(self) -> ArchiveServer:
         self.thread.start()
@@ -244,9 +345,10 @@ def prefect_server() -> Iterator[str]:
 # ---------------------------------------------------------------- registered tiny models
 
 
-def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *changes: dict) -> dict:
+def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *changes: dict, prefix: str = "r") -> dict:
     """A generated archive's subsets, then per CHANGES one tiny model (78 px, 1 epoch unless changed) trained,
-    evaluated and registered in FOLDER/work. Returns the subsets, the workdir and (card, metrics) per model."""
+    evaluated and registered in FOLDER/work as PREFIX0, PREFIX1, ... Returns the subsets, their arrays, the
+    workdir, each model's settings, and (card, metrics) per model."""
     from catsdogs.data import make_subsets, unzip_archive
     from catsdogs.datasets import build_arrays
     from catsdogs.registry import register_model
@@ -258,15 +360,48 @@ def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *change
                                          2**30), folder / "work" / "subsets" / "tiny", ranges)
     arrays = build_arrays(subsets, folder / "d", 78)
     spans = {f"{split}_range": f"{first}-{last}" for split, (first, last) in ranges.items()}
-    models = []
+    models, settings_used = [], []
     for number, change in enumerate(changes):
         settings = Settings(**({"image_size": 78, "batch_size": 8, "epochs": 1, "workdir": folder / "work"}
                                | spans | change))
-        run = train_model(settings, arrays, folder / "work" / "runs" / f"r{number}")
+        run = train_model(settings, arrays, folder / "work" / "runs" / f"{prefix}{number}")
         metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation", bool(settings.tta_flip),
                                  float(settings.tta_crop or 0.0))
         models.append((register_model(run, metrics, settings, "0" * 64), metrics))
-    return {"subsets": subsets, "workdir": folder / "work", "models": models}
+        settings_used.append(settings)
+    return {"subsets": subsets, "arrays": arrays, "workdir": folder / "work", "models": models,
+            "settings": settings_used}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """The prediction, registry, web and LiteRT tests' models, trained once per test process (per worker under
+    xdist): a baseline (2 epochs), the same with seed 1, and a bfloat16 xception. Take a copy (copy_models)."""
+    return train_and_register(tmp_path_factory.mktemp("tiny-models"), TINY_RANGES, {"epochs": 2}, {"seed": 1},
+                              {"variant": "xception", "precision": "mixed_bfloat16"}, prefix="tiny")
+
+
+TINY_RANGES = {"train": (0, 11), "validation": (12, 13), "test": (14, 17)}  # images a class, of tiny_models
+
+
+def copy_models(made: dict, folder: Path, keep: list[int]) -> dict:
+    """A module's own workdir holding the models KEEP names (by index) of MADE, as train_and_register returns:
+    the module may register, damage and promote there without touching another module's answers."""
+    import shutil
+
+    from catsdogs.registry import list_models
+
+    workdir = folder / "work"
+    shutil.copytree(made["workdir"], workdir)
+    kept = {made["models"][index][0].name for index in keep}
+    for model in (workdir / "models").iterdir():
+        if model.is_dir() and model.name not in kept:
+            shutil.rmtree(model)
+    cards = {card.name: card for card in list_models(workdir)}
+    subsets = made["subsets"].model_copy(update={"root": workdir / made["subsets"].root.relative_to(made["workdir"])})
+    return {"subsets": subsets, "arrays": made["arrays"], "workdir": workdir,
+            "models": [(cards[made["models"][i][0].name], made["models"][i][1]) for i in keep],
+            "settings": [made["settings"][i].model_copy(update={"workdir": workdir}) for i in keep]}
 
 
 def auto_label() -> str:

@@ -14,7 +14,8 @@ import pytest
 from catsdogs import registry, store
 from catsdogs.champion import Standing, compare_with_champion, decide
 from catsdogs.lite import LITERT_FILE
-from tests.test_predict import cli, trained  # noqa: F401  (trained: the module's tiny registered model)
+from tests.conftest import run_cli
+from tests.test_predict import trained  # noqa: F401  (trained: the module's tiny registered model)
 
 
 def clone(card: registry.ModelCard, workdir: Path, name: str, **changes) -> registry.ModelCard:
@@ -45,11 +46,11 @@ def test_best_is_one_rule_everywhere_and_the_champion_answers_once_promoted(four
     assert registry.resolve_model(workdir, "best").name == "c" and registry.resolve_model(workdir, "latest").name == "d"
     assert registry.resolve_model(workdir).name == "c"  # no champion yet: the best answers
 
-    result = cli("models", "promote", "a", "--workdir", str(workdir))
+    result = run_cli("models", "promote", "a", "--workdir", str(workdir))
     assert result.returncode == 0 and "a is the champion" in result.stdout, result.stderr
     assert registry.resolve_model(workdir).name == registry.resolve_model(workdir, "champion").name == "a"
     assert [row["model"] for row in registry.leaderboard(workdir)] == ["c", "b", "a ★", "d"]
-    listed = {row["name"]: row["marks"] for row in map(json.loads, cli("models", "--workdir", str(workdir),
+    listed = {row["name"]: row["marks"] for row in map(json.loads, run_cli("models", "--workdir", str(workdir),
                                                                          "--json").stdout.splitlines())}
     assert listed == {"a": ["champion"], "b": [], "c": ["best"], "d": ["latest"]}
 
@@ -58,9 +59,9 @@ def test_best_is_one_rule_everywhere_and_the_champion_answers_once_promoted(four
 
 
 def test_promote_needs_a_registered_name(four_models: Path):
-    missing = cli("models", "promote", "--workdir", str(four_models))
+    missing = run_cli("models", "promote", "--workdir", str(four_models))
     assert missing.returncode == 2 and "name the model to promote" in missing.stderr
-    unknown = cli("models", "promote", "zz", "--workdir", str(four_models))
+    unknown = run_cli("models", "promote", "zz", "--workdir", str(four_models))
     assert unknown.returncode == 2 and "no registered model named 'zz'; known: a, b, c, d" in unknown.stderr
     assert registry.champion(four_models) is None  # nothing promoted by a failed command
 

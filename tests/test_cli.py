@@ -1,4 +1,4 @@
-"""The command line, run as a user runs it: a real process."""
+"""The command line: usage errors in process, and runs as a user starts them, in a real process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_SHA256
+from tests.conftest import SAMPLE_SHA256, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,14 +24,14 @@ def cli(*args: str, api_url: str | None = None, **env: str) -> subprocess.Comple
 
 
 def test_invalid_setting_is_a_usage_error_before_any_work(tmp_path: Path):
-    result = cli("-m", "deployments.cli", "run", "--image-size", "64", "--workdir", str(tmp_path / "w"))
+    result = run_cli("run", "--image-size", "64", "--workdir", str(tmp_path / "w"))
     assert result.returncode == 2
     assert "invalid setting image_size" in result.stderr and "at least 78" in result.stderr
     assert not (tmp_path / "w").exists()
 
 
 def test_environment_setting_is_checked_too(tmp_path: Path):
-    result = cli("-m", "deployments.cli", "run", CATSDOGS_VALIDATION_RANGE="500-1200")
+    result = run_cli("run", CATSDOGS_VALIDATION_RANGE="500-1200")
     assert result.returncode == 2 and "overlaps" in result.stderr
 
 

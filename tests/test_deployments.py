@@ -18,6 +18,8 @@ from catsdogs.settings import CHOICE_FIELDS
 from deployments.schedules import PREDICTION, PROMOTION, SWEEP, TIMEZONE, TRAINING
 from tests.conftest import SAMPLE_SHA256, free_port, wait_until_serving
 
+pytestmark = pytest.mark.e2e  # real processes and servers, each test
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

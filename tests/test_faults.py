@@ -25,6 +25,8 @@ from catsdogs.download import DownloadError, download_archive
 from catsdogs.registry import list_models
 from tests.conftest import SAMPLE_SHA256
 
+pytestmark = pytest.mark.e2e  # real processes and servers, each test
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -175,14 +177,14 @@ def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect
     the first run and Ctrl-C (SIGINT) the resumed one; the third run finishes both seeds."""
 
     args = [sys.executable, "-m", "deployments.cli", "sweep", "--data-url", sample_archive.as_uri(), "--workdir",
-            str(tmp_path / "w"), "--image-size", "78", "--batch-size", "16", "--epochs", "30", "--seed", "0,1",
+            str(tmp_path / "w"), "--image-size", "78", "--batch-size", "16", "--epochs", "12", "--seed", "0,1",
             "--train-range", "0-79", "--validation-range", "80-99", "--test-range", "100-119"]
     history = tmp_path / "w" / "runs"
     stopped_at = 0
     for signum in (signal.SIGTERM, signal.SIGINT):
         begun = datetime.now(UTC)
         stopped_at = stop_a_sweep(args, prefect_server, history, signum, after_epochs=stopped_at + 2)
-        assert stopped_at < 30, "the training went on to its end after the signal"
+        assert stopped_at < 12, "the training went on to its end after the signal"
         with get_client(sync_client=True) as client:
             # filtered on the server: an unfiltered read returns only the first page of a busy server's runs
             recent = client.read_flow_runs(flow_run_filter=FlowRunFilter(
@@ -194,8 +196,8 @@ def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect
 
     again = subprocess.run(args, env=cli_env(prefect_server), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"epoch {stopped_at + 1}/30" in again.stderr and "epoch 1/30" in again.stderr  # resumed; seed 1 anew
-    assert [len(json.loads(path.read_text())) for path in history.glob("*/history.json")] == [30, 30]
+    assert f"epoch {stopped_at + 1}/12" in again.stderr and "epoch 1/12" in again.stderr  # resumed; seed 1 anew
+    assert [len(json.loads(path.read_text())) for path in history.glob("*/history.json")] == [12, 12]
 
 
 def stop_a_sweep(args: list[str], api_url: str, runs: Path, signum: int, after_epochs: int) -> int:

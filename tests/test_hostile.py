@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_kaggle_zip, train_and_register
+from tests.conftest import CommandResult, copy_models, make_kaggle_zip, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def cli(*args: str, api_url: str | None = None, **env: str) -> subprocess.Comple
                           env=environment, timeout=300)
 
 
-def one_line_error(result: subprocess.CompletedProcess, status: int) -> str:
+def one_line_error(result: subprocess.CompletedProcess | CommandResult, status: int) -> str:
     """The command failed with STATUS, no traceback on the terminal, and its last line says why."""
     assert result.returncode == status, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -44,24 +44,24 @@ def one_line_error(result: subprocess.CompletedProcess, status: int) -> str:
     (["--train-range", "0-99999999999"], ["train_range"]),
 ])
 def test_every_setting_is_range_checked_before_any_work(tmp_path: Path, args: list[str], words: list[str]):
-    last = one_line_error(cli("run", *args, "--workdir", str(tmp_path / "w")), 2)
+    last = one_line_error(run_cli("run", *args, "--workdir", str(tmp_path / "w")), 2)
     for word in words:
         assert word in last
     assert not (tmp_path / "w").exists()
 
 
 def test_config_file_that_is_a_directory_or_not_utf8(tmp_path: Path):
-    assert "is a directory" in one_line_error(cli("run", "--config", str(tmp_path)), 2)
+    assert "is a directory" in one_line_error(run_cli("run", "--config", str(tmp_path)), 2)
     latin = tmp_path / "run.toml"
     latin.write_bytes('variant = "augmented"  # caf\xe9\n'.encode("latin-1"))
-    assert "not UTF-8" in one_line_error(cli("run", "--config", str(latin)), 2)
+    assert "not UTF-8" in one_line_error(run_cli("run", "--config", str(latin)), 2)
 
 
 def test_workdir_that_is_a_file_or_not_writable(tmp_path: Path):
     file = tmp_path / "file"
     file.write_text("x")
-    assert "is a file" in one_line_error(cli("run", "--workdir", str(file)), 2)
-    assert "cannot write" in one_line_error(cli("run", "--workdir", "/sys/catsdogs-work"), 2)  # read-only sysfs
+    assert "is a file" in one_line_error(run_cli("run", "--workdir", str(file)), 2)
+    assert "cannot write" in one_line_error(run_cli("run", "--workdir", "/sys/catsdogs-work"), 2)  # read-only sysfs
 
 
 def test_expected_run_failures_end_with_their_line_and_no_traceback(prefect_server, serve, tmp_path: Path):
@@ -83,17 +83,16 @@ def test_predict_usage_errors(tmp_path: Path):
     image.write_bytes(b"whatever")
     not_a_model = tmp_path / "model.keras"
     not_a_model.write_text("this is not a model")
-    assert "not a Keras model" in one_line_error(cli("predict", str(image), "--model", str(not_a_model)), 2)
+    assert "not a Keras model" in one_line_error(run_cli("predict", str(image), "--model", str(not_a_model)), 2)
     for size in ("0", "-3", "many"):
-        result = cli("predict", str(image), "--batch-size", size)
+        result = run_cli("predict", str(image), "--batch-size", size)
         assert result.returncode == 2 and "--batch-size" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def registry(tiny_models, tmp_path_factory):
     """A workdir with two registered tiny models."""
-    made = train_and_register(tmp_path_factory.mktemp("registry"), {"train": (0, 5), "validation": (6, 7),
-                                                                    "test": (8, 9)}, {"seed": 0}, {"seed": 1})
+    made = copy_models(tiny_models, tmp_path_factory.mktemp("registry"), keep=[0, 1])
     return made["workdir"], made["subsets"]
 
 
@@ -104,7 +103,7 @@ def test_a_corrupt_registry_card_is_skipped_with_a_warning(registry):
     good = marker.read_text()
     try:
         marker.write_text("{ not json")
-        result = cli("models", "--workdir", str(workdir))
+        result = run_cli("models", "--workdir", str(workdir))
         assert result.returncode == 0, result.stderr
         assert folders[1].name in result.stdout and folders[0].name not in result.stdout
         assert f"skipping registered model {folders[0].name}" in result.stderr
@@ -112,6 +111,7 @@ def test_a_corrupt_registry_card_is_skipped_with_a_warning(registry):
         marker.write_text(good)
 
 
+@pytest.mark.e2e
 def test_predict_piped_into_head_ends_quietly(registry):
     workdir, subsets = registry
     command = (f"{sys.executable} -m deployments.cli predict {subsets.root} --json --batch-size 1 --workdir {workdir} "
@@ -157,6 +157,7 @@ def test_every_stop_signal_is_handled_as_ctrl_c(monkeypatch):
     assert set(installed.values()) == {cli._interrupt}
 
 
+@pytest.mark.e2e
 def test_a_hung_up_run_stops_its_temporary_prefect_server(serve, tmp_path: Path):
     """SIGHUP (a closed terminal) here; SIGTERM and SIGINT stop a sweep in test_faults."""
     signum = signal.SIGHUP

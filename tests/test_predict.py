@@ -5,40 +5,28 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data import MAX_FILE_BYTES, make_subsets, unzip_archive
-from catsdogs.datasets import build_arrays
+from catsdogs.data import MAX_FILE_BYTES
 from catsdogs.predict import ImageError, Predictor, collect_inputs, load_image
 from catsdogs.registry import RegistryError, list_models, register_model, resolve_model
-from catsdogs.settings import Settings
 from catsdogs.train import evaluate_model, train_model
+from tests.conftest import copy_models, run_cli
 from tests.test_data import png_with_bad_idat_crc
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained, evaluated and registered once for this module."""
-    from tests.conftest import make_kaggle_zip
-
-    tmp = tmp_path_factory.mktemp("predict")
-    settings = Settings(image_size=78, batch_size=8, epochs=2, workdir=tmp / "work", train_range="0-7",
-                        validation_range="8-9", test_range="10-13")
-    subsets = make_subsets(unzip_archive(make_kaggle_zip(tmp / "k.zip", per_class=14), tmp / "x", 2**30),
-                           tmp / "s", {"train": (0, 7), "validation": (8, 9), "test": (10, 13)})
-    arrays = build_arrays(subsets, tmp / "d", 78)
-    run = train_model(settings, arrays, tmp / "work" / "runs" / "r1")
-    metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation")
-    card = register_model(run, metrics, settings, "0" * 64)
-    return {"settings": settings, "subsets": subsets, "arrays": arrays, "metrics": metrics, "card": card}
+def trained(tiny_models, tmp_path_factory):
+    """A tiny registered model (tests.conftest.tiny_models), in this module's own workdir."""
+    made = copy_models(tiny_models, tmp_path_factory.mktemp("predict"), keep=[0])
+    (card, metrics), = made["models"]
+    return made | {"settings": made["settings"][0], "metrics": metrics, "card": card}
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -82,14 +70,9 @@ def bad_and_odd_inputs(folder: Path) -> dict[str, bool]:
     return {name: ok for name, (_, ok) in cases.items()}
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
-
-
 def test_every_bad_input_gets_its_own_error_and_the_rest_goes_on(trained, tmp_path: Path):
     expected = bad_and_odd_inputs(tmp_path)
-    result = cli("predict", str(tmp_path), str(tmp_path / "missing.jpg"), "--model", str(trained["card"].path),
+    result = run_cli("predict", str(tmp_path), str(tmp_path / "missing.jpg"), "--model", str(trained["card"].path),
                  "--json")
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -113,19 +96,19 @@ def test_exit_statuses(trained, tmp_path: Path):
     good = tmp_path / "good.jpg"
     good.write_bytes(encoded(Image.new("RGB", (50, 50), (200, 50, 50)), "JPEG"))
     model = str(trained["card"].path)
-    ok = cli("predict", str(good), "--model", model)
+    ok = run_cli("predict", str(good), "--model", model)
     assert ok.returncode == 0 and "good.jpg" in ok.stdout and "label" in ok.stdout
-    assert cli("predict", str(good), str(tmp_path / "nope.jpg"), "--model", model).returncode == 1
-    assert cli("predict").returncode == 2
-    assert cli("predict", str(good), "--model", str(tmp_path / "none.keras")).returncode == 2
-    empty = cli("predict", str(good), "--workdir", str(tmp_path / "empty"))
+    assert run_cli("predict", str(good), str(tmp_path / "nope.jpg"), "--model", model).returncode == 1
+    assert run_cli("predict").returncode == 2
+    assert run_cli("predict", str(good), "--model", str(tmp_path / "none.keras")).returncode == 2
+    empty = run_cli("predict", str(good), "--workdir", str(tmp_path / "empty"))
     assert empty.returncode == 2 and "no registered model" in empty.stderr
 
 
 def test_prediction_reproduces_evaluation(trained):
     """The command's answers on the test subset give the accuracy evaluation reported: same preprocessing."""
     subsets, arrays, metrics = trained["subsets"], trained["arrays"], trained["metrics"]
-    result = cli("predict", str(subsets.root / "test"), "--workdir", str(trained["settings"].workdir), "--json")
+    result = run_cli("predict", str(subsets.root / "test"), "--workdir", str(trained["settings"].workdir), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     correct = [line["label"] == Path(line["path"]).parent.name for line in lines]
@@ -163,12 +146,15 @@ def test_each_set_of_views_of_one_run_is_registered_apart(trained, tmp_path: Pat
 
     assert [views_name("r1", *views) for views in [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)]] == [
         "r1", "r1-tta", "r1-crop0.8", "r1-tta-crop0.8"]
-    settings = trained["settings"]
-    run = train_model(settings, trained["arrays"], settings.workdir / "runs" / "r1")  # the module's run, reused
+    settings, name = trained["settings"], trained["card"].name
+    folder = settings.workdir / "runs" / name
+    written = {path: path.stat().st_mtime_ns for path in folder.rglob("*")}
+    run = train_model(settings, trained["arrays"], folder)  # the module's run, reused
+    assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == written
     flipped = evaluate_model(run, trained["arrays"], 8, tmp_path / "evaluation-tta", tta_flip=True)
     into = settings.model_copy(update={"workdir": tmp_path / "work", "tta_flip": True})
     card = register_model(run, flipped, into, "0" * 64)
-    assert trained["card"].name == "r1" and card.name == "r1-tta" and card.settings["tta_flip"] is True
+    assert card.name == f"{name}-tta" and card.settings["tta_flip"] is True
     assert card.test_accuracy == flipped.test_accuracy and trained["card"].settings["tta_flip"] is False
     assert register_model(run, flipped, into, "0" * 64) == card  # the same views again: the card already there
 
@@ -213,11 +199,11 @@ def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, t
 
 
 def test_models_command_lists_best_and_latest(trained, tmp_path: Path):
-    result = cli("models", "--workdir", str(trained["settings"].workdir), "--json")
+    result = run_cli("models", "--workdir", str(trained["settings"].workdir), "--json")
     assert result.returncode == 0, result.stderr
     [line] = [json.loads(line) for line in result.stdout.splitlines()]
     assert line["name"] == trained["card"].name and set(line["marks"]) == {"best", "latest"}
-    assert cli("models", "--workdir", str(tmp_path / "none")).returncode == 2
+    assert run_cli("models", "--workdir", str(tmp_path / "none")).returncode == 2
 
 
 def test_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path: Path):

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
@@ -15,11 +17,13 @@ print(runtime.speed_settings(), os.environ["TF_ENABLE_ONEDNN_OPTS"],
 """
 
 
+@pytest.mark.e2e  # each starts TensorFlow in a new process: what happens before it starts is the point
 def test_speed_settings_apply_before_tensorflow_starts():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["{'threads':", "1,", "'onednn':", "False}", "0", "1", "1"]
 
 
+@pytest.mark.e2e
 def test_defaults_use_every_core_and_onednn():
     probe = "from catsdogs import runtime; runtime.tensorflow(); print(runtime.speed_settings())"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
@@ -37,6 +41,7 @@ print(runtime.resolve_precision("auto"))
 """
 
 
+@pytest.mark.e2e
 def test_tensorflow_starts_without_its_cpp_chatter_and_keeps_other_lines():
     """absl prints TensorFlow's start-up block (twice) and, on a CPU-only machine, a cuInit "error" before
     TF_CPP_MIN_LOG_LEVEL can act; with catsdogs' default level nothing of it reaches the terminal."""
