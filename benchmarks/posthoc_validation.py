@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from validation_scores import validation_arrays
 
-from catsdogs.lite import views_averaged
 from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
+from catsdogs.views import views_averaged
 
 # Each view set as the settings tta_flip and tta_crop name it.
 VIEW_SETS = {"plain": (False, 0.0), "flip": (True, 0.0), "flip+crop0.9": (True, 0.9), "flip+crop0.8": (True, 0.8),

@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
 import shutil
 import stat
-import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
 from catsdogs import store
-from catsdogs.runtime import tensorflow
+from catsdogs.images import image_problem
 
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("cat", "dog")  # label 0 is cat, label 1 is dog, as image_dataset_from_directory orders them
 SPLITS = ("train", "validation", "test")
-# Formats that tf.io.decode_image reads, and so image_dataset_from_directory (by content, whatever the name):
-# MPO is a JPEG with more pictures after the first (phone photos), decoded as its first picture.
-DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}
-# Larger images are refused before they are decoded: Pillow's own decompression-bomb threshold (pixels), and
-# a file size no photo needs (a multi-gigabyte file named .jpg is not read into memory).
-MAX_PIXELS = 89_478_485
-MAX_FILE_BYTES = 100 * 2**20
 KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png)$", re.IGNORECASE)
 PETIMAGES_NAME = re.compile(r"^(\d+)\.(jpe?g|png)$", re.IGNORECASE)
 
@@ -150,81 +138,6 @@ def find_class_images(root: Path) -> tuple[str, dict[str, list[Path]], dict[str,
         f"no cat and dog images found under {root}: expected Kaggle's layout (train/cat.0.jpg, train/dog.0.jpg) "
         "or Microsoft's (PetImages/Cat/0.jpg, PetImages/Dog/0.jpg)"
     )
-
-
-class ImageError(ValueError):
-    """This file can not be used as an image; the message says why."""
-
-
-def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
-    """The file's bytes and Pillow's view of its header (format, size, mode; nothing decoded yet).
-
-    Refuses, before reading or decoding, files too large to handle safely: over MAX_FILE_BYTES on disk or
-    MAX_PIXELS in their header.
-    """
-    size = Path(path).stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ImageError(f"file is {size:,} bytes, more than the {MAX_FILE_BYTES:,} allowed for an image; "
-                         "resize it first")
-    if size == 0:
-        raise ImageError("empty file (0 bytes)")
-    data = Path(path).read_bytes()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            header = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageError("not an image file (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"refused as a possible decompression bomb (too many pixels): {err}") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"corrupt or truncated image: {err}") from None
-    width, height = header.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(f"image is {width}×{height} pixels, more than the {MAX_PIXELS:,} allowed "
-                         "(a decompression bomb?); resize it first")
-    if header.format == "BMP" and header.mode in ("P", "1"):  # TensorFlow reads palette indices as grey levels
-        raise ImageError(f"{'palette' if header.mode == 'P' else '1-bit'} BMP: TensorFlow, which the training "
-                         "decodes with, does not read its colours; save it as PNG or as a 24-bit BMP")
-    return data, header
-
-
-def tf_decode(data: bytes) -> Any:
-    """Decode with TensorFlow exactly as image_dataset_from_directory does (uint8 HxWx3), or raise ImageError."""
-    tf = tensorflow()
-    try:
-        return tf.io.decode_image(data, channels=3, expand_animations=False)
-    except tf.errors.OpError as err:
-        reason = (err.message or str(err)).strip().splitlines()[-1][:200]
-        raise ImageError(f"corrupt or truncated image: TensorFlow cannot decode it ({reason})") from None
-
-
-def pillow_rgb(header: Image.Image) -> np.ndarray:
-    """Pillow's RGB pixels of an image read_image_file opened (its first frame), then closed; or ImageError."""
-    try:
-        with header:
-            header.seek(0)  # GIF: the first frame, as TensorFlow's expand_animations=False
-            if header.format == "PNG" and header.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit grey: TensorFlow keeps each value's high byte, where Pillow's RGB would clip at 255
-                grey = (np.asarray(header).astype(np.uint32) >> 8).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=-1)
-            return np.asarray(header.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"corrupt or truncated image: {err}") from None
-
-
-def image_problem(path: Path) -> str | None:
-    """Why an image can not be used for training, or None when TensorFlow, which the training uses, decodes it."""
-    try:
-        data, header = read_image_file(path)
-        if header.format not in DECODABLE_FORMATS:
-            return f"unsupported format {header.format}: training reads {', '.join(sorted(DECODABLE_FORMATS))}"
-        tf_decode(data)
-    except ImageError as err:
-        return str(err)
-    except OSError as err:
-        return f"could not read: {err.strerror or err}"
-    return None
 
 
 # ---------------------------------------------------------------- subsets

@@ -16,7 +16,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from catsdogs import store
-from catsdogs.data import CLASS_NAMES, SPLITS, ArchiveError, Subsets, image_problem, tf_decode
+from catsdogs.data import CLASS_NAMES, SPLITS, ArchiveError, Subsets
+from catsdogs.images import image_problem
 from catsdogs.runtime import tensorflow
 
 log = logging.getLogger(__name__)
@@ -38,18 +39,6 @@ class DatasetArrays(BaseModel):
     def files(self, split: str) -> list[str]:
         """The source image of each row, relative to the subsets folder."""
         return json.loads((self.root / f"{split}-files.json").read_text())
-
-
-def decode_image(data: Any, image_size: int) -> Any:
-    """Bytes of an image file to a uint8 HxWx3 tensor exactly as the dataset build makes them (or ImageError)."""
-    return resize_like_training(tf_decode(data), image_size)
-
-
-def resize_like_training(image: Any, image_size: int) -> Any:
-    """An HxWx3 image resized as image_dataset_from_directory does, rounded to whole uint8 values."""
-    tf = tensorflow()
-    image = tf.image.resize(image, (image_size, image_size), method="bilinear")
-    return tf.cast(tf.round(image), tf.uint8)
 
 
 def build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: int = 32) -> DatasetArrays:

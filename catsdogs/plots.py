@@ -19,6 +19,7 @@ from PIL import Image  # noqa: E402
 
 from catsdogs import store  # noqa: E402
 from catsdogs.datasets import DatasetArrays  # noqa: E402
+from catsdogs.images import pillow_rgb, read_image_file  # noqa: E402
 from catsdogs.model import build_augmentation  # noqa: E402
 
 DPI = 80
@@ -92,13 +93,14 @@ def png_data_uri(path: Path) -> str:
 def _save(figure: plt.Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    plt.close(figure)
     data = buffer.getvalue()
     if len(data) > MAX_PNG_BYTES:  # photos compress poorly: a 256-colour palette keeps them small
-        with Image.open(io.BytesIO(data)) as image:
-            buffer = io.BytesIO()
-            image.convert("RGB").quantize(colors=256).save(buffer, format="PNG", optimize=True)
-            data = buffer.getvalue()
+        figure.canvas.draw()
+        image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB")
+        buffer = io.BytesIO()
+        image.quantize(colors=256).save(buffer, format="PNG", optimize=True)
+        data = buffer.getvalue()
+    plt.close(figure)
     store.write_bytes_atomic(path, data)
     return Path(path)
 
@@ -152,10 +154,9 @@ def plot_gallery(items: list[tuple[Path, str]], path: Path, columns: int = 4, th
     for axis in axes.flat:
         axis.axis("off")
     for axis, (image_path, caption) in zip(axes.flat, items, strict=False):
-        with Image.open(image_path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((thumb, thumb))
-            axis.imshow(np.asarray(image))
+        image = Image.fromarray(pillow_rgb(read_image_file(image_path)[1]))  # the checks every input passes
+        image.thumbnail((thumb, thumb))
+        axis.imshow(np.asarray(image))
         axis.set_title(caption, fontsize=7)
     figure.tight_layout()
     return _save(figure, path)

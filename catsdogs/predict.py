@@ -10,18 +10,18 @@ import stat
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
 
 from catsdogs import store
-from catsdogs.data import CLASS_NAMES, DECODABLE_FORMATS, ImageError, pillow_rgb, read_image_file
-from catsdogs.datasets import decode_image, resize_like_training
-from catsdogs.lite import views_averaged
+from catsdogs.data import CLASS_NAMES
+from catsdogs.images import ImageError, load_with_tensorflow
 from catsdogs.model import load_keras_model
 from catsdogs.registry import ModelCard, card_for_file, resolve_model
 from catsdogs.runtime import tensorflow
+from catsdogs.views import views_averaged
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,34 @@ class Prediction(BaseModel):
     error: str | None = None
 
 
-class Predictor:
-    """A loaded model, the image size it was trained at, and the test-time views it averages."""
+class Predictor(Protocol):
+    """What the command line, the web app, the predict flow and the champion check ask of a model, whichever
+    runtime answers (KerasPredictor here, lite.LitePredictor without TensorFlow)."""
+
+    name: str  # the registered model's name, or the model file's
+    runtime: str  # "tensorflow" or "litert"
+    image_size: int
+
+    def load(self, path: Path) -> np.ndarray:
+        """One file decoded and resized as the training data was, or ImageError."""
+        ...
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """Each image's probability of dog, averaged over the model's test-time views."""
+        ...
+
+
+class KerasPredictor:
+    """A loaded Keras model, the image size it was trained at, and the test-time views it averages."""
+
+    runtime = "tensorflow"
 
     def __init__(self, model_path: Path, image_size: int | None = None, tta_flip: bool = False,
-                 tta_crop: float = 0.0):
+                 tta_crop: float = 0.0, name: str | None = None):
         tensorflow()
 
         self.path = Path(model_path)
+        self.name = name or self.path.name
         if not self.path.is_file():
             raise FileNotFoundError(f"model file {self.path} does not exist")
         try:
@@ -59,15 +79,14 @@ class Predictor:
         self.tta_flip, self.tta_crop = tta_flip, tta_crop
 
     @classmethod
-    def from_choice(cls, choice: str | None, workdir: Path) -> Predictor:
-        """A model file path, a selector (champion, best, latest) or a name from the registry in WORKDIR."""
-        path, card = chosen_model(choice, workdir)
+    def for_model(cls, path: Path, card: ModelCard | None) -> KerasPredictor:
+        """The model file PATH with its card's settings, or, for a file outside the registry, its run's."""
         saved = card.settings if card else _run_settings(path)
-        return cls(path, saved.get("image_size"), *test_time_settings(saved))
+        return cls(path, saved.get("image_size"), *test_time_settings(saved), name=card.name if card else None)
 
     def load(self, path: Path) -> np.ndarray:
         """One file decoded and resized as the training data was."""
-        return load_image(path, self.image_size)
+        return load_with_tensorflow(path, self.image_size)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities that each image is a dog (averaged over the test-time views the model's settings name)."""
@@ -75,10 +94,11 @@ class Predictor:
                               self.tta_crop)
 
 
-def open_predictor(choice: str | None, workdir: Path) -> Any:
-    """The fastest way to answer with the chosen model: its LiteRT export where it has one (no TensorFlow
-    imported), else the Keras model, saying why in one log line. Raises as Predictor.from_choice does."""
-    _, card = chosen_model(choice, workdir)
+def open_predictor(choice: str | None, workdir: Path) -> Predictor:
+    """The fastest way to answer with the chosen model (a model file path, a selector such as champion, best or
+    latest, or a registered name in WORKDIR): its LiteRT export where it has one (no TensorFlow imported), else
+    the Keras model, saying why in one log line. Raises RegistryError, FileNotFoundError or ValueError."""
+    path, card = chosen_model(choice, workdir)  # resolved once: both runtimes answer for this card
     reason = "it is not in the registry" if card is None else card.litert_error or (
         None if card.litert_path and Path(card.litert_path).is_file() else "it has no LiteRT export")
     if reason is None and card.litert_sha256 and store.file_sha256(card.litert_path) != card.litert_sha256:
@@ -93,11 +113,12 @@ def open_predictor(choice: str | None, workdir: Path) -> Any:
         from catsdogs.lite import LitePredictor
 
         try:
-            return LitePredictor(card.litert_path, card.image_size, *test_time_settings(card.settings))
+            return LitePredictor(card.litert_path, card.image_size, *test_time_settings(card.settings),
+                                 name=card.name)
         except Exception as err:  # noqa: BLE001  any export that does not load or fit is set aside, saying why
             reason = f"its LiteRT export does not load or fit its card ({type(err).__name__}: {err})"[:300]
     log.warning("predicting with TensorFlow: %s", reason)
-    return Predictor.from_choice(choice, workdir)
+    return KerasPredictor.for_model(path, card)
 
 
 def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | None]:
@@ -156,21 +177,13 @@ def _not_a_file(path: Path) -> str:
     return f"{kind}, not an image file; give a regular file"
 
 
-def load_image(path: Path, image_size: int) -> np.ndarray:
-    """Decode and resize one file exactly as the training data was (uint8 HxWx3), or raise ImageError.
-
-    One decoder decides per file: TensorFlow, the training's own, for the formats it reads (JPEG, PNG, GIF,
-    BMP); Pillow, converting to RGB, for the rest (WebP, TIFF).
-    """
-    data, header = read_image_file(path)
-    if header.format in DECODABLE_FORMATS:
-        return decode_image(data, image_size).numpy()  # the training path itself
-    return resize_like_training(pillow_rgb(header), image_size).numpy()
-
-
-def predict_files(predictor: Any, inputs: list[tuple[str, Path | None, str | None]],
+def predict_files(predictor: Predictor, inputs: list[tuple[str, Path | None, str | None]],
                   batch_size: int = 32, workers: int | None = None) -> Iterator[Prediction]:
-    """Classify every input in order; files are decoded in parallel, batches go through the model at once."""
+    """Classify every input in order; files are decoded in parallel, batches go through the model at once.
+
+    The one error policy of every way to ask (command line, web app, flows): whatever goes wrong with a file,
+    or with a batch in the model, is those files' error answers; the other files are answered.
+    """
     workers = workers or os.cpu_count() or 1
 
     def decode(item: tuple[str, Path | None, str | None]) -> tuple[str, np.ndarray | None, str | None]:
@@ -189,11 +202,16 @@ def predict_files(predictor: Any, inputs: list[tuple[str, Path | None, str | Non
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(inputs), batch_size):
             decoded = list(pool.map(decode, inputs[start:start + batch_size]))
-            good = [(shown, image) for shown, image, _ in decoded if image is not None]
-            probabilities = iter(predictor.predict_batch(np.stack([im for _, im in good])) if good else [])
+            good = [image for _, image, _ in decoded if image is not None]
+            failed, probabilities = None, iter([])
+            try:
+                probabilities = iter(predictor.predict_batch(np.stack(good)) if good else [])
+            except Exception as err:  # noqa: BLE001  the model failing on a batch fails those files, not the rest
+                log.warning("the model failed on a batch of %d images: %s: %s", len(good), type(err).__name__, err)
+                failed = f"could not classify: the model failed ({type(err).__name__}: {err})"[:300]
             for shown, image, error in decoded:
-                if image is None:
-                    yield Prediction(path=shown, error=error)
+                if image is None or failed:
+                    yield Prediction(path=shown, error=error or failed)
                 else:
                     yield labelled(shown, float(next(probabilities)))
 

@@ -14,11 +14,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from catsdogs import store
-from catsdogs.lite import LITERT_FILE, views_name
+from catsdogs.lite import LITERT_FILE
 from catsdogs.model import build_network, load_keras_model
+from catsdogs.results import Metrics, TrainedModel
 from catsdogs.runtime import tensorflow
 from catsdogs.settings import Settings
-from catsdogs.train import Metrics, TrainedModel
+from catsdogs.views import views_name
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from catsdogs.results import read_history
 from catsdogs.settings import Settings, SettingsError, read_toml
-from catsdogs.train import read_history
 
 # A grid bigger than this is almost surely a typo (and would queue days of training): say so up front.
 MAX_CONFIGURATIONS = 200

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
 from catsdogs import store
 from catsdogs.datasets import DatasetArrays, load_split
-from catsdogs.lite import views_averaged
 from catsdogs.model import (
     TRAINING_RESIZE,
     build_for,
@@ -28,70 +26,15 @@ from catsdogs.model import (
     unfreeze_top,
     whiten_stem,
 )
+from catsdogs.results import Metrics, TrainedModel, best_row, read_history
 from catsdogs.runtime import resolve_precision, speed_settings, stop_requested, tensorflow
 from catsdogs.settings import Settings
+from catsdogs.views import views_averaged
 
 log = logging.getLogger(__name__)
 
 # Called after each epoch with (epoch number from 1, epochs in all, that epoch's history row).
 EpochHook = Callable[[int, int, dict[str, float]], None]
-
-
-class TrainedModel(BaseModel):
-    """A finished training run: its best checkpoint, its history and the settings it was trained with."""
-
-    run_dir: Path
-    variant: str
-    epochs: int  # planned, fine-tuning included
-    best_epoch: int
-    best_val_loss: float
-    summary: str
-    epochs_run: int | None = None  # fewer than planned when early stopping ended the run
-    precision: str = "float32"  # the policy it trained in (auto resolved)
-
-    @property
-    def model_path(self) -> Path:
-        return self.run_dir / "best.keras"
-
-    @property
-    def history_path(self) -> Path:
-        return self.run_dir / "history.json"
-
-    def history(self) -> list[dict[str, float]]:
-        return read_history(self.history_path)
-
-
-class Metrics(BaseModel):
-    """The best checkpoint's results on the test subset."""
-
-    variant: str
-    test_accuracy: float
-    test_loss: float
-    test_images: int
-    best_epoch: int
-    epochs: int
-    model_path: Path
-    confusion: list[list[int]]  # rows: true cat, true dog; columns: predicted cat, predicted dog
-    tta_flip: bool = False  # each image's score averaged with its mirror image's
-    tta_crop: float = 0.0  # ... and with its centre crop of this fraction (0: none)
-    predictions_path: Path  # per test image: file, true label, probability of dog
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Fields added since a cached result was pickled (by an older catsdogs) take their defaults."""
-        defaults = {name: field.default for name, field in type(self).model_fields.items()
-                    if not field.is_required()}
-        state["__dict__"] = defaults | state["__dict__"]
-        super().__setstate__(state)
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """One row per finished epoch: epoch, loss, accuracy, val_loss, val_accuracy, seconds."""
-    return json.loads(Path(path).read_text()) if Path(path).exists() else []
-
-
-def best_row(history: list[dict[str, float]]) -> dict[str, float]:
-    """The epoch ModelCheckpoint(save_best_only, monitor="val_loss") kept: the first lowest val_loss."""
-    return min(history, key=lambda row: (row["val_loss"], row["epoch"]))
 
 
 def train_model(settings: Settings, arrays: DatasetArrays, run_dir: Path,
@@ -353,7 +296,7 @@ def binary_crossentropy(labels: np.ndarray, dog_probability: np.ndarray) -> floa
 
 def predict_probabilities(model: Any, images: Any, tta_flip: bool = False, tta_crop: float = 0.0) -> np.ndarray:
     """Each image's probability of dog: a tf.data (images, labels) or an image batch; averaged over the test-time
-    views TTA_FLIP and TTA_CROP name, as every predictor averages them (catsdogs.lite.views_averaged)."""
+    views TTA_FLIP and TTA_CROP name, as every predictor averages them (catsdogs.views.views_averaged)."""
     tf = tensorflow()
     if not isinstance(images, tf.data.Dataset):
         images = tf.data.Dataset.from_tensor_slices(np.asarray(images, "float32")).batch(256)

@@ -20,14 +20,14 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from catsdogs import store
-from catsdogs.data import CLASS_NAMES, ImageError
-from catsdogs.predict import Prediction, chosen_model, labelled, open_predictor
+from catsdogs.data import CLASS_NAMES
+from catsdogs.images import pixel_count
+from catsdogs.predict import Predictor, open_predictor, predict_files
 
 MAX_FILES = 32  # files per request
 MAX_REQUEST_BYTES = 64 * 2**20  # a request body larger than this is refused before it is read (413)
@@ -45,13 +45,10 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
     Decoding and inference run in worker threads, never on the event loop, so /healthz and the page answer while
     photos are classified; at most MAX_WAITING requests wait for the workers (more get 503, to retry), and a
     request's images may hold at most MAX_REQUEST_PIXELS pixels together (413 otherwise)."""
-    predictor = open_predictor(model, workdir)
+    predictor = TakingTurns(open_predictor(model, workdir))
     waiting = {"requests": 0}  # a count, not an asyncio primitive: test clients run each request on its own loop
     counting = threading.Lock()
-    runtime = "litert" if type(predictor).__name__ == "LitePredictor" else "tensorflow"
-    path, card = chosen_model(model, workdir)
-    model_name = card.name if card else path.name  # the registered name, or the file given
-    lock = threading.Lock()  # one interpreter: calls into the model take turns; decoding does not
+    model_name, runtime = predictor.name, predictor.runtime  # the registered name, or the file given
     examples = validation_examples(workdir)
     app = FastAPI(title="catsdogs", description="Cat or dog?")
 
@@ -104,12 +101,13 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
                     path = Path(folder) / f"upload-{number}"  # the server's name, never the client's
                     path.write_bytes(await upload.read())
                     saved.append((upload.filename or f"file {number + 1}", path))
-                pixels = await anyio.to_thread.run_sync(_pixels, [path for _, path in saved])
+                pixels = await anyio.to_thread.run_sync(lambda: sum(pixel_count(path) for _, path in saved))
                 if pixels > max_request_pixels:
                     return _error(413, f"the images hold {pixels:,} pixels together, more than the "
                                        f"{max_request_pixels:,} a request may; send fewer or smaller images")
-                answers = await anyio.to_thread.run_sync(
-                    lambda: [_answer(predictor, lock, shown, path) for shown, path in saved])
+                # the command line's batching and per-file errors: what a client sends is at worst its error line
+                answers = await anyio.to_thread.run_sync(lambda: list(predict_files(
+                    predictor, [(shown, path, None) for shown, path in saved], workers=1)))
         finally:
             with counting:
                 waiting["requests"] -= 1
@@ -147,28 +145,20 @@ def _refuse(request: Request, max_bytes: int) -> JSONResponse | None:
     return None
 
 
-def _pixels(paths: list[Path]) -> int:
-    """The pixels the images at PATHS hold together, from their headers (nothing decoded); 0 for a non-image."""
-    total = 0
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                total += image.width * image.height
-        except (OSError, ValueError, Image.DecompressionBombError):  # each answer then says what is wrong
-            continue
-    return total
+class TakingTurns:
+    """A predictor whose model answers one batch at a time (one interpreter, shared by the request threads);
+    decoding runs in the threads at once."""
 
+    def __init__(self, predictor: Predictor):
+        self.predictor, self.lock = predictor, threading.Lock()
+        self.name, self.runtime, self.image_size = predictor.name, predictor.runtime, predictor.image_size
 
-def _answer(predictor: Any, lock: threading.Lock, shown: str, path: Path) -> Prediction:
-    try:
-        image = predictor.load(path)
-    except ImageError as err:
-        return Prediction(path=shown, error=str(err))
-    except OSError as err:
-        return Prediction(path=shown, error=f"could not read: {err.strerror or err}")
-    with lock:
-        dog = float(predictor.predict_batch(image[None])[0])
-    return labelled(shown, dog)
+    def load(self, path: Path) -> Any:
+        return self.predictor.load(path)
+
+    def predict_batch(self, images: Any) -> Any:
+        with self.lock:
+            return self.predictor.predict_batch(images)
 
 
 def _error(status: int, message: str) -> JSONResponse:

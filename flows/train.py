@@ -7,8 +7,8 @@ from prefect import flow
 
 from catsdogs import runtime
 from catsdogs.model import check_backbone_weights
+from catsdogs.results import Metrics
 from catsdogs.settings import RunChoices, Settings, settings_for_choices
-from catsdogs.train import Metrics
 from tasks.champion import compare_with_champion, settle_champion
 from tasks.data import (
     build_datasets,

@@ -19,8 +19,8 @@ def classify_images(paths: list[str], model: str, workdir: Path, batch_size: int
     predictor = open_predictor(model, workdir)
     predictions = list(predict_files(predictor, collect_inputs(paths), batch_size=batch_size))
     failed = sum(1 for p in predictions if p.error)
-    get_run_logger().info("classified %d images with %s; %d could not be read", len(predictions) - failed,
-                          predictor.path, failed)
+    get_run_logger().info("classified %d images with %s (%s); %d could not be read", len(predictions) - failed,
+                          predictor.name, predictor.runtime, failed)
     create_table_artifact([p.model_dump() for p in predictions], key="predictions",
                           description="Label and probability per image, or why it could not be read")
     return predictions

@@ -13,8 +13,8 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from catsdogs import plots, store, sweep
+from catsdogs.results import read_history
 from catsdogs.sweep import EngineError, RunResult, SweepSummary
-from catsdogs.train import read_history
 
 
 def task_runner(dask_address: str | None, dask_workers: int) -> TaskRunner:

@@ -17,9 +17,9 @@ from catsdogs import plots, registry, store, train
 from catsdogs.data import CLASS_NAMES, Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
-from catsdogs.lite import views_name
+from catsdogs.results import Metrics, TrainedModel
 from catsdogs.settings import Settings
-from catsdogs.train import Metrics, TrainedModel
+from catsdogs.views import views_name
 from tasks._cache import cache_while_complete, remember_result, reused_from
 from tasks.runs import run_label
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from catsdogs.data import make_subsets, unzip_archive
-from catsdogs.datasets import build_arrays, decode_image, load_split
+from catsdogs.datasets import build_arrays, load_split
+from catsdogs.images import decode_image
 
 RANGES = {"train": (0, 5), "validation": (6, 7), "test": (8, 11)}
 

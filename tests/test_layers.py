@@ -50,3 +50,18 @@ def test_flows_holds_flows_only():
 
     modules = [path for path in (ROOT / "flows").glob("*.py") if path.name != "__init__.py"]
     assert modules and [path.name for path in modules if not defines_a_flow(path)] == []
+
+
+def test_image_files_are_read_in_one_module_and_the_registry_does_not_import_training():
+    """catsdogs/images.py goes from file to pixels; elsewhere Pillow only writes pictures (plots), and no other
+    module decodes. The registry reads and writes cards: it needs no training code."""
+    readers = {module for package in ORDER for module, name in imports(package) if name == "simplejpeg"}
+    assert readers <= {"catsdogs/images.py"}
+    for package in ORDER:
+        for path in (ROOT / package).glob("*.py"):
+            text = path.read_text()
+            if path.name != "images.py":
+                assert "Image.open(" not in text and "decode_image(" not in text, path
+    registry = {node.module for node in ast.walk(ast.parse((ROOT / "catsdogs" / "registry.py").read_text()))
+                if isinstance(node, ast.ImportFrom)}
+    assert "catsdogs.train" not in registry

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import lite
-from catsdogs.datasets import decode_image
+from catsdogs import lite, views
+from catsdogs.images import decode_image, decode_rgb, load_without_tensorflow, resize_bilinear
 from tests.conftest import copy_models, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_pixels_are_the_training_pipelines_bit_for_bit(tmp_path: Path, height: i
         path = tmp_path / name
         path.write_bytes(data)
         for size in (78, 160, 180, 192):
-            ours, training = lite.load_image(path, size), decode_image(data, size).numpy()
+            ours, training = load_without_tensorflow(path, size), decode_image(data, size).numpy()
             assert np.array_equal(ours, training), (name, size, np.abs(ours.astype(int) - training).max())
 
 
@@ -56,15 +56,15 @@ def test_resize_is_tensorflows_bilinear_in_float32():
     image = np.random.default_rng(1).integers(0, 256, (37, 53, 3)).astype(np.uint8)
     for size in (10, 37, 53, 100):
         expected = tf.image.resize(image, (size, size), method="bilinear").numpy()
-        assert np.array_equal(lite.resize_bilinear(image, size), expected)
+        assert np.array_equal(resize_bilinear(image, size), expected)
 
 
 def test_a_batch_resizes_as_each_image_alone():
     images = np.random.default_rng(2).integers(0, 256, (3, 41, 29, 3)).astype(np.uint8)
-    together = lite.resize_bilinear(images, 50)
+    together = resize_bilinear(images, 50)
     assert together.shape == (3, 50, 50, 3)
     for image, resized in zip(images, together, strict=True):
-        assert np.array_equal(resized, lite.resize_bilinear(image, 50))
+        assert np.array_equal(resized, resize_bilinear(image, 50))
 
 
 @pytest.mark.parametrize("size, fraction", [(180, 0.8), (180, 0.9), (96, 0.8), (78, 0.55)])
@@ -76,23 +76,23 @@ def test_centre_crop_is_tensorflows_crop_and_resize_rounded(size: int, fraction:
     start = (size - side) // 2
     crop = tf.image.crop_to_bounding_box(images, start, start, side, side)
     expected = tf.round(tf.image.resize(crop, (size, size), method="bilinear")).numpy()
-    assert np.array_equal(lite.centre_crop(images, fraction), expected)
+    assert np.array_equal(views.centre_crop(images, fraction), expected)
 
 
 def test_test_time_views_are_the_images_mirrors_and_centre_crops():
     images = np.random.default_rng(4).integers(0, 256, (2, 20, 20, 3)).astype(np.float32)
-    assert len(lite.test_time_views(images)) == 1
-    plain, mirror = lite.test_time_views(images, tta_flip=True)
+    assert len(views.test_time_views(images)) == 1
+    plain, mirror = views.test_time_views(images, tta_flip=True)
     assert np.array_equal(plain, images) and np.array_equal(mirror, images[:, :, ::-1])
-    views = lite.test_time_views(images, tta_flip=True, tta_crop=0.8)
-    assert len(views) == 4 and all(view.dtype == np.float32 and view.shape == images.shape for view in views)
-    assert np.array_equal(views[2], lite.centre_crop(images, 0.8))
-    assert np.array_equal(views[3], views[2][:, :, ::-1])
-    assert len(lite.test_time_views(images, tta_crop=0.8)) == 2
+    four = views.test_time_views(images, tta_flip=True, tta_crop=0.8)
+    assert len(four) == 4 and all(view.dtype == np.float32 and view.shape == images.shape for view in four)
+    assert np.array_equal(four[2], views.centre_crop(images, 0.8))
+    assert np.array_equal(four[3], four[2][:, :, ::-1])
+    assert len(views.test_time_views(images, tta_crop=0.8)) == 2
     # the average is over every view: a stand-in model that scores each image by its mean pixel shows it
     score = lambda batch: batch.mean(axis=(1, 2, 3))[:, None] / 255  # noqa: E731
-    expected = np.mean([score(view)[:, 0] for view in views], axis=0)
-    np.testing.assert_allclose(lite.views_averaged(score, images, True, 0.8), expected)
+    expected = np.mean([score(view)[:, 0] for view in four], axis=0)
+    np.testing.assert_allclose(views.views_averaged(score, images, True, 0.8), expected)
 
 
 def test_other_formats_use_pillow_within_a_tolerance(tmp_path: Path):
@@ -101,8 +101,8 @@ def test_other_formats_use_pillow_within_a_tolerance(tmp_path: Path):
         path = tmp_path / f"x.{fmt.lower()}"
         picture(90, 120).save(path, format=fmt)
         with Image.open(path) as image:
-            expected = lite.resize_bilinear(np.asarray(image.convert("RGB")), 64)
-        assert np.abs(lite.load_image(path, 64).astype(float) - expected).max() <= 0.5  # rounding only
+            expected = resize_bilinear(np.asarray(image.convert("RGB")), 64)
+        assert np.abs(load_without_tensorflow(path, 64).astype(float) - expected).max() <= 0.5  # rounding only
 
 
 def _format_matrix(folder: Path) -> dict[str, Path]:
@@ -136,13 +136,13 @@ def _format_matrix(folder: Path) -> dict[str, Path]:
 def test_both_decoding_routes_give_the_same_pixels_or_the_same_refusal_for_every_format(tmp_path: Path):
     """Training (TensorFlow, through image_problem's checks) and prediction without TensorFlow (Pillow and
     simplejpeg) must see one picture; a format one of them misreads is refused by both, with one reason."""
-    from catsdogs.data import ImageError, image_problem, read_image_file, tf_decode
+    from catsdogs.images import ImageError, image_problem, read_image_file, tf_decode
 
     refused = {}
     for name, path in _format_matrix(tmp_path).items():
         problem = image_problem(path)
         try:
-            answer = lite.decode_rgb(path)
+            answer = decode_rgb(path)
         except ImageError as err:
             assert problem == str(err), name  # refused the same way by both
             refused[name] = problem
@@ -244,13 +244,13 @@ def test_an_export_of_other_shapes_is_refused_by_its_loader(registered):
 
 
 def test_a_png_tensorflow_refuses_is_refused_here_too(tmp_path: Path):
-    from catsdogs.data import ImageError
+    from catsdogs.images import ImageError
     from tests.test_data import png_with_bad_idat_crc
 
     path = tmp_path / "crc.png"
     path.write_bytes(png_with_bad_idat_crc())
     with pytest.raises(ImageError, match="checksum"):
-        lite.load_image(path, 64)
+        load_without_tensorflow(path, 64)
 
 
 @pytest.mark.realdata
@@ -267,7 +267,7 @@ def test_the_real_test_subset_gives_keras_answers_on_litert(shared_archive: Path
                            {"train": (0, 9), "validation": (10, 19), "test": (1500, 2499)})
     arrays = build_arrays(subsets, tmp_path / "d", 180)
     images = np.load(arrays.images("test"))
-    ours = np.stack([lite.load_image(subsets.root / name, 180) for name in arrays.files("test")])
+    ours = np.stack([load_without_tensorflow(subsets.root / name, 180) for name in arrays.files("test")])
     assert ours.shape == (2000, 180, 180, 3) and np.array_equal(ours, images)
 
     keras.utils.set_random_seed(0)

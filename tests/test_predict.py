@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data import MAX_FILE_BYTES
-from catsdogs.predict import ImageError, Predictor, collect_inputs, load_image
+from catsdogs.images import MAX_FILE_BYTES, ImageError, load_with_tensorflow
+from catsdogs.predict import KerasPredictor, collect_inputs
 from catsdogs.registry import RegistryError, list_models, register_model, resolve_model
 from catsdogs.train import evaluate_model, train_model
 from tests.conftest import copy_models, run_cli
@@ -115,10 +115,10 @@ def test_prediction_reproduces_evaluation(trained):
     assert len(lines) == metrics.test_images
     assert sum(correct) / len(correct) == pytest.approx(metrics.test_accuracy, abs=1e-6)
 
-    predictor = Predictor(trained["card"].path)
+    predictor = KerasPredictor(trained["card"].path)
     rows = np.load(arrays.images("test"))
     for row, name in enumerate(arrays.files("test")):
-        assert np.array_equal(load_image(subsets.root / name, predictor.image_size), rows[row]), name
+        assert np.array_equal(load_with_tensorflow(subsets.root / name, predictor.image_size), rows[row]), name
 
 
 def test_registry_best_latest_and_crashed_runs(trained, tmp_path: Path):
@@ -142,7 +142,7 @@ def test_registry_best_latest_and_crashed_runs(trained, tmp_path: Path):
 
 
 def test_each_set_of_views_of_one_run_is_registered_apart(trained, tmp_path: Path):
-    from catsdogs.lite import views_name
+    from catsdogs.views import views_name
 
     assert [views_name("r1", *views) for views in [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)]] == [
         "r1", "r1-tta", "r1-crop0.8", "r1-tta-crop0.8"]
@@ -167,11 +167,11 @@ def test_collect_inputs_globs_and_folders(tmp_path: Path):
     assert [Path(p).relative_to(tmp_path).as_posix() for _, p, _ in found] == ["a/1.jpg", "a/b/2.PNG", "c.jpg"]
 
 
-def test_load_image_errors_are_image_errors(tmp_path: Path):
+def test_load_errors_are_image_errors(tmp_path: Path):
     path = tmp_path / "x.jpg"
     path.write_bytes(b"")
     with pytest.raises(ImageError):
-        load_image(path, 78)
+        load_with_tensorflow(path, 78)
 
 
 def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, tmp_path: Path, monkeypatch):

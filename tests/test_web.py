@@ -254,3 +254,43 @@ def test_a_model_without_litert_export_is_named_by_its_registry_name(registered)
     finally:
         moved.rename(card.litert_path)
     assert health["model"] == card.name and health["runtime"] == "tensorflow"
+
+
+def test_no_file_a_client_sends_and_no_failure_in_the_model_makes_the_server_answer_500(registered, tmp_path: Path,
+                                                                                       monkeypatch):
+    """The command line's hostile files, all in one request: each gets its own answer, as `catsdogs predict`
+    gives it; a decoder or the model failing in a way no one foresaw is those files' error, never a 500."""
+    from catsdogs import lite
+    from tests.test_predict import bad_and_odd_inputs
+
+    classified = bad_and_odd_inputs(tmp_path)
+    client = TestClient(create_app(registered["workdir"]), raise_server_exceptions=False)
+
+    def ask() -> dict[str, dict]:
+        files = [("files", (name, (tmp_path / name).read_bytes() if (tmp_path / name).stat().st_size < 2**20
+                                else b"\xff\xd8" + bytes(2**20), "image/jpeg")) for name in sorted(classified)]
+        response = client.post("/predict", files=files)
+        assert response.status_code == 200, response.text[-2000:]
+        return {answer["path"]: answer for answer in response.json()}
+
+    answers = ask()
+    assert sorted(answers) == sorted(classified)
+    for name, ok in classified.items():
+        if name != "huge.jpg":  # sent as a megabyte of junk: the server's size limit is the request's
+            assert ("label" in answers[name]) == ok, (name, answers[name])
+
+    real_load = lite.LitePredictor.load
+
+    def load_or_fail(self, path):
+        if (path.stat().st_size % 2) == 0:
+            raise RuntimeError("a decoder bug no one foresaw")
+        return real_load(self, path)
+
+    monkeypatch.setattr(lite.LitePredictor, "load", load_or_fail)
+    answers = ask()
+    assert any("a decoder bug no one foresaw" in answer.get("error", "") for answer in answers.values())
+    monkeypatch.setattr(lite.LitePredictor, "load", real_load)
+    monkeypatch.setattr(lite.LitePredictor, "predict_batch", lambda self, images: 1 / 0)
+    answers = ask()
+    assert all("error" in answer for answer in answers.values())
+    assert any("the model failed (ZeroDivisionError" in answer["error"] for answer in answers.values())

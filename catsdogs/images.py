@@ -1,0 +1,241 @@
+"""From an image file to the training's pixels: the checks every file passes, and two decoders that agree.
+
+Every file is read by read_image_file first (size, format and pixel-count limits, Pillow's view of its header).
+Then one of two routes makes the uint8 HxWx3 pixels the model was trained on:
+
+- load_with_tensorflow: the training pipeline itself (tf.io.decode_image and tf.image.resize, rounded), with
+  Pillow for the formats TensorFlow does not read (TIFF). The dataset build and KerasPredictor use it.
+- load_without_tensorflow: the same pixels without importing TensorFlow, for `catsdogs predict` on LiteRT,
+  which starts in a fraction of a second. TensorFlow decodes JPEG with libjpeg's fast integer DCT and fancy
+  upsampling and resizes bilinearly (half-pixel centres, no antialiasing) before rounding; here:
+  - JPEG: simplejpeg with the same libjpeg settings; the same bytes out (tests/test_lite.py checks it).
+  - PNG, GIF, BMP: lossless formats that Pillow and TensorFlow decode to the same values (checked too).
+  - The resize: a numpy port of TensorFlow's bilinear kernel, in float32 and in its order of operations.
+
+Each failure a file can have is an ImageError whose message says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from catsdogs.runtime import tensorflow
+
+# Formats that tf.io.decode_image reads, and so image_dataset_from_directory (by content, whatever the name):
+# MPO is a JPEG with more pictures after the first (phone photos), decoded as its first picture.
+DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}
+# Larger images are refused before they are decoded: Pillow's own decompression-bomb threshold (pixels), and
+# a file size no photo needs (a multi-gigabyte file named .jpg is not read into memory).
+MAX_PIXELS = 89_478_485
+MAX_FILE_BYTES = 100 * 2**20
+
+
+class ImageError(ValueError):
+    """This file can not be used as an image; the message says why."""
+
+
+def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
+    """The file's bytes and Pillow's view of its header (format, size, mode; nothing decoded yet).
+
+    Refuses, before reading or decoding, files too large to handle safely: over MAX_FILE_BYTES on disk or
+    MAX_PIXELS in their header.
+    """
+    size = Path(path).stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"file is {size:,} bytes, more than the {MAX_FILE_BYTES:,} allowed for an image; "
+                         "resize it first")
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
+    data = Path(path).read_bytes()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            header = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"refused as a possible decompression bomb (too many pixels): {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"corrupt or truncated image: {err}") from None
+    width, height = header.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"image is {width}×{height} pixels, more than the {MAX_PIXELS:,} allowed "
+                         "(a decompression bomb?); resize it first")
+    if header.format == "BMP" and header.mode in ("P", "1"):  # TensorFlow reads palette indices as grey levels
+        raise ImageError(f"{'palette' if header.mode == 'P' else '1-bit'} BMP: TensorFlow, which the training "
+                         "decodes with, does not read its colours; save it as PNG or as a 24-bit BMP")
+    return data, header
+
+
+def pixel_count(path: Path) -> int:
+    """The pixels the image file at PATH holds, from its header (nothing decoded); 0 for what is not an image."""
+    try:
+        with Image.open(path) as header:
+            return header.width * header.height
+    except Exception:  # noqa: BLE001  not an image, or a broken one: reading it says what is wrong, later
+        return 0
+
+
+def image_problem(path: Path) -> str | None:
+    """Why an image can not be used for training, or None when TensorFlow, which the training uses, decodes it."""
+    try:
+        data, header = read_image_file(path)
+        if header.format not in DECODABLE_FORMATS:
+            return f"unsupported format {header.format}: training reads {', '.join(sorted(DECODABLE_FORMATS))}"
+        tf_decode(data)
+    except ImageError as err:
+        return str(err)
+    except OSError as err:
+        return f"could not read: {err.strerror or err}"
+    return None
+
+
+def pillow_rgb(header: Image.Image) -> np.ndarray:
+    """Pillow's RGB pixels of an image read_image_file opened (its first frame), then closed; or ImageError."""
+    try:
+        with header:
+            header.seek(0)  # GIF: the first frame, as TensorFlow's expand_animations=False
+            if header.format == "PNG" and header.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grey: TensorFlow keeps each value's high byte, where Pillow's RGB would clip at 255
+                grey = (np.asarray(header).astype(np.uint32) >> 8).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=-1)
+            return np.asarray(header.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"corrupt or truncated image: {err}") from None
+
+
+# ---------------------------------------------------------------- with TensorFlow: the training's own route
+
+
+def tf_decode(data: bytes) -> Any:
+    """Decode with TensorFlow exactly as image_dataset_from_directory does (uint8 HxWx3), or raise ImageError."""
+    tf = tensorflow()
+    try:
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.OpError as err:
+        reason = (err.message or str(err)).strip().splitlines()[-1][:200]
+        raise ImageError(f"corrupt or truncated image: TensorFlow cannot decode it ({reason})") from None
+
+
+def resize_like_training(image: Any, image_size: int) -> Any:
+    """An HxWx3 image resized as image_dataset_from_directory does, rounded to whole uint8 values."""
+    tf = tensorflow()
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear")
+    return tf.cast(tf.round(image), tf.uint8)
+
+
+def decode_image(data: Any, image_size: int) -> Any:
+    """Bytes of an image file to a uint8 HxWx3 tensor exactly as the dataset build makes them (or ImageError)."""
+    return resize_like_training(tf_decode(data), image_size)
+
+
+def load_with_tensorflow(path: Path, image_size: int) -> np.ndarray:
+    """Decode and resize one file exactly as the training data was (uint8 HxWx3), or raise ImageError.
+
+    One decoder decides per file: TensorFlow, the training's own, for the formats it reads (JPEG, PNG, GIF,
+    BMP); Pillow, converting to RGB, for the rest (WebP, TIFF).
+    """
+    data, header = read_image_file(path)
+    if header.format in DECODABLE_FORMATS:
+        return decode_image(data, image_size).numpy()  # the training path itself
+    return resize_like_training(pillow_rgb(header), image_size).numpy()
+
+
+# ---------------------------------------------------------------- without TensorFlow: the same pixels
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    """The file's pixels as uint8 HxWx3, as TensorFlow's decode_image(channels=3) gives them; or ImageError."""
+    data, header = read_image_file(path)
+    if header.format in ("JPEG", "MPO"):  # MPO: a JPEG with more pictures after it; the first is the photo
+        import simplejpeg
+
+        try:
+            if header.mode == "CMYK":
+                return _cmyk_to_rgb(simplejpeg.decode_jpeg(data, colorspace="CMYK", fastdct=True,
+                                                           fastupsample=False), adobe=_has_adobe_segment(data))
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False)
+        except ValueError as err:
+            raise ImageError(f"corrupt or truncated image: {err}") from None
+    if header.format == "PNG":
+        _check_png_checksums(data)
+    return pillow_rgb(header)  # PNG, GIF, BMP, lossless WebP: the same values; TIFF: Pillow's only
+
+
+PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+
+
+def _check_png_checksums(data: bytes) -> None:
+    """Refuse what TensorFlow's libpng refuses and Pillow lets through: a critical chunk with a wrong CRC."""
+    position = 8  # after the signature
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        end = position + 8 + length
+        if end + 4 > len(data):
+            raise ImageError("corrupt or truncated image: a PNG chunk runs past the end of the file")
+        if kind in PNG_CRITICAL and zlib.crc32(data[position + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            raise ImageError(f"corrupt or truncated image: TensorFlow cannot decode it (the PNG's {kind.decode()} "
+                             "chunk fails its checksum)")
+        if kind == b"IEND":
+            return
+        position = end + 4
+
+
+def _has_adobe_segment(data: bytes) -> bool:
+    """True when the JPEG's header has an APP14 "Adobe" segment (read segment by segment, up to the scan)."""
+    position = 2  # after SOI
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker, length = data[position + 1], int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:  # start of scan: no more header segments
+            return False
+        if marker == 0xEE and data[position + 4:position + 9] == b"Adobe":
+            return True
+        position += 2 + length
+    return False
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray, adobe: bool) -> np.ndarray:
+    """TensorFlow's own CMYK conversion (jpeg_mem.cc), integer arithmetic and all; Adobe files store it inverted."""
+    channels = cmyk.astype(np.int32)
+    key = channels[..., 3:4]
+    rgb = key * channels[..., :3] // 255 if adobe else (255 - key) * (255 - channels[..., :3]) // 255
+    return rgb.astype(np.uint8)
+
+
+def _axis(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TensorFlow's bilinear weights along one axis: lower and upper source indices and the lerp."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    centre = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(centre)
+    lower = np.maximum(floor.astype(np.int64), 0)
+    upper = np.minimum(np.ceil(centre).astype(np.int64), in_size - 1)
+    return lower, upper, (centre - floor).astype(np.float32)
+
+
+def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+    """tf.image.resize(image, (size, size), "bilinear") for an HxWxC image or a batch of them (NxHxWxC), in
+    float32, without TensorFlow."""
+    pixels = image.astype(np.float32)
+    y_low, y_high, y_lerp = _axis(size, image.shape[-3])
+    x_low, x_high, x_lerp = _axis(size, image.shape[-2])
+    rows_low, rows_high = np.take(pixels, y_low, axis=-3), np.take(pixels, y_high, axis=-3)
+    top_left, top_right = np.take(rows_low, x_low, axis=-2), np.take(rows_low, x_high, axis=-2)
+    bottom_left, bottom_right = np.take(rows_high, x_low, axis=-2), np.take(rows_high, x_high, axis=-2)
+    x_lerp, y_lerp = x_lerp[:, None], y_lerp[:, None, None]
+    top = top_left + (top_right - top_left) * x_lerp
+    bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
+    return top + (bottom - top) * y_lerp
+
+
+def load_without_tensorflow(path: Path, image_size: int) -> np.ndarray:
+    """One file decoded and resized exactly as the training data was (uint8 HxWx3), or ImageError."""
+    resized = resize_bilinear(decode_rgb(path), image_size)
+    return np.round(resized).astype(np.uint8)  # round half to even, as tf.round

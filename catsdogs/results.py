@@ -1,0 +1,67 @@
+"""What a training run and its evaluation leave: records the registry, the tasks and the plots read without
+importing the training code (catsdogs.train makes them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class TrainedModel(BaseModel):
+    """A finished training run: its best checkpoint, its history and the settings it was trained with."""
+
+    run_dir: Path
+    variant: str
+    epochs: int  # planned, fine-tuning included
+    best_epoch: int
+    best_val_loss: float
+    summary: str
+    epochs_run: int | None = None  # fewer than planned when early stopping ended the run
+    precision: str = "float32"  # the policy it trained in (auto resolved)
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "best.keras"
+
+    @property
+    def history_path(self) -> Path:
+        return self.run_dir / "history.json"
+
+    def history(self) -> list[dict[str, float]]:
+        return read_history(self.history_path)
+
+
+class Metrics(BaseModel):
+    """The best checkpoint's results on the test subset."""
+
+    variant: str
+    test_accuracy: float
+    test_loss: float
+    test_images: int
+    best_epoch: int
+    epochs: int
+    model_path: Path
+    confusion: list[list[int]]  # rows: true cat, true dog; columns: predicted cat, predicted dog
+    tta_flip: bool = False  # each image's score averaged with its mirror image's
+    tta_crop: float = 0.0  # ... and with its centre crop of this fraction (0: none)
+    predictions_path: Path  # per test image: file, true label, probability of dog
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Fields added since a cached result was pickled (by an older catsdogs) take their defaults."""
+        defaults = {name: field.default for name, field in type(self).model_fields.items()
+                    if not field.is_required()}
+        state["__dict__"] = defaults | state["__dict__"]
+        super().__setstate__(state)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """One row per finished epoch: epoch, loss, accuracy, val_loss, val_accuracy, seconds."""
+    return json.loads(Path(path).read_text()) if Path(path).exists() else []
+
+
+def best_row(history: list[dict[str, float]]) -> dict[str, float]:
+    """The epoch ModelCheckpoint(save_best_only, monitor="val_loss") kept: the first lowest val_loss."""
+    return min(history, key=lambda row: (row["val_loss"], row["epoch"]))
