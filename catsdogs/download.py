@@ -85,7 +85,10 @@ def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Arc
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".part")
     scheme = url_scheme(url)
-    if scheme == "file":
+    if sha256 is not None and (earlier := _verified_earlier_copy(dest, sha256)) is not None:
+        log.info("archive with sha256 %s already downloaded in %s: taken from there", sha256, earlier.parent)
+        _link_or_copy(earlier, partial)
+    elif scheme == "file":
         _copy_local(url, partial)
     elif scheme in ("http", "https"):
         _fetch_http(url, partial, timeout_s)
@@ -103,6 +106,28 @@ def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Arc
     size = dest.stat().st_size
     log.info("downloaded %s (%s bytes, sha256 %s)", dest.name, f"{size:,}", actual)
     return Archive(path=dest, sha256=actual, size=size)
+
+
+def _verified_earlier_copy(dest: Path, sha256: str) -> Path | None:
+    """The same archive in another complete download folder beside DEST's (keyed by URL, before a given SHA-256
+    keyed it), so that an upgrade or a changed signed URL never downloads it again."""
+    for folder in sorted(dest.parent.parent.glob("*/")):
+        earlier = folder / dest.name
+        if folder != dest.parent and earlier.is_file() and store.is_complete(folder):
+            try:
+                if store.read_marker(folder).get("sha256") == sha256:
+                    return earlier
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)  # no second copy of a 786 MB file where the disk allows it
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _check_is_zip(partial: Path, url: str) -> None:

@@ -24,30 +24,28 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MARKER = "_COMPLETE.json"
-# Part of every step digest: bump it when a step's outputs change meaning, so old results are not reused.
-LAYOUT_VERSION = 3  # 2: evaluations record the confusion matrix and per-image predictions
-#                    3: augmentation layers draw from independent seeds
 
 
-def digest(value: Any) -> str:
-    """A short, stable hash of JSON-able values (paths and pydantic models included)."""
+def digest(value: Any, version: int = 3) -> str:
+    """A short, stable hash of JSON-able values (paths and pydantic models included) and a VERSION (each step's
+    own, catsdogs.steps; 3 was the one version of every key before steps had their own)."""
 
     def default(obj: Any) -> Any:
         if hasattr(obj, "model_dump"):
             return obj.model_dump(mode="json")
         return str(obj)
 
-    text = json.dumps([LAYOUT_VERSION, value], sort_keys=True, default=default)
+    text = json.dumps([version, value], sort_keys=True, default=default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def step_dir(workdir: Path, step: str, inputs: dict[str, Any]) -> Path:
-    """The folder that holds the outputs of STEP for these inputs.
+def step_dir(workdir: Path, step: str, inputs: dict[str, Any], version: int) -> Path:
+    """The folder that holds the outputs of STEP (at its VERSION) for these inputs (catsdogs.steps declares them).
 
     Paths inside WORKDIR count relative to it, so a workdir moved or copied elsewhere keeps its folders.
     """
     root = Path(workdir).resolve()
-    return root / step / digest(_relative_to(root, inputs))
+    return root / step / digest(_relative_to(root, inputs), version)
 
 
 def _relative_to(root: Path, value: Any) -> Any:

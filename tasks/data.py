@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
 from prefect.runtime import task_run
 
-from catsdogs import data, datasets, download, store
+from catsdogs import data, datasets, download, steps, store
 from catsdogs.data import Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
@@ -35,36 +35,16 @@ def resolve_data_url(settings: Settings) -> str:
     return unmask_data_url(settings.data_url, secret)
 
 
-def download_dir(settings: Settings) -> Path:
-    inputs = {"url": settings.data_url, "sha256": settings.data_sha256}
-    if version := download.source_version(settings.data_url):  # file://: a changed file is copied again
-        inputs["source"] = version
-    return store.step_dir(settings.workdir, "download", inputs)
-
-
-def extract_dir(archive: Archive, settings: Settings) -> Path:
-    return store.step_dir(settings.workdir, "extract", {"sha256": archive.sha256})
-
-
-def subsets_dir(images: Path, settings: Settings) -> Path:
-    ranges = [settings.train_range, settings.validation_range, settings.test_range]
-    return store.step_dir(settings.workdir, "subsets", {"images": images, "ranges": ranges})
-
-
-def datasets_dir(subsets: Subsets, settings: Settings) -> Path:
-    return store.step_dir(settings.workdir, "datasets", {"subsets": subsets.root, "size": settings.image_size})
-
-
 def _transient(_task: Any, _run: Any, state: Any) -> bool:
     """Retry only failures a retry may fix: connection errors, timeouts, HTTP 429 and 5xx."""
     return isinstance(state.data, download.TransientDownloadError)
 
 
 @task(name="download", retries=3, retry_delay_seconds=[2, 4, 8], retry_condition_fn=_transient,
-      cache_key_fn=cache_while_complete(download_dir))
+      cache_key_fn=cache_while_complete(steps.download_folder))
 def download_archive(settings: Settings) -> Archive:
     """Download the data archive into the working directory, resuming and verifying it."""
-    out = download_dir(settings)
+    out = steps.download_folder(settings)
     try:
         archive = download.download_archive(settings.data_url, out / "archive.zip", settings.data_sha256,
                                             settings.download_timeout_s)
@@ -82,27 +62,27 @@ def download_archive(settings: Settings) -> Archive:
     return remember_result(out, archive)
 
 
-@task(name="unzip", cache_key_fn=cache_while_complete(extract_dir))
+@task(name="unzip", cache_key_fn=cache_while_complete(steps.extract_folder))
 def unzip_archive(archive: Archive, settings: Settings) -> Path:
     """Extract the archive safely; returns the folder of extracted files."""
     limit = int(settings.max_extract_gib * 2**30)
-    images = data.unzip_archive(archive.path, extract_dir(archive, settings), limit)
+    images = data.unzip_archive(archive.path, steps.extract_folder(archive, settings), limit)
     return remember_result(images, images)
 
 
-@task(name="subsets", cache_key_fn=cache_while_complete(subsets_dir))
+@task(name="subsets", cache_key_fn=cache_while_complete(steps.subsets_folder))
 def make_subsets(images: Path, settings: Settings) -> Subsets:
     """Copy the train, validation and test subsets of each class into their own folders."""
     ranges = {"train": settings.train_range, "validation": settings.validation_range,
               "test": settings.test_range}
-    subsets = data.make_subsets(images, subsets_dir(images, settings), ranges)
+    subsets = data.make_subsets(images, steps.subsets_folder(images, settings), ranges)
     return remember_result(subsets.root, subsets)
 
 
-@task(name="datasets", cache_key_fn=cache_while_complete(datasets_dir))
+@task(name="datasets", cache_key_fn=cache_while_complete(steps.datasets_folder))
 def build_datasets(subsets: Subsets, settings: Settings) -> DatasetArrays:
     """Decode and resize every subset once into arrays the training reads from memory."""
-    arrays = datasets.build_arrays(subsets, datasets_dir(subsets, settings), settings.image_size,
+    arrays = datasets.build_arrays(subsets, steps.datasets_folder(subsets, settings), settings.image_size,
                                    settings.batch_size)
     return remember_result(arrays.root, arrays)
 

@@ -12,7 +12,7 @@ from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from catsdogs import plots, store, sweep
+from catsdogs import plots, steps, store, sweep
 from catsdogs.results import read_history
 from catsdogs.sweep import EngineError, RunResult, SweepSummary
 
@@ -96,7 +96,7 @@ def close_orphaned_runs(reason: str | None = None) -> int:
 @task(name="publish-comparison")
 def publish_comparison(runs: list[RunResult], varied: list[str], workdir: Path) -> SweepSummary:
     """Compare the configurations: mean and spread over seeds, and every run's validation curves overlaid."""
-    folder = store.step_dir(workdir, "sweeps", {"runs": sorted(r.label for r in runs), "varied": varied})
+    folder = steps.SWEEP.folder(workdir, {"runs": sorted(r.label for r in runs), "varied": varied})
     curves = plots.plot_sweep_curves(
         [(r.configuration, r.seed, read_history(r.history_path) if r.history_path else []) for r in runs],
         folder / "validation-curves.png")

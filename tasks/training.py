@@ -13,28 +13,17 @@ from prefect.artifacts import (
 )
 from prefect.settings import PREFECT_UI_URL
 
-from catsdogs import plots, registry, store, train
+from catsdogs import plots, registry, steps, train
 from catsdogs.data import CLASS_NAMES, Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.download import Archive
 from catsdogs.results import Metrics, TrainedModel
 from catsdogs.settings import Settings
-from catsdogs.views import views_name
 from tasks._cache import cache_while_complete, remember_result, reused_from
 from tasks.runs import run_label
 
 
-def run_dir(arrays: DatasetArrays, settings: Settings) -> Path:
-    inputs = {"datasets": arrays.root, "variant": settings.variant, "epochs": settings.epochs_to_run,
-              "batch_size": settings.batch_size, "seed": settings.seed}
-    return store.step_dir(settings.workdir, "runs", inputs | settings.recipe_key())
-
-
-def evaluation_dir(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
-    return trained.run_dir / views_name("evaluation", bool(settings.tta_flip), float(settings.tta_crop or 0.0))
-
-
-@task(name="train", cache_key_fn=cache_while_complete(run_dir))
+@task(name="train", cache_key_fn=cache_while_complete(steps.run_folder))
 def train_model(arrays: DatasetArrays, settings: Settings) -> TrainedModel:
     """Train the selected variant, logging each epoch and moving a progress artifact as epochs finish."""
     progress = create_progress_artifact(0.0, key="training-progress",
@@ -43,7 +32,7 @@ def train_model(arrays: DatasetArrays, settings: Settings) -> TrainedModel:
     def on_epoch(epoch: int, epochs: int, row: dict[str, float]) -> None:
         update_progress_artifact(progress, 100.0 * epoch / epochs)
 
-    trained = train.train_model(settings, arrays, run_dir(arrays, settings), on_epoch=on_epoch)
+    trained = train.train_model(settings, arrays, steps.run_folder(arrays, settings), on_epoch=on_epoch)
     update_progress_artifact(progress, 100.0)  # early stopping ends before the last planned epoch
     get_run_logger().info("best epoch %d of %d", trained.best_epoch, trained.epochs_run or trained.epochs)
     return remember_result(trained.run_dir, trained)
@@ -103,13 +92,17 @@ def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: S
     return {"augmentation-grid": str(artifact)}
 
 
-@task(name="evaluate", cache_key_fn=cache_while_complete(evaluation_dir))
+def _evaluation_folder(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
+    return steps.evaluation_folder(trained, settings)  # the task's parameters, for its cache key
+
+
+@task(name="evaluate", cache_key_fn=cache_while_complete(_evaluation_folder))
 def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Metrics:
     """Measure the best checkpoint's loss and accuracy on the test subset."""
-    metrics = train.evaluate_model(trained, arrays, settings.batch_size,
-                                   evaluation_dir(trained, arrays, settings), bool(settings.tta_flip),
+    folder = steps.evaluation_folder(trained, settings)
+    metrics = train.evaluate_model(trained, arrays, settings.batch_size, folder, bool(settings.tta_flip),
                                    float(settings.tta_crop or 0.0))
-    return remember_result(evaluation_dir(trained, arrays, settings), metrics)
+    return remember_result(folder, metrics)
 
 
 @task(name="publish-metrics")

@@ -171,16 +171,16 @@ def test_the_last_failed_download_try_says_it_gave_up_not_that_it_will_retry(pre
 def test_precision_is_part_of_the_trained_model_key(tmp_path: Path):
     from catsdogs import store
     from catsdogs.datasets import DatasetArrays
-    from tasks.training import run_dir
+    from catsdogs.steps import run_folder
 
     arrays = DatasetArrays(root=tmp_path / "d", image_size=78, counts={})
     reference = Settings(workdir=tmp_path)
-    keys = {p: run_dir(arrays, reference.model_copy(update={"precision": p}))
+    keys = {p: run_folder(arrays, reference.model_copy(update={"precision": p}))
             for p in ("float32", "mixed_bfloat16", "mixed_float16")}
     assert len(set(keys.values())) == 3
     # float32 runs keep the folders they had before precision was a setting, so nothing retrains.
     assert keys["float32"] == store.step_dir(tmp_path, "runs", {
-        "datasets": arrays.root, "variant": "baseline", "epochs": 30, "batch_size": 32, "seed": 0})
+        "datasets": arrays.root, "variant": "baseline", "epochs": 30, "batch_size": 32, "seed": 0}, 3)
 
 
 def run_log(flow_run_id: UUID, wanted: str, timeout: float = 30) -> list[str]:

@@ -124,26 +124,26 @@ def test_settings_round_trip_as_a_flow_parameter():
 
 def test_recipe_changes_are_part_of_the_trained_model_key(tmp_path: Path):
     from catsdogs.datasets import DatasetArrays
-    from tasks.training import evaluation_dir, run_dir
+    from catsdogs.steps import evaluation_folder, run_folder
 
     arrays = DatasetArrays(root=tmp_path / "d", image_size=78, counts={})
     reference = Settings(workdir=tmp_path)
     variants = [reference, reference.model_copy(update={"label_smoothing": 0.1}),
                 reference.model_copy(update={"optimizer": "adam"}), Settings(workdir=tmp_path, variant="xception"),
                 Settings(workdir=tmp_path, variant="xception", warmup_epochs=1)]
-    assert len({run_dir(arrays, s) for s in variants}) == len(variants)
+    assert len({run_folder(arrays, s) for s in variants}) == len(variants)
     # test-time flipping changes the evaluation, not the trained model
     flipped = reference.model_copy(update={"tta_flip": True})
-    assert run_dir(arrays, flipped) == run_dir(arrays, reference)
+    assert run_folder(arrays, flipped) == run_folder(arrays, reference)
 
     class Trained:
         run_dir = tmp_path / "r"
 
-    assert evaluation_dir(Trained, arrays, flipped) != evaluation_dir(Trained, arrays, reference)
+    assert evaluation_folder(Trained, flipped) != evaluation_folder(Trained, reference)
     # and so does a test-time crop: each set of views its own evaluation of the same model
     cropped = [flipped.model_copy(update={"tta_crop": crop}) for crop in (0.8, 0.9)]
-    assert {run_dir(arrays, s) for s in cropped} == {run_dir(arrays, reference)}
-    folders = [evaluation_dir(Trained, arrays, s) for s in (reference, flipped, *cropped)]
+    assert {run_folder(arrays, s) for s in cropped} == {run_folder(arrays, reference)}
+    folders = [evaluation_folder(Trained, s) for s in (reference, flipped, *cropped)]
     assert len(set(folders)) == 4 and folders[1].name == "evaluation-tta"  # flip alone: the older name, reused
 
 
