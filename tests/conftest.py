@@ -47,6 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         if not item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.unit)
+    # The long tests first: the workers then share the short ones at the end instead of one waiting on the other.
+    items.sort(key=lambda item: item.get_closest_marker("unit") is not None)
 
 
 TIER_TIME: dict[str, list[float]] = {}  # tier -> [tests, seconds of setup, call and teardown]
