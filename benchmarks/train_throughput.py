@@ -46,17 +46,17 @@ Path(sys.argv[4]).write_text(json.dumps(trained.history()))
 
 
 def prepare(workdir: Path) -> tuple[Path, Path]:
-    """Extract the archive, make the reference subsets and decode them once (shared by both sides)."""
-    from catsdogs.data import make_subsets, unzip_archive
-    from catsdogs.datasets import build_arrays
+    """The library pipeline's data steps on the archive: the reference subsets decoded once (shared by both
+    sides)."""
+    from catsdogs.pipeline import Pipeline
+    from catsdogs.settings import Settings
+    from catsdogs.steps import DATASETS, SUBSETS
 
-    images = unzip_archive(ARCHIVE, workdir / "extract", 2**32)
-    subsets = make_subsets(images, workdir / "subsets",
-                           {"train": (0, 999), "validation": (1000, 1499), "test": (1500, 2499)})
-    arrays = build_arrays(subsets, workdir / "arrays", 180)
+    made = Pipeline(Settings(data_url=ARCHIVE.as_uri(), workdir=workdir, image_size=180))
+    arrays = made.get(DATASETS)
     spec = workdir / "arrays.json"
     spec.write_text(arrays.model_dump_json())
-    return subsets.root, spec
+    return made.get(SUBSETS).root, spec
 
 
 def plain(subsets: Path, epochs: int, out: Path, onednn_off: bool = False) -> list[dict]:

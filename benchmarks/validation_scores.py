@@ -17,22 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs.datasets import DatasetArrays
+from catsdogs import store
+from catsdogs.datasets import DatasetArrays, load_arrays
 from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
 from catsdogs.train import best_row, predict_probabilities, read_history
 
 
 def validation_arrays(run_dir: Path, image_size: int) -> DatasetArrays:
-    """The run's dataset among its workdir's finished ones: at its image size, with the test images its
+    """The dataset the run trained on, as its marker's lineage names it; for a run made before markers
+    recorded lineage, the finished dataset of its workdir at its image size with the test images its
     evaluation scored (so the same subsets, hence the same validation images)."""
     workdir = run_dir.parents[1]
+    if datasets := store.read_lineage(run_dir).get("inputs", {}).get("datasets"):
+        return load_arrays(workdir / datasets.removeprefix("WORKDIR/"))
     evaluated = {row["file"] for path in run_dir.glob("evaluation*/test-predictions.json")
                  for row in json.loads(path.read_text())}
     if not evaluated:
         raise SystemExit(f"{run_dir}: not evaluated yet (an unfinished run?); finish its run first")
-    for marker in sorted((workdir / "datasets").glob("*/_COMPLETE.json")):
-        arrays = DatasetArrays.model_validate(json.loads(marker.read_text()) | {"root": marker.parent})
+    for marker in sorted((workdir / "datasets").glob(f"*/{store.MARKER}")):
+        arrays = load_arrays(marker.parent)
         if arrays.image_size == image_size and set(arrays.files("test")) == evaluated:
             return arrays
     raise SystemExit(f"{run_dir}: no finished {image_size}-px dataset in {workdir / 'datasets'} holds the test "

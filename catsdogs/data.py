@@ -150,7 +150,12 @@ def make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, 
     """
     out_dir = Path(out_dir)
     return store.run_once(out_dir, lambda: _make_subsets(Path(images_root), out_dir, ranges),
-                          lambda marker: Subsets.model_validate(marker | {"root": out_dir}))
+                          lambda _: load_subsets(out_dir))
+
+
+def load_subsets(folder: Path) -> Subsets:
+    """The subsets recorded in the complete FOLDER, wherever the workdir is now."""
+    return Subsets.model_validate(store.read_marker(folder) | {"root": Path(folder)})
 
 
 def _make_subsets(images_root: Path, out_dir: Path, ranges: dict[str, tuple[int, int]]) -> Subsets:

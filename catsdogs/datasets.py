@@ -46,7 +46,12 @@ def build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: i
     out_dir = Path(out_dir)
     # Paths recorded in a marker are those of where the folder was made: a moved workdir uses where it is now.
     return store.run_once(out_dir, lambda: _build_arrays(subsets, out_dir, image_size, batch_size),
-                          lambda marker: DatasetArrays.model_validate(marker | {"root": out_dir}))
+                          lambda _: load_arrays(out_dir))
+
+
+def load_arrays(folder: Path) -> DatasetArrays:
+    """The arrays recorded in the complete FOLDER, wherever the workdir is now."""
+    return DatasetArrays.model_validate(store.read_marker(folder) | {"root": Path(folder)})
 
 
 def _build_arrays(subsets: Subsets, out_dir: Path, image_size: int, batch_size: int) -> DatasetArrays:

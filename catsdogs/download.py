@@ -48,6 +48,26 @@ class Archive(BaseModel):
     size: int
 
 
+def download_into(folder: Path, url: str, sha256: str | None = None, timeout_s: float = 60.0) -> Archive:
+    """The download step: URL's archive in FOLDER, fetched (or resumed) once and then marked complete."""
+    folder = Path(folder)
+
+    def fetch() -> Archive:
+        archive = download_archive(url, folder / ARCHIVE_FILE, sha256, timeout_s)
+        store.mark_complete(folder, archive.model_dump(mode="json"))
+        return archive
+
+    return store.run_once(folder, fetch, lambda _: load_archive(folder))
+
+
+def load_archive(folder: Path) -> Archive:
+    """The archive recorded in the complete download FOLDER, wherever the workdir is now."""
+    return Archive.model_validate(store.read_marker(folder) | {"path": Path(folder) / ARCHIVE_FILE})
+
+
+ARCHIVE_FILE = "archive.zip"  # its name in the download step's folder
+
+
 def url_scheme(url: str) -> str:
     """The URL's scheme, lower case; read without urlparse, which raises on malformed hosts."""
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)

@@ -56,12 +56,19 @@ def models_dir(workdir: Path) -> Path:
     return Path(workdir).resolve() / "models"
 
 
-def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str) -> ModelCard:
-    """Copy an evaluated model into the registry with its card; registering the same run and views twice is a
-    no-op. Named after the run and the views its evaluation averaged, so each card's views and metrics are its own."""
-    folder = models_dir(settings.workdir) / views_name(trained.run_dir.name, metrics.tta_flip, metrics.tta_crop)
+def model_folder(workdir: Path, run_dir: Path, tta_flip: bool, tta_crop: float) -> Path:
+    """Where the model of RUN_DIR, evaluated over those views, is registered: named after the run and the views,
+    so that each card's views and metrics are its own."""
+    return models_dir(workdir) / views_name(Path(run_dir).name, tta_flip, tta_crop)
+
+
+def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str,
+                   folder: Path | None = None) -> ModelCard:
+    """Copy an evaluated model into the registry (into FOLDER, by default its model_folder) with its card;
+    registering the same run and views twice is a no-op."""
+    folder = folder or model_folder(settings.workdir, trained.run_dir, metrics.tta_flip, metrics.tta_crop)
     return store.run_once(folder, lambda: _register(folder, trained, metrics, settings, data_sha256),
-                          lambda marker: _card(marker, folder))
+                          lambda _: load_card(folder))
 
 
 def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: Settings,
@@ -189,6 +196,11 @@ def card_for_file(path: Path) -> ModelCard | None:
     except (ValueError, OSError) as err:
         log.warning("ignoring the unreadable card beside %s (%s)", path, type(err).__name__)
         return None
+
+
+def load_card(folder: Path) -> ModelCard:
+    """The card of the complete registered model in FOLDER."""
+    return _card(store.read_marker(folder), folder)
 
 
 def _card(recorded: dict[str, Any], folder: Path) -> ModelCard:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
+
+from catsdogs import store
+
+PREDICTIONS = "test-predictions.json"  # an evaluation's file of per-image results
 
 
 class TrainedModel(BaseModel):
@@ -49,12 +52,18 @@ class Metrics(BaseModel):
     tta_crop: float = 0.0  # ... and with its centre crop of this fraction (0: none)
     predictions_path: Path  # per test image: file, true label, probability of dog
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Fields added since a cached result was pickled (by an older catsdogs) take their defaults."""
-        defaults = {name: field.default for name, field in type(self).model_fields.items()
-                    if not field.is_required()}
-        state["__dict__"] = defaults | state["__dict__"]
-        super().__setstate__(state)
+
+def load_trained(run_dir: Path) -> TrainedModel:
+    """The training run recorded in the complete RUN_DIR, wherever the workdir is now."""
+    return TrainedModel.model_validate(store.read_marker(run_dir) | {"run_dir": Path(run_dir)})
+
+
+def load_metrics(folder: Path, model_path: Path | None = None) -> Metrics:
+    """The evaluation recorded in the complete FOLDER, of MODEL_PATH (by default its run's best checkpoint,
+    the folder being inside the run's)."""
+    folder = Path(folder)
+    return Metrics.model_validate(store.read_marker(folder) | {
+        "model_path": model_path or folder.parent / "best.keras", "predictions_path": folder / PREDICTIONS})
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,13 +65,38 @@ def is_complete(folder: Path) -> bool:
 
 
 def read_marker(folder: Path) -> dict[str, Any]:
-    """What the step recorded when it completed."""
+    """What the step recorded when it completed (its result), without the records of its files and lineage."""
     recorded = json.loads((Path(folder) / MARKER).read_text())
     recorded.pop(FILES, None)
+    recorded.pop(LINEAGE, None)
     return recorded
 
 
+def read_lineage(folder: Path) -> dict[str, Any]:
+    """Which step made FOLDER, at which version, from which inputs (the folders of the steps before it among
+    them, relative to the workdir as WORKDIR/...); empty for a folder made before markers recorded it."""
+    return dict(json.loads((Path(folder) / MARKER).read_text()).get(LINEAGE) or {})
+
+
 FILES = "_files"  # the marker's record of the step's own files: name -> size (and sha256, where cheap)
+LINEAGE = "_lineage"  # the marker's record of the step, its version and its inputs (catsdogs.steps)
+_lineage: ContextVar[dict[str, Any] | None] = ContextVar("catsdogs_lineage", default=None)
+
+
+@contextmanager
+def recording_lineage(lineage: dict[str, Any]) -> Iterator[None]:
+    """Markers completed in this block (by this thread or task) record LINEAGE: catsdogs.steps makes each
+    step's folder inside one, so that the library functions it calls need not carry it."""
+    token = _lineage.set(lineage)
+    try:
+        yield
+    finally:
+        _lineage.reset(token)
+
+
+def workdir_relative(root: Path, value: Any) -> Any:
+    """VALUE with the paths inside ROOT written WORKDIR/..., so that a workdir moved elsewhere keeps its keys."""
+    return _relative_to(Path(root).resolve(), value)
 HASHED_UP_TO = 1 << 20  # bytes: files up to this size are hashed too (JSON, cards), the rest only sized
 
 
@@ -179,7 +205,8 @@ def mark_complete(folder: Path, info: dict[str, Any], unchecked: tuple[str, ...]
     files = {path.name: _file_record(path) for path in sorted(folder.iterdir())
              if path.is_file() and not path.name.startswith(".") and path.name != MARKER
              and path.name not in unchecked}
-    write_json_atomic(folder / MARKER, info | {FILES: files})
+    lineage = {LINEAGE: recorded} if (recorded := _lineage.get()) else {}
+    write_json_atomic(folder / MARKER, info | {FILES: files} | lineage)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

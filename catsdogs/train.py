@@ -26,7 +26,7 @@ from catsdogs.model import (
     unfreeze_top,
     whiten_stem,
 )
-from catsdogs.results import Metrics, TrainedModel, best_row, read_history
+from catsdogs.results import PREDICTIONS, Metrics, TrainedModel, best_row, load_metrics, load_trained, read_history
 from catsdogs.runtime import resolve_precision, speed_settings, stop_requested, tensorflow
 from catsdogs.settings import Settings
 from catsdogs.views import views_averaged
@@ -44,8 +44,7 @@ def train_model(settings: Settings, arrays: DatasetArrays, run_dir: Path,
     An interrupted run left in RUN_DIR resumes from its last finished epoch.
     """
     run_dir = Path(run_dir)
-    return store.run_once(run_dir, lambda: _train(settings, arrays, run_dir, on_epoch),
-                          lambda marker: TrainedModel.model_validate(marker | {"run_dir": run_dir}))
+    return store.run_once(run_dir, lambda: _train(settings, arrays, run_dir, on_epoch), lambda _: load_trained(run_dir))
 
 
 def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: EpochHook | None) -> TrainedModel:
@@ -258,8 +257,7 @@ def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int
     over its test-time views (TTA_FLIP: with mirror images; TTA_CROP: with a centre crop of that fraction)."""
     out_dir = Path(out_dir)
     return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir, tta_flip, tta_crop),
-                          lambda marker: Metrics.model_validate(marker | {
-                              "model_path": trained.model_path, "predictions_path": out_dir / PREDICTIONS}))
+                          lambda _: load_metrics(out_dir, trained.model_path))
 
 
 def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
@@ -307,7 +305,6 @@ def predict_probabilities(model: Any, images: Any, tta_flip: bool = False, tta_c
     return np.concatenate(batches) if batches else np.zeros(0)
 
 
-PREDICTIONS = "test-predictions.json"
 
 
 def _now() -> str:

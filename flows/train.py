@@ -7,28 +7,21 @@ from prefect import flow
 
 from catsdogs import runtime
 from catsdogs.model import check_backbone_weights
+from catsdogs.pipeline import Pipeline
 from catsdogs.results import Metrics
 from catsdogs.settings import RunChoices, Settings, settings_for_choices
+from catsdogs.steps import DATASETS, EVALUATE, REGISTER, SUBSETS, TRAIN
 from tasks.champion import compare_with_champion, settle_champion
-from tasks.data import (
-    build_datasets,
-    download_archive,
-    make_subsets,
-    publish_dataset_summary,
-    resolve_data_url,
-    unzip_archive,
-)
+from tasks.data import publish_dataset_summary, resolve_data_url
 from tasks.runs import chosen_run_name, one_training_at_a_time, tag_run, train_run_name
+from tasks.steps import step_task
 from tasks.training import (
-    evaluate_model,
     plot_augmentations,
     plot_curves,
     publish_leaderboard,
     publish_metrics,
     publish_report,
     publish_training,
-    register_model,
-    train_model,
 )
 
 
@@ -43,32 +36,25 @@ def train_flow(settings: Settings | None = None) -> Metrics:
     # precision auto becomes the policy this machine will train in, so the model's key names what it is
     settings = settings.model_copy(update={"precision": runtime.resolve_precision(str(settings.precision))})
     tag_run(settings)
-    backoff = [settings.download_backoff_s * 2**i for i in range(settings.download_retries)]
-    download = download_archive.with_options(retries=settings.download_retries, retry_delay_seconds=backoff or 0)
     with one_training_at_a_time():  # a scheduled run waits for the training that holds the cores
-        archive = download(settings)
-        images = unzip_archive(archive, settings)
-        subsets = make_subsets(images, settings)
-        arrays = build_datasets(subsets, settings)
+        made = Pipeline(settings, run=step_task)  # each step a cached task, run when first needed
+        subsets, arrays = made.get(SUBSETS), made.get(DATASETS)  # download, unzip, subsets, datasets
         links = publish_dataset_summary(subsets, arrays)
-        trained = train_model(arrays, settings)
+        trained = made.get(TRAIN)
         links |= publish_training(trained)
         curves, curve_links = plot_curves(trained)
         links |= curve_links
         if settings.spec.augments:
             links |= plot_augmentations(trained, arrays, settings)
-        metrics = evaluate_model(trained, arrays, settings)
+        metrics = made.get(EVALUATE)
         links |= publish_metrics(metrics, settings)
-        model_path = register_model(trained, metrics, archive, settings)
-        comparison, comparison_link = compare_with_champion(model_path, subsets, settings)
+        card = made.get(REGISTER)
+        comparison, comparison_link = compare_with_champion(card.path, subsets, settings)
         links |= comparison_link
         settle_champion(comparison, settings.workdir)
         links |= publish_leaderboard(settings)
-        data_steps = {"download": archive.path.parent, "unzip": images, "subsets": subsets.root,
-                      "datasets": arrays.root}
-        publish_report(trained, metrics, subsets, curves, links, settings, data_steps)
+        publish_report(trained, metrics, subsets, curves, links, settings, made.folders)
         return metrics
-
 
 
 @flow(name="catsdogs-train", flow_run_name=chosen_run_name, log_prints=False)

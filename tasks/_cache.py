@@ -2,23 +2,27 @@
 
 The library builds each step's folder once and marks it complete (catsdogs.store). Prefect only names what
 the folder holds: a complete folder's key is a hash of its marker and of where the folder is; a folder that
-is missing or incomplete has no key, so the step runs. Nothing else is stored to make the two agree: a
-deleted, unfinished or moved folder is never answered from the cache, and a complete one shows as Cached.
+is missing or incomplete has no key, so the step runs. The cache record holds the step's name and folder as
+JSON, and a cache hit reads the result back with the step's own loader: no pickled class, so a changed class
+never breaks a cached run, and a deleted, unfinished or moved folder is never answered from the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect.results import get_result_store
+from prefect.serializers import Serializer
+from pydantic import Field
 
 from catsdogs import store
+from catsdogs.steps import BY_NAME, Step
 
-T = TypeVar("T")
+KEY_PREFIX = "catsdogs-step"  # earlier catsdogs kept pickled results under "catsdogs-...": never read again
 
 
 def folder_key(folder: Path) -> str | None:
@@ -27,27 +31,38 @@ def folder_key(folder: Path) -> str | None:
     if not store.is_complete(folder):
         return None
     marker = hashlib.sha256((folder / store.MARKER).read_bytes()).hexdigest()[:16]
-    return f"catsdogs-{folder.parent.name}-{folder.name}-{marker}@{store.digest(str(folder.resolve()))}"
+    return f"{KEY_PREFIX}-{folder.parent.name}-{folder.name}-{marker}@{store.digest(str(folder.resolve()))}"
 
 
-def cache_while_complete(output_dir: Callable[..., Path]) -> Callable[[Any, dict[str, Any]], str | None]:
-    """A cache_key_fn: the key of the step's output folder (None, so no caching, until it is complete)."""
+@dataclass(frozen=True)
+class StepFolder:
+    """What a cache record keeps of a step's result: the step and the folder its loader reads."""
 
-    def key(_context: Any, parameters: dict[str, Any]) -> str | None:
-        return folder_key(output_dir(**parameters))
-
-    return key
+    step: str
+    folder: Path
 
 
-def remember_result(folder: Path, result: T) -> T:
-    """Keep RESULT under the key of its now complete FOLDER, so the next run takes it from Prefect's cache."""
+class StepFolderSerializer(Serializer):  # type: ignore[type-arg]
+    """Writes a StepFolder as JSON; reads it back as the step's result, loaded from its folder."""
+
+    type: str = Field(default="catsdogs-step-folder", frozen=True)
+
+    def dumps(self, obj: Any) -> bytes:
+        return json.dumps({"step": obj.step, "folder": str(obj.folder)}).encode()
+
+    def loads(self, blob: bytes) -> Any:
+        record = json.loads(blob)
+        return BY_NAME[record["step"]].load(Path(record["folder"]))  # type: ignore[misc]
+
+
+def remember_result(step: Step, folder: Path) -> None:
+    """Keep STEP's now complete FOLDER under its key, so that the next run takes the result from Prefect's cache."""
     if (key := folder_key(folder)) is not None:
-        results = get_result_store()
+        results = get_result_store().model_copy(update={"serializer": StepFolderSerializer()})
         if not results.exists(key):
-            results.persist_result_record(results.create_result_record(result, key=key))
+            results.persist_result_record(results.create_result_record(StepFolder(step.name, Path(folder)), key=key))
     if not (Path(folder) / PRODUCER_FILE).exists():  # the first run to finish the folder produced it
         remember_producer(folder)
-    return result
 
 
 PRODUCER_FILE = "_PRODUCED_BY.json"

@@ -1,41 +1,21 @@
-"""Training, plotting and evaluation tasks, each publishing what it produced as Prefect artifacts."""
+"""What training and evaluation produced, published as Prefect artifacts (the steps themselves run as
+tasks.steps' one task): plots, tables, the leaderboard and the run report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.settings import PREFECT_UI_URL
 
-from catsdogs import plots, registry, steps, train
+from catsdogs import plots, registry, train
 from catsdogs.data import CLASS_NAMES, Subsets
 from catsdogs.datasets import DatasetArrays
-from catsdogs.download import Archive
 from catsdogs.results import Metrics, TrainedModel
 from catsdogs.settings import Settings
-from tasks._cache import cache_while_complete, remember_result, reused_from
+from tasks._cache import reused_from
 from tasks.runs import run_label
-
-
-@task(name="train", cache_key_fn=cache_while_complete(steps.run_folder))
-def train_model(arrays: DatasetArrays, settings: Settings) -> TrainedModel:
-    """Train the selected variant, logging each epoch and moving a progress artifact as epochs finish."""
-    progress = create_progress_artifact(0.0, key="training-progress",
-                                        description=f"Epochs finished, {settings.variant} model (%)")
-
-    def on_epoch(epoch: int, epochs: int, row: dict[str, float]) -> None:
-        update_progress_artifact(progress, 100.0 * epoch / epochs)
-
-    trained = train.train_model(settings, arrays, steps.run_folder(arrays, settings), on_epoch=on_epoch)
-    update_progress_artifact(progress, 100.0)  # early stopping ends before the last planned epoch
-    get_run_logger().info("best epoch %d of %d", trained.best_epoch, trained.epochs_run or trained.epochs)
-    return remember_result(trained.run_dir, trained)
 
 
 @task(name="publish-training")
@@ -92,19 +72,6 @@ def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: S
     return {"augmentation-grid": str(artifact)}
 
 
-def _evaluation_folder(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Path:
-    return steps.evaluation_folder(trained, settings)  # the task's parameters, for its cache key
-
-
-@task(name="evaluate", cache_key_fn=cache_while_complete(_evaluation_folder))
-def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> Metrics:
-    """Measure the best checkpoint's loss and accuracy on the test subset."""
-    folder = steps.evaluation_folder(trained, settings)
-    metrics = train.evaluate_model(trained, arrays, settings.batch_size, folder, bool(settings.tta_flip),
-                                   float(settings.tta_crop or 0.0))
-    return remember_result(folder, metrics)
-
-
 @task(name="publish-metrics")
 def publish_metrics(metrics: Metrics, settings: Settings) -> dict[str, str]:
     """Publish the test metrics, in every run; the description carries the accuracy for the key's history."""
@@ -122,14 +89,6 @@ def publish_metrics(metrics: Metrics, settings: Settings) -> dict[str, str]:
         key="test-metrics", description=f"test accuracy {metrics.test_accuracy:.4f}, loss {metrics.test_loss:.4f} "
         f"({run_label(settings)})")
     return {"test-metrics": str(artifact)}
-
-
-@task(name="register")
-def register_model(trained: TrainedModel, metrics: Metrics, archive: Archive, settings: Settings) -> Path:
-    """Add the evaluated model to the registry that `catsdogs predict` reads."""
-    card = registry.register_model(trained, metrics, settings, archive.sha256)
-    get_run_logger().info("registered model %s at %s", card.name, card.path)
-    return card.path
 
 
 @task(name="publish-leaderboard")
@@ -150,9 +109,9 @@ def publish_leaderboard(settings: Settings) -> dict[str, str]:
 
 @task(name="report")
 def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, curves: Path,
-                   links: dict[str, str], settings: Settings, data_steps: dict[str, Path]) -> str:
+                   links: dict[str, str], settings: Settings, step_folders: dict[str, Path]) -> str:
     """Publish the confusion matrix, the most confident mistakes and one report that ties the run together;
-    DATA_STEPS are the folders of the steps before training, by step name."""
+    STEP_FOLDERS are the folders of the pipeline's steps, by step name."""
     folder = metrics.predictions_path.parent
     confusion = plots.plot_confusion(metrics.confusion, folder / "confusion.png")
     links = dict(links)
@@ -170,8 +129,7 @@ def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, cu
         f"# Most confident mistakes\n\nTrue label and predicted probability of dog.\n\n{gallery_md}",
         key="most-wrong", description=f"{len(mistakes)} test images the model got most wrong"))
     (tn, fp), (fn, tp) = metrics.confusion
-    steps = data_steps | {"train": trained.run_dir, "evaluate": folder}
-    reused = {step: source for step, path in steps.items() if (source := reused_from(path))}
+    reused = {step: source for step, path in step_folders.items() if (source := reused_from(path))}
     reused_md = "".join(f"\n- `{step}`: reused from {source}" for step, source in reused.items())
     report = (
         f"# catsdogs run: {run_label(settings)}\n\n"

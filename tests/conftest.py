@@ -347,31 +347,26 @@ def prefect_server() -> Iterator[str]:
 # ---------------------------------------------------------------- registered tiny models
 
 
-def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *changes: dict, prefix: str = "r") -> dict:
-    """A generated archive's subsets, then per CHANGES one tiny model (78 px, 1 epoch unless changed) trained,
-    evaluated and registered in FOLDER/work as PREFIX0, PREFIX1, ... Returns the subsets, their arrays, the
-    workdir, each model's settings, and (card, metrics) per model."""
-    from catsdogs.data import make_subsets, unzip_archive
-    from catsdogs.datasets import build_arrays
-    from catsdogs.registry import register_model
+def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *changes: dict) -> dict:
+    """A generated archive through the library pipeline, once per CHANGES: one tiny model each (78 px, 1 epoch
+    unless changed) trained, evaluated and registered in FOLDER/work, the data steps shared. Returns the
+    subsets, their arrays, the workdir, each model's settings, and (card, metrics) per model."""
+    from catsdogs.pipeline import Pipeline
     from catsdogs.settings import Settings
-    from catsdogs.train import evaluate_model, train_model
+    from catsdogs.steps import DATASETS, EVALUATE, REGISTER, SUBSETS
 
     per_class = max(last for _, last in ranges.values()) + 1
-    subsets = make_subsets(unzip_archive(make_kaggle_zip(folder / "k.zip", per_class=per_class), folder / "x",
-                                         2**30), folder / "work" / "subsets" / "tiny", ranges)
-    arrays = build_arrays(subsets, folder / "d", 78)
+    archive = make_kaggle_zip(folder / "k.zip", per_class=per_class)
     spans = {f"{split}_range": f"{first}-{last}" for split, (first, last) in ranges.items()}
-    models, settings_used = [], []
-    for number, change in enumerate(changes):
-        settings = Settings(**({"image_size": 78, "batch_size": 8, "epochs": 1, "workdir": folder / "work"}
-                               | spans | change))
-        run = train_model(settings, arrays, folder / "work" / "runs" / f"{prefix}{number}")
-        metrics = evaluate_model(run, arrays, 8, run.run_dir / "evaluation", bool(settings.tta_flip),
-                                 float(settings.tta_crop or 0.0))
-        models.append((register_model(run, metrics, settings, "0" * 64), metrics))
+    models, settings_used, made = [], [], None
+    for change in changes:
+        settings = Settings(**({"image_size": 78, "batch_size": 8, "epochs": 1, "workdir": folder / "work",
+                                "data_url": archive.as_uri()} | spans | change))
+        made = Pipeline(settings)
+        models.append((made.get(REGISTER), made.get(EVALUATE)))
         settings_used.append(settings)
-    return {"subsets": subsets, "arrays": arrays, "workdir": folder / "work", "models": models,
+    assert made is not None, "no model asked for"
+    return {"subsets": made.get(SUBSETS), "arrays": made.get(DATASETS), "workdir": folder / "work", "models": models,
             "settings": settings_used}
 
 
@@ -380,7 +375,7 @@ def tiny_models(tmp_path_factory) -> dict:
     """The prediction, registry, web and LiteRT tests' models, trained once per test process (per worker under
     xdist): a baseline (2 epochs), the same with seed 1, and a bfloat16 xception. Take a copy (copy_models)."""
     return train_and_register(tmp_path_factory.mktemp("tiny-models"), TINY_RANGES, {"epochs": 2}, {"seed": 1},
-                              {"variant": "xception", "precision": "mixed_bfloat16"}, prefix="tiny")
+                              {"variant": "xception", "precision": "mixed_bfloat16"})
 
 
 TINY_RANGES = {"train": (0, 11), "validation": (12, 13), "test": (14, 17)}  # images a class, of tiny_models

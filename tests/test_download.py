@@ -192,13 +192,13 @@ def test_malformed_urls_fail_clearly_without_their_secrets(tmp_path: Path, url: 
 
 def test_a_changed_file_source_is_a_new_download(tmp_path: Path):
     from catsdogs.settings import Settings
-    from catsdogs.steps import download_folder
+    from catsdogs.steps import DOWNLOAD
 
     source = tmp_path / "src.zip"
     source.write_bytes(BODY)
     settings = Settings(data_url=source.as_uri(), workdir=tmp_path / "w")
-    before = download_folder(settings)
-    assert download_folder(settings) == before
+    before = DOWNLOAD.folder_for(settings)
+    assert DOWNLOAD.folder_for(settings) == before
     source.write_bytes(zip_body(b"other images"))
     os.utime(source, ns=(1, 1))
-    assert download_folder(settings) != before
+    assert DOWNLOAD.folder_for(settings) != before

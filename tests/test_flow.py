@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import threading
@@ -18,7 +19,7 @@ from catsdogs.settings import Settings
 from flows.train import train_flow
 from tests.conftest import SAMPLE_SHA256, SAMPLE_ZIP
 
-EXPENSIVE = ["download", "unzip", "subsets", "datasets", "train", "evaluate"]
+EXPENSIVE = ["download", "unzip", "subsets", "datasets", "train", "evaluate", "register"]
 
 
 def tiny(url: str, workdir: Path, **changes) -> Settings:
@@ -55,6 +56,20 @@ FULL_SET = {"dataset-summary", "model-summary", "training-history", "training-cu
 def flow_run_name(flow_run_id: UUID) -> str:
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id).name
+
+
+def cache_records(workdir: Path) -> dict[str, str]:
+    """The serializer of each cache record Prefect keeps for a step folder in WORKDIR, by step; each record's
+    result must be the step and folder as JSON."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    found = {}
+    for path in Path(PREFECT_LOCAL_STORAGE_PATH.value()).glob("catsdogs-step-*"):
+        record = json.loads(path.read_text())
+        result = json.loads(record["result"])
+        if Path(result["folder"]).is_relative_to(workdir.resolve()):
+            found[result["step"]] = record["metadata"]["serializer"]["type"]
+    return found
 
 
 def embedded_png_sizes(markdown: str) -> list[int]:
@@ -98,6 +113,7 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
     states = task_states(second_id)
     assert [states[name] for name in EXPENSIVE] == ["Cached"] * len(EXPENSIVE)
     assert again == metrics
+    assert cache_records(tmp_path / "work") == {name: "catsdogs-step-folder" for name in EXPENSIVE}  # no pickle
     assert len(served_archive.behaviour.requests) == 1
     # a cached run publishes the full set too, and says which run produced what it reused
     cached = artifacts(second_id)
@@ -171,11 +187,11 @@ def test_the_last_failed_download_try_says_it_gave_up_not_that_it_will_retry(pre
 def test_precision_is_part_of_the_trained_model_key(tmp_path: Path):
     from catsdogs import store
     from catsdogs.datasets import DatasetArrays
-    from catsdogs.steps import run_folder
+    from catsdogs.steps import TRAIN
 
     arrays = DatasetArrays(root=tmp_path / "d", image_size=78, counts={})
     reference = Settings(workdir=tmp_path)
-    keys = {p: run_folder(arrays, reference.model_copy(update={"precision": p}))
+    keys = {p: TRAIN.folder_for(reference.model_copy(update={"precision": p}), arrays)
             for p in ("float32", "mixed_bfloat16", "mixed_float16")}
     assert len(set(keys.values())) == 3
     # float32 runs keep the folders they had before precision was a setting, so nothing retrains.

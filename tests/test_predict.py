@@ -6,11 +6,14 @@ import io
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from catsdogs import store
 from catsdogs.images import MAX_FILE_BYTES, ImageError, load_with_tensorflow
 from catsdogs.predict import KerasPredictor, collect_inputs
 from catsdogs.registry import RegistryError, list_models, register_model, resolve_model
@@ -126,7 +129,9 @@ def test_registry_best_latest_and_crashed_runs(trained, tmp_path: Path):
     card = trained["card"]
     assert resolve_model(settings.workdir, "best") == card == resolve_model(settings.workdir, "latest")
     assert resolve_model(settings.workdir, card.name) == card
-    assert card.data_sha256 == "0" * 64 and card.image_size == 78 and "tensorflow" in str(card.versions)
+    archive = Path(url2pathname(urlparse(card.data_url).path))  # the archive it was trained on
+    assert card.data_sha256 == store.file_sha256(archive)
+    assert card.image_size == 78 and "tensorflow" in str(card.versions)
     assert card.settings["variant"] == "baseline" and card.created_at
 
     def crash(epoch, epochs, row):

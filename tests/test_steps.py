@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 
 from catsdogs import steps, store
-from catsdogs.data import make_subsets, unzip_archive
-from catsdogs.datasets import build_arrays
 from catsdogs.download import download_archive
+from catsdogs.pipeline import Pipeline
 from catsdogs.settings import Settings
-from catsdogs.train import train_model
 from tests.conftest import make_kaggle_zip
 
 
@@ -42,54 +40,86 @@ def test_existing_workdirs_keep_their_folders(tmp_path: Path):
     nothing again."""
     workdir = Path("/tmp/wd")
     settings = Settings(workdir=workdir, data_url="https://example.org/train.zip")
-    assert steps.subsets_folder(workdir / "extract" / "abc" / "train", settings).name == "21a3f98937c15597"
-    assert steps.download_folder(settings).name == "b68ae0459380a20f"
+    assert steps.SUBSETS.folder_for(settings, workdir / "extract" / "abc" / "train").name == "21a3f98937c15597"
+    assert steps.DOWNLOAD.folder_for(settings).name == "b68ae0459380a20f"
 
 
 def test_a_given_sha256_keys_the_download_whatever_the_url_says():
     sha = "a" * 64
     signed = [Settings(data_url=f"https://example.org/train.zip?token={token}", data_sha256=sha) for token in "xy"]
-    assert steps.download_folder(signed[0]) == steps.download_folder(signed[1])
-    assert steps.download_folder(signed[0].model_copy(update={"data_sha256": "b" * 64})) != steps.download_folder(
-        signed[0])
+    assert steps.DOWNLOAD.folder_for(signed[0]) == steps.DOWNLOAD.folder_for(signed[1])
+    other = signed[0].model_copy(update={"data_sha256": "b" * 64})
+    assert steps.DOWNLOAD.folder_for(other) != steps.DOWNLOAD.folder_for(signed[0])
     unsigned = [Settings(data_url=f"https://example.org/train.zip?token={token}") for token in "xy"]
-    assert steps.download_folder(unsigned[0]) != steps.download_folder(unsigned[1])  # unverified: by URL
+    assert steps.DOWNLOAD.folder_for(unsigned[0]) != steps.DOWNLOAD.folder_for(unsigned[1])  # unverified: by URL
 
 
 def test_a_new_version_makes_that_step_and_the_later_ones_again_never_the_earlier(tmp_path: Path, monkeypatch):
-    """The pipeline in process, twice: after a new version of the training (a changed augmentation, say) the
-    data steps are taken as they are and only the model trains again."""
+    """The library pipeline, three times: after a new version of the training (a changed augmentation, say) the
+    data steps are taken as they are and only the model trains (and is evaluated and registered) again."""
     archive = make_kaggle_zip(tmp_path / "k.zip", per_class=6)
     settings = Settings(data_url=archive.as_uri(), workdir=tmp_path / "w", image_size=78, batch_size=4, epochs=1,
                         train_range="0-1", validation_range="2-3", test_range="4-5")
 
-    def pipeline() -> dict[str, Path]:
-        folder = steps.download_folder(settings)
-        got = download_archive(settings.data_url, folder / "archive.zip")
-        if not store.is_complete(folder):  # as the download task marks it
-            store.mark_complete(folder, got.model_dump(mode="json"))
-        images = unzip_archive(got.path, steps.extract_folder(got, settings), 2**30)
-        ranges = {"train": (0, 1), "validation": (2, 3), "test": (4, 5)}
-        subsets = make_subsets(images, steps.subsets_folder(images, settings), ranges)
-        arrays = build_arrays(subsets, steps.datasets_folder(subsets, settings), 78)
-        run = train_model(settings, arrays, steps.run_folder(arrays, settings))
-        return {"download": got.path.parent, "extract": images, "subsets": subsets.root, "datasets": arrays.root,
-                "runs": run.run_dir}
+    def made() -> dict[str, Path]:
+        pipeline = Pipeline(settings)
+        pipeline.run()
+        return pipeline.folders
 
     def written(folders: dict[str, Path]) -> dict[str, int]:
         return {name: (folder / store.MARKER).stat().st_mtime_ns for name, folder in folders.items()}
 
-    first = pipeline()
+    first = made()
+    assert list(first) == [step.name for step in steps.PIPELINE]
     before = written(first)
-    monkeypatch.setattr(steps, "TRAIN", dataclasses.replace(steps.TRAIN, version=steps.TRAIN.version + 1))
-    second = pipeline()
-    assert {name: second[name] == first[name] for name in first} == {
-        "download": True, "extract": True, "subsets": True, "datasets": True, "runs": False}
-    assert {name: time for name, time in written(second).items() if name != "runs"} == {
-        name: time for name, time in before.items() if name != "runs"}  # not made again, not touched
-    monkeypatch.setattr(steps, "SUBSETS", dataclasses.replace(steps.SUBSETS, version=steps.SUBSETS.version + 1))
-    third = pipeline()
-    assert [name for name in first if third[name] != second[name]] == ["subsets", "datasets", "runs"]
+    monkeypatch.setitem(steps.BY_NAME, "train", dataclasses.replace(steps.TRAIN, version=steps.TRAIN.version + 1))
+    second = made()
+    later = ["train", "evaluate", "register"]
+    assert [name for name in first if second[name] != first[name]] == later
+    assert {name: time for name, time in written(second).items() if name not in later} == {
+        name: time for name, time in before.items() if name not in later}  # not made again, not touched
+    monkeypatch.setitem(steps.BY_NAME, "subsets", dataclasses.replace(steps.SUBSETS, version=steps.SUBSETS.version + 1))
+    third = made()
+    assert [name for name in first if third[name] != second[name]] == ["subsets", "datasets", *later]
+
+
+def test_each_marker_records_its_step_version_and_inputs(tmp_path: Path):
+    """Lineage: from a registered model back to the archive, by reading markers, never by searching folders."""
+    archive = make_kaggle_zip(tmp_path / "k.zip", per_class=6)
+    settings = Settings(data_url=archive.as_uri(), workdir=tmp_path / "w", image_size=78, batch_size=4, epochs=1,
+                        train_range="0-1", validation_range="2-3", test_range="4-5")
+    pipeline = Pipeline(settings)
+    card = pipeline.get(steps.REGISTER)
+    workdir = settings.workdir.resolve()
+
+    def upstream(folder: Path, key: str) -> Path:
+        return workdir / store.read_lineage(folder)["inputs"][key].removeprefix("WORKDIR/")
+
+    lineage = store.read_lineage(card.path.parent)
+    assert (lineage["step"], lineage["version"]) == ("register", steps.REGISTER.version)
+    run = upstream(card.path.parent, "run")
+    datasets = upstream(run, "datasets")
+    subsets = upstream(datasets, "subsets")
+    images = upstream(subsets, "images")
+    assert [run, datasets, subsets, images] == [pipeline.folders[name] for name in ("train", "datasets", "subsets",
+                                                                                     "unzip")]
+    assert store.read_lineage(images)["inputs"] == {"sha256": pipeline.get(steps.DOWNLOAD).sha256}
+    assert store.read_lineage(run)["inputs"]["epochs"] == 1 and "_lineage" not in store.read_marker(run)
+    for name, folder in pipeline.folders.items():  # each folder is where its own lineage says
+        step = steps.BY_NAME[name]
+        assert store.read_lineage(folder)["step"] == name
+        assert step.folder(settings.workdir, step.inputs(settings, *[pipeline.get(n) for n in step.needs])) == folder
+
+
+def test_a_step_result_loads_back_from_its_folder_alone(tmp_path: Path):
+    """What the cache keeps of a result is its step and folder: each step's loader gives the result back equal."""
+    archive = make_kaggle_zip(tmp_path / "k.zip", per_class=6)
+    settings = Settings(data_url=archive.as_uri(), workdir=tmp_path / "w", image_size=78, batch_size=4, epochs=1,
+                        train_range="0-1", validation_range="2-3", test_range="4-5")
+    pipeline = Pipeline(settings)
+    made = pipeline.run()
+    for name, folder in pipeline.folders.items():
+        assert steps.BY_NAME[name].load(folder) == made[name], name
 
 
 @pytest.mark.parametrize("step", steps.STEPS, ids=lambda step: step.name)
@@ -103,9 +133,9 @@ def test_an_archive_already_downloaded_under_another_key_is_taken_not_fetched(tm
     is found in its earlier folder, checked, and taken; the URL, unreachable here, is never asked."""
     archive = make_kaggle_zip(tmp_path / "k.zip", per_class=2)
     sha = store.file_sha256(archive)
-    earlier = steps.download_folder(Settings(workdir=tmp_path / "w", data_url=archive.as_uri()))
+    earlier = steps.DOWNLOAD.folder_for(Settings(workdir=tmp_path / "w", data_url=archive.as_uri()))
     got = download_archive(archive.as_uri(), earlier / "archive.zip")
     store.mark_complete(earlier, got.model_dump(mode="json"))
     settings = Settings(workdir=tmp_path / "w", data_url="http://127.0.0.1:9/train.zip?token=new", data_sha256=sha)
-    again = download_archive(settings.data_url, steps.download_folder(settings) / "archive.zip", sha)
-    assert again.sha256 == sha and again.path.parent == steps.download_folder(settings) != earlier
+    again = download_archive(settings.data_url, steps.DOWNLOAD.folder_for(settings) / "archive.zip", sha)
+    assert again.sha256 == sha and again.path.parent == steps.DOWNLOAD.folder_for(settings) != earlier

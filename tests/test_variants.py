@@ -124,26 +124,26 @@ def test_settings_round_trip_as_a_flow_parameter():
 
 def test_recipe_changes_are_part_of_the_trained_model_key(tmp_path: Path):
     from catsdogs.datasets import DatasetArrays
-    from catsdogs.steps import evaluation_folder, run_folder
+    from catsdogs.steps import EVALUATE, TRAIN
 
     arrays = DatasetArrays(root=tmp_path / "d", image_size=78, counts={})
     reference = Settings(workdir=tmp_path)
     variants = [reference, reference.model_copy(update={"label_smoothing": 0.1}),
                 reference.model_copy(update={"optimizer": "adam"}), Settings(workdir=tmp_path, variant="xception"),
                 Settings(workdir=tmp_path, variant="xception", warmup_epochs=1)]
-    assert len({run_folder(arrays, s) for s in variants}) == len(variants)
+    assert len({TRAIN.folder_for(s, arrays) for s in variants}) == len(variants)
     # test-time flipping changes the evaluation, not the trained model
     flipped = reference.model_copy(update={"tta_flip": True})
-    assert run_folder(arrays, flipped) == run_folder(arrays, reference)
+    assert TRAIN.folder_for(flipped, arrays) == TRAIN.folder_for(reference, arrays)
 
     class Trained:
         run_dir = tmp_path / "r"
 
-    assert evaluation_folder(Trained, flipped) != evaluation_folder(Trained, reference)
+    assert EVALUATE.folder_for(flipped, Trained) != EVALUATE.folder_for(reference, Trained)
     # and so does a test-time crop: each set of views its own evaluation of the same model
     cropped = [flipped.model_copy(update={"tta_crop": crop}) for crop in (0.8, 0.9)]
-    assert {run_folder(arrays, s) for s in cropped} == {run_folder(arrays, reference)}
-    folders = [evaluation_folder(Trained, s) for s in (reference, flipped, *cropped)]
+    assert {TRAIN.folder_for(s, arrays) for s in cropped} == {TRAIN.folder_for(reference, arrays)}
+    folders = [EVALUATE.folder_for(s, Trained) for s in (reference, flipped, *cropped)]
     assert len(set(folders)) == 4 and folders[1].name == "evaluation-tta"  # flip alone: the older name, reused
 
 
@@ -416,21 +416,20 @@ def test_xception_evaluates_with_its_views_and_predicts_as_evaluated_once_regist
         assert dog == pytest.approx(row["dog_probability"], abs=tolerance)
 
 
-def test_a_result_cached_before_a_field_was_added_loads_with_its_default(tmp_path: Path):
-    """Prefect's cache holds pickled Metrics; those an older catsdogs wrote lack tta_crop."""
-    import pickle
-
-    from catsdogs.train import Metrics
+def test_an_evaluation_recorded_before_a_field_was_added_loads_with_its_default(tmp_path: Path):
+    """Results are read back from their markers (never unpickled): one an older catsdogs wrote lacks tta_crop."""
+    from catsdogs import store
+    from catsdogs.results import Metrics, load_metrics
 
     metrics = Metrics(variant="xception", test_accuracy=0.9, test_loss=0.3, test_images=2, best_epoch=1, epochs=1,
-                      model_path=tmp_path / "m.keras", confusion=[[1, 0], [0, 1]], tta_flip=True,
-                      predictions_path=tmp_path / "p.json")
-    state = metrics.__getstate__()  # as pickled by the class before the field:
-    state = state | {"__dict__": {k: v for k, v in state["__dict__"].items() if k != "tta_crop"}}
-    older = Metrics.__new__(Metrics)
-    older.__setstate__(state)
+                      model_path=tmp_path / "best.keras", confusion=[[1, 0], [0, 1]], tta_flip=True,
+                      predictions_path=tmp_path / "evaluation" / "test-predictions.json")
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    store.mark_complete(folder, {k: v for k, v in metrics.model_dump(mode="json").items() if k != "tta_crop"})
+    older = load_metrics(folder)
     assert older.tta_crop == 0.0 and older.tta_flip is True
-    assert pickle.loads(pickle.dumps(older)).model_dump() == metrics.model_dump()
+    assert older == metrics
 
 
 # ---------------------------------------------------------------- fast: progressive resizing, whitened stem

@@ -1,0 +1,92 @@
+"""One task for every library step: its folder, computed once by the pipeline, is its cache key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.runtime import task_run
+
+from catsdogs import download
+from catsdogs.settings import Settings
+from catsdogs.steps import BY_NAME, DOWNLOAD, Step
+from tasks._cache import folder_key, remember_result
+
+MAX_RETRY_AFTER_S = 300.0
+
+
+def _cached_folder(_context: Any, parameters: dict[str, Any]) -> str | None:
+    return folder_key(parameters["folder"])
+
+
+def _transient(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry only failures a retry may fix: connection errors, timeouts, HTTP 429 and 5xx."""
+    return isinstance(state.data, download.TransientDownloadError)
+
+
+@task(name="step", cache_key_fn=_cached_folder, retry_condition_fn=_transient)
+def run_step(step: str, folder: Path, inputs: dict[str, Any], settings: Settings,
+             needed: tuple[Any, ...] = ()) -> Any:
+    """Make one library step's result in its folder, or read it back from there."""
+    declared = BY_NAME[step]
+    with PREFECT_SIDE.get(step, _nothing)(settings) as hooks:
+        result = declared.make(folder, inputs, settings, *needed, **hooks)
+    remember_result(declared, folder)
+    return result
+
+
+def step_task(step: Step, folder: Path, inputs: dict[str, Any], settings: Settings,
+              needed: tuple[Any, ...]) -> Any:
+    """The pipeline's runner in a flow (catsdogs.pipeline.Pipeline(settings, run=step_task)): each step a task
+    named after it, Cached while its folder is complete; the download retried as the settings say."""
+    options: dict[str, Any] = {"name": step.name}
+    if step is DOWNLOAD:
+        backoff = [settings.download_backoff_s * 2**i for i in range(settings.download_retries)]
+        options |= {"retries": settings.download_retries, "retry_delay_seconds": backoff or 0}
+    return run_step.with_options(**options)(step.name, folder, inputs, settings, needed)
+
+
+# ---------------------------------------------------------------- what a step does in Prefect besides its work
+
+
+def _nothing(_settings: Settings) -> AbstractContextManager[dict[str, Any]]:
+    return nullcontext({})
+
+
+@contextmanager
+def _download_tries(settings: Settings) -> Iterator[dict[str, Any]]:
+    """Each failed try in the run's log; the last one says it gave up; a server's Retry-After honoured."""
+    try:
+        yield {}
+    except download.TransientDownloadError as err:
+        attempt, attempts = max(1, task_run.run_count), settings.download_retries + 1
+        if attempt >= attempts:  # the last try: say so, rather than a retry that will not come
+            tries = f"{attempts} tries" if attempts > 1 else "one try (download_retries is 0)"
+            raise download.DownloadError(f"{err}; gave up after {tries}: try again later, or raise "
+                                         "--download-retries") from None
+        get_run_logger().warning("download try %d of %d failed: %s; will retry", attempt, attempts, err)
+        if err.retry_after:  # the server said when to come back: honour it before Prefect's own delay
+            time.sleep(min(err.retry_after, MAX_RETRY_AFTER_S))
+        raise
+
+
+@contextmanager
+def _training_progress(settings: Settings) -> Iterator[dict[str, Any]]:
+    """A progress artifact that moves as epochs finish."""
+    progress = create_progress_artifact(0.0, key="training-progress",
+                                        description=f"Epochs finished, {settings.variant} model (%)")
+
+    def on_epoch(epoch: int, epochs: int, row: dict[str, float]) -> None:
+        update_progress_artifact(progress, 100.0 * epoch / epochs)
+
+    yield {"on_epoch": on_epoch}
+    update_progress_artifact(progress, 100.0)  # early stopping ends before the last planned epoch
+
+
+PREFECT_SIDE: dict[str, Callable[[Settings], AbstractContextManager[dict[str, Any]]]] = {
+    "download": _download_tries, "train": _training_progress}
