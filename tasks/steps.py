@@ -1,4 +1,4 @@
-"""One task for every library step: its folder, computed once by the pipeline, is its cache key."""
+"""One task for every library step: its folder, computed once by the pipeline, is its cache (tasks._cache)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import task_run
+from prefect.states import Completed
 
-from catsdogs import download
+from catsdogs import download, store
 from catsdogs.settings import Settings
 from catsdogs.steps import BY_NAME, DOWNLOAD, Step
-from tasks._cache import folder_key, remember_result
+from tasks._cache import PRODUCER_FILE, remember_producer
 
 MAX_RETRY_AFTER_S = 300.0
-
-
-def _cached_folder(_context: Any, parameters: dict[str, Any]) -> str | None:
-    return folder_key(parameters["folder"])
 
 
 def _transient(_task: Any, _run: Any, state: Any) -> bool:
@@ -29,26 +26,31 @@ def _transient(_task: Any, _run: Any, state: Any) -> bool:
     return isinstance(state.data, download.TransientDownloadError)
 
 
-@task(name="step", cache_key_fn=_cached_folder, retry_condition_fn=_transient)
+@task(name="step", persist_result=False, retry_condition_fn=_transient)
 def run_step(step: str, folder: Path, inputs: dict[str, Any], settings: Settings,
              needed: tuple[Any, ...] = ()) -> Any:
-    """Make one library step's result in its folder, or read it back from there."""
+    """Make one library step's result in its folder, or read it back from there (the task then ends Cached)."""
     declared = BY_NAME[step]
+    if store.is_complete(folder):
+        result = declared.make(folder, inputs, settings, *needed)  # read back under the step's lock
+        return Completed(name="Cached", data=result, message=f"taken from {folder}, made by an earlier run")
     with PREFECT_SIDE.get(step, _nothing)(settings) as hooks:
         result = declared.make(folder, inputs, settings, *needed, **hooks)
-    remember_result(declared, folder)
+    if not (Path(folder) / PRODUCER_FILE).exists():  # the first run to finish the folder produced it
+        remember_producer(folder)
     return result
 
 
 def step_task(step: Step, folder: Path, inputs: dict[str, Any], settings: Settings,
               needed: tuple[Any, ...]) -> Any:
     """The pipeline's runner in a flow (catsdogs.pipeline.Pipeline(settings, run=step_task)): each step a task
-    named after it, Cached while its folder is complete; the download retried as the settings say."""
+    named after it, Cached where its folder was complete; the download retried as the settings say."""
     options: dict[str, Any] = {"name": step.name}
     if step is DOWNLOAD:
         backoff = [settings.download_backoff_s * 2**i for i in range(settings.download_retries)]
         options |= {"retries": settings.download_retries, "retry_delay_seconds": backoff or 0}
-    return run_step.with_options(**options)(step.name, folder, inputs, settings, needed)
+    state = run_step.with_options(**options)(step.name, folder, inputs, settings, needed, return_state=True)
+    return state.result()  # the step's result, Completed or Cached; its error, Failed
 
 
 # ---------------------------------------------------------------- what a step does in Prefect besides its work
