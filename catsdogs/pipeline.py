@@ -44,7 +44,10 @@ class Pipeline:
 
     def get(self, step: Step | str) -> Any:
         """STEP's result, and before it the results of the steps it needs."""
-        step = BY_NAME[step] if isinstance(step, str) else step
+        if isinstance(step, str):
+            if step not in BY_NAME:
+                raise KeyError(f"no step {step!r} is declared in catsdogs.steps; declared: {', '.join(BY_NAME)}")
+            step = BY_NAME[step]
         if step.name not in self._results:
             needed = tuple(self.get(name) for name in step.needs)
             inputs = step.inputs(self.settings, *needed)

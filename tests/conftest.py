@@ -356,7 +356,10 @@ def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *change
     from catsdogs.steps import DATASETS, EVALUATE, REGISTER, SUBSETS
 
     per_class = max(last for _, last in ranges.values()) + 1
-    archive = make_kaggle_zip(folder / "k.zip", per_class=per_class)
+    archive = folder / "k.zip"
+    if not archive.is_file():  # made once: a folder trained in before is read back, its steps complete
+        folder.mkdir(parents=True, exist_ok=True)
+        make_kaggle_zip(archive, per_class=per_class)
     spans = {f"{split}_range": f"{first}-{last}" for split, (first, last) in ranges.items()}
     models, settings_used, made = [], [], None
     for change in changes:
@@ -371,11 +374,17 @@ def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *change
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict:
-    """The prediction, registry, web and LiteRT tests' models, trained once per test process (per worker under
-    xdist): a baseline (2 epochs), the same with seed 1, and a bfloat16 xception. Take a copy (copy_models)."""
-    return train_and_register(tmp_path_factory.mktemp("tiny-models"), TINY_RANGES, {"epochs": 2}, {"seed": 1},
-                              {"variant": "xception", "precision": "mixed_bfloat16"})
+def tiny_models(tmp_path_factory, worker_id: str) -> dict:
+    """The prediction, registry, web and LiteRT tests' models: a baseline (2 epochs), the same with seed 1, and a
+    bfloat16 xception. Trained once per test session: the first xdist worker to ask trains them, the others wait
+    for it and read them back from the complete step folders. Take a copy (copy_models)."""
+    from catsdogs import store
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base if worker_id == "master" else base.parent) / "tiny-models"  # one folder for every worker
+    with store.locked(shared):
+        return train_and_register(shared, TINY_RANGES, {"epochs": 2}, {"seed": 1},
+                                  {"variant": "xception", "precision": "mixed_bfloat16"})
 
 
 TINY_RANGES = {"train": (0, 11), "validation": (12, 13), "test": (14, 17)}  # images a class, of tiny_models
