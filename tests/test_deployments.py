@@ -102,7 +102,7 @@ def wait_for_deployments(server: PrefectServer, names: set[str], process: subpro
             return found
         if process is not None and process.poll() is not None:
             raise RuntimeError("the serve process exited before registering the deployments")
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"deployments {names} not registered; found {set(deployments_by_name(server))}")
 
 
@@ -117,7 +117,7 @@ def wait_for_run(server: PrefectServer, flow_run_id: str, timeout: float = 420) 
         run = server.api("GET", f"/flow_runs/{flow_run_id}")
         if run["state"]["type"] in TERMINAL:
             return run
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s")
 
 
