@@ -33,7 +33,7 @@ def run_step(step: str, folder: Path, inputs: dict[str, Any], settings: Settings
     declared = BY_NAME[step]
     if store.is_complete(folder):
         result = declared.make(folder, inputs, settings, *needed)  # read back under the step's lock
-        return Completed(name="Cached", data=result, message=f"taken from {folder}, made by an earlier run")
+        return Completed(name="Cached", data=result, message=f"taken from {folder}, made earlier")
     with PREFECT_SIDE.get(step, _nothing)(settings) as hooks:
         result = declared.make(folder, inputs, settings, *needed, **hooks)
     if not (Path(folder) / PRODUCER_FILE).exists():  # the first run to finish the folder produced it
