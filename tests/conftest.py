@@ -51,12 +51,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("unit") is not None)
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """-n auto: one worker more than this process may use cores. The end-to-end tests wait on servers and
-    processes for part of their time, which a further worker fills; more oversubscribe (docs/results.md)."""
-    return len(os.sched_getaffinity(0)) + 1
-
-
 TIER_TIME: dict[str, list[float]] = {}  # tier -> [tests, seconds of setup, call and teardown]
 
 
