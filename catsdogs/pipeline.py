@@ -10,7 +10,6 @@ each step a cached Prefect task (tasks.steps); tests and benchmarks run it as it
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,20 +24,17 @@ class StepRunner(Protocol):
                  needed: tuple[Any, ...]) -> Any: ...
 
 
-def make_step(step: Step, folder: Path, inputs: dict[str, Any], settings: Settings, needed: tuple[Any, ...],
-              **hooks: Any) -> Any:
+def make_step(step: Step, folder: Path, inputs: dict[str, Any], settings: Settings, needed: tuple[Any, ...]) -> Any:
     """The library's runner: the step itself, in this process."""
-    return step.make(folder, inputs, settings, *needed, **hooks)
+    return step.make(folder, inputs, settings, *needed)
 
 
 class Pipeline:
     """The results of SETTINGS' steps, made by RUN (by default in this process), each once."""
 
-    def __init__(self, settings: Settings, run: StepRunner = make_step,
-                 hooks: dict[str, dict[str, Any]] | None = None):
+    def __init__(self, settings: Settings, run: StepRunner = make_step):
         self.settings = settings
         self._run = run
-        self._hooks = hooks or {}  # step name -> keyword arguments of its build (train: on_epoch)
         self._results: dict[str, Any] = {}
         self.folders: dict[str, Path] = {}  # step name -> its folder, for the steps made or read so far
 
@@ -52,9 +48,7 @@ class Pipeline:
             needed = tuple(self.get(name) for name in step.needs)
             inputs = step.inputs(self.settings, *needed)
             folder = step.folder(self.settings.workdir, inputs)
-            run: Callable[..., Any] = self._run
-            hooks = self._hooks.get(step.name, {})
-            self._results[step.name] = run(step, folder, inputs, self.settings, needed, **hooks)
+            self._results[step.name] = self._run(step, folder, inputs, self.settings, needed)
             self.folders[step.name] = folder
         return self._results[step.name]
 

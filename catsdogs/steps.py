@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import importlib.util
 import json
 import sys
@@ -145,16 +146,20 @@ def _register_place(workdir: Path, inputs: dict[str, Any], version: int) -> Path
 # ---------------------------------------------------------------- how each step is made and read back
 
 
+def _loader(module: str, function: str) -> Callable[[Path], Any]:
+    """MODULE.FUNCTION(folder), imported when first called: declaring the steps imports no TensorFlow."""
+
+    def load(folder: Path) -> Any:
+        return getattr(importlib.import_module(module), function)(Path(folder))
+
+    return load
+
+
 def _download(folder: Path, settings: Settings) -> Archive:
     from catsdogs.download import download_into
 
     return download_into(folder, settings.data_url, settings.data_sha256, settings.download_timeout_s)
 
-
-def _load_archive(folder: Path) -> Archive:
-    from catsdogs.download import load_archive
-
-    return load_archive(folder)
 
 
 def _extract(folder: Path, settings: Settings, archive: Archive) -> Path:
@@ -170,11 +175,6 @@ def _make_subsets(folder: Path, settings: Settings, images: Path) -> Subsets:
     return make_subsets(images, folder, ranges)
 
 
-def _load_subsets(folder: Path) -> Subsets:
-    from catsdogs.data import load_subsets
-
-    return load_subsets(folder)
-
 
 def _build_arrays(folder: Path, settings: Settings, subsets: Subsets) -> DatasetArrays:
     from catsdogs.datasets import build_arrays
@@ -182,22 +182,12 @@ def _build_arrays(folder: Path, settings: Settings, subsets: Subsets) -> Dataset
     return build_arrays(subsets, folder, settings.image_size, settings.batch_size)
 
 
-def _load_arrays(folder: Path) -> DatasetArrays:
-    from catsdogs.datasets import load_arrays
-
-    return load_arrays(folder)
-
 
 def _train(folder: Path, settings: Settings, arrays: DatasetArrays, on_epoch: Any = None) -> TrainedModel:
     from catsdogs.train import train_model
 
     return train_model(settings, arrays, folder, on_epoch=on_epoch)
 
-
-def _load_trained(folder: Path) -> TrainedModel:
-    from catsdogs.results import load_trained
-
-    return load_trained(folder)
 
 
 def _evaluate(folder: Path, settings: Settings, trained: TrainedModel, arrays: DatasetArrays) -> Metrics:
@@ -207,11 +197,6 @@ def _evaluate(folder: Path, settings: Settings, trained: TrainedModel, arrays: D
                           float(settings.tta_crop or 0.0))
 
 
-def _load_metrics(folder: Path) -> Metrics:
-    from catsdogs.results import load_metrics
-
-    return load_metrics(folder)
-
 
 def _register(folder: Path, settings: Settings, trained: TrainedModel, metrics: Metrics,
               archive: Archive) -> ModelCard:
@@ -220,27 +205,24 @@ def _register(folder: Path, settings: Settings, trained: TrainedModel, metrics: 
     return register_model(trained, metrics, settings, archive.sha256, folder)
 
 
-def _load_card(folder: Path) -> ModelCard:
-    from catsdogs.registry import load_card
-
-    return load_card(folder)
-
 
 # Version 3 is the one every step had when one global version keyed them all: workdirs keep their folders.
 DOWNLOAD = Step("download", "download", 3, ("catsdogs.download",),
-                (), _download_inputs, _download, _load_archive)
+                (), _download_inputs, _download, _loader("catsdogs.download", "load_archive"))
 EXTRACT = Step("unzip", "extract", 3, ("catsdogs.data",),
                ("download",), _extract_inputs, _extract, lambda folder: Path(folder))
 SUBSETS = Step("subsets", "subsets", 3, ("catsdogs.data", "catsdogs.images"),
-               ("unzip",), _subsets_inputs, _make_subsets, _load_subsets)
+               ("unzip",), _subsets_inputs, _make_subsets, _loader("catsdogs.data", "load_subsets"))
 DATASETS = Step("datasets", "datasets", 3, ("catsdogs.datasets", "catsdogs.images"),
-                ("subsets",), _datasets_inputs, _build_arrays, _load_arrays)
+                ("subsets",), _datasets_inputs, _build_arrays, _loader("catsdogs.datasets", "load_arrays"))
 TRAIN = Step("train", "runs", 3, ("catsdogs.train", "catsdogs.model", "catsdogs.variants", "catsdogs.results"),
-             ("datasets",), _train_inputs, _train, _load_trained)
+             ("datasets",), _train_inputs, _train, _loader("catsdogs.results", "load_trained"))
 EVALUATE = Step("evaluate", "evaluation", 1, ("catsdogs.train", "catsdogs.views", "catsdogs.results"),
-                ("train", "datasets"), _views_inputs, _evaluate, _load_metrics, _evaluation_place)
+                ("train", "datasets"), _views_inputs, _evaluate, _loader("catsdogs.results", "load_metrics"),
+                _evaluation_place)
 REGISTER = Step("register", "models", 1, ("catsdogs.registry", "catsdogs.lite"),
-                ("train", "evaluate", "download"), _views_inputs, _register, _load_card, _register_place)
+                ("train", "evaluate", "download"), _views_inputs, _register, _loader("catsdogs.registry", "load_card"),
+                _register_place)
 PIPELINE = (DOWNLOAD, EXTRACT, SUBSETS, DATASETS, TRAIN, EVALUATE, REGISTER)  # in the order they run
 # A sweep's comparison of the runs it trained or reused: a folder of its own, made by the sweep flow.
 SWEEP = Step("sweep", "sweeps", 3, ("catsdogs.sweep",))

@@ -45,8 +45,7 @@ def step_dir(workdir: Path, step: str, inputs: dict[str, Any], version: int) -> 
 
     Paths inside WORKDIR count relative to it, so a workdir moved or copied elsewhere keeps its folders.
     """
-    root = Path(workdir).resolve()
-    return root / step / digest(_relative_to(root, inputs), version)
+    return Path(workdir).resolve() / step / digest(workdir_relative(workdir, inputs), version)
 
 
 def _relative_to(root: Path, value: Any) -> Any:
@@ -97,6 +96,8 @@ def recording_lineage(lineage: dict[str, Any]) -> Iterator[None]:
 def workdir_relative(root: Path, value: Any) -> Any:
     """VALUE with the paths inside ROOT written WORKDIR/..., so that a workdir moved elsewhere keeps its keys."""
     return _relative_to(Path(root).resolve(), value)
+
+
 HASHED_UP_TO = 1 << 20  # bytes: files up to this size are hashed too (JSON, cards), the rest only sized
 
 
