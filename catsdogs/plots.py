@@ -21,6 +21,7 @@ from catsdogs import store  # noqa: E402
 from catsdogs.datasets import DatasetArrays  # noqa: E402
 from catsdogs.images import pillow_rgb, read_image_file  # noqa: E402
 from catsdogs.model import build_augmentation  # noqa: E402
+from catsdogs.results import best_row, validated  # noqa: E402
 
 DPI = 80
 MAX_PNG_BYTES = 90_000  # a PNG embeds comfortably in a Prefect artifact up to about 100 KB
@@ -32,14 +33,15 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -
     figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=DPI)
     for axis, metric in ((acc_ax, "accuracy"), (loss_ax, "loss")):
         axis.plot(epochs, [row[metric] for row in history], "o-", markersize=3, label=f"training {metric}")
-        axis.plot(epochs, [row[f"val_{metric}"] for row in history], "s-", markersize=3,
+        checked = validated(history)  # with validate_last, only the last epochs have validation scores
+        axis.plot([row["epoch"] for row in checked], [row[f"val_{metric}"] for row in checked], "s-", markersize=3,
                   label=f"validation {metric}")
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axis.set_title(f"{title} {metric}".strip())
         axis.grid(alpha=0.3)
         axis.legend()
-    best = min(history, key=lambda row: (row["val_loss"], row["epoch"]))
+    best = best_row(history)
     loss_ax.axvline(best["epoch"], color="grey", linestyle=":", label="best checkpoint")
     figure.tight_layout()
     return _save(figure, path)
@@ -183,9 +185,10 @@ def plot_sweep_curves(runs: list[tuple[str, int, list[dict[str, float]]]], path:
     for (configuration, _, history), (colour, style) in zip(runs, sweep_line_styles(runs), strict=True):
         if not history:
             continue
-        epochs = [row["epoch"] for row in history]
+        checked = validated(history)
         for axis, metric in ((acc_ax, "val_accuracy"), (loss_ax, "val_loss")):
-            axis.plot(epochs, [row[metric] for row in history], marker=".", linestyle=style, color=colours(colour),
+            axis.plot([row["epoch"] for row in checked], [row[metric] for row in checked], marker=".",
+                      linestyle=style, color=colours(colour),
                       alpha=0.8, linewidth=1.2, markersize=3,
                       label=None if configuration in named or axis is loss_ax else configuration)
         named.add(configuration)

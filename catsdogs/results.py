@@ -67,10 +67,15 @@ def load_metrics(folder: Path, model_path: Path | None = None) -> Metrics:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """One row per finished epoch: epoch, loss, accuracy, val_loss, val_accuracy, seconds."""
+    """One row per finished epoch: epoch, loss, accuracy, val_loss, val_accuracy (where validated), seconds."""
     return json.loads(Path(path).read_text()) if Path(path).exists() else []
+
+
+def validated(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The rows of epochs that were validated (with validate_last, the earlier ones were not)."""
+    return [row for row in history if "val_loss" in row]
 
 
 def best_row(history: list[dict[str, float]]) -> dict[str, float]:
     """The epoch ModelCheckpoint(save_best_only, monitor="val_loss") kept: the first lowest val_loss."""
-    return min(history, key=lambda row: (row["val_loss"], row["epoch"]))
+    return min(validated(history), key=lambda row: (row["val_loss"], row["epoch"]))

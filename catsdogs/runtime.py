@@ -105,8 +105,18 @@ def speed_settings() -> dict[str, object]:
     return dict(_applied)
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) that keep its bfloat16 kernels; a lower cap, such as
+# AVX2 to run as a machine without BF16 does, leaves TensorFlow's bfloat16 convolutions without a kernel.
+BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
+             "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL", "DEFAULT"}
+
+
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU has bfloat16 units (AVX-512 BF16 or AMX), where mixed_bfloat16 is fast."""
+    """True when the CPU has bfloat16 units (AVX-512 BF16 or AMX), where mixed_bfloat16 is fast, and
+    ONEDNN_MAX_CPU_ISA does not keep oneDNN from them."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap not in BF16_ISAS:
+        return False
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as handle:

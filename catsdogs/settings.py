@@ -61,13 +61,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
     "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "translate": 0.0, "mixup": 0.0, "ema": 0.0,
-    "resize_from": 0, "whiten_stem": False, "fine_tune_epochs": 0, "fine_tune_layers": 0,
+    "resize_from": 0, "whiten_stem": False, "validate_last": 0, "fine_tune_epochs": 0, "fine_tune_layers": 0,
     "fine_tune_learning_rate": 1e-5,
 }
 # Settings that change the trained model beyond variant, epochs, batch size and seed. A run's key names them
 # only where they differ from the reference, so reference runs keep the folders they had.
-RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "resize_from", "whiten_stem", "optimizer",
-                 "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
+RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "resize_from", "whiten_stem", "validate_last",
+                 "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
                  "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
                  "fine_tune_learning_rate", "backbone_weights")
 BACKBONE_FIELDS = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")
@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     whiten_stem: bool | None = Field(None, description="initialise the first convolution to whiten the "
                                      "training images' patches (their covariance's eigenvectors) "
                                      f"{_defaults('whiten_stem')}")
+    validate_last: int | None = Field(None, ge=0, le=10_000, description="validate, and so keep checkpoints, "
+                                      "only in the last this many epochs (with a schedule that runs to its end "
+                                      "the best epoch is a late one): each skipped validation pass is time "
+                                      f"saved; 0 = every epoch, the reference {_defaults('validate_last')}")
     # efficientnet only.
     backbone_weights: str = Field("imagenet", description="efficientnet's base: imagenet (Keras' download, or "
                                   "its cache), a local .h5/.weights.h5 file, or random (untrained, for tests)")

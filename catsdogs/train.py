@@ -26,7 +26,16 @@ from catsdogs.model import (
     unfreeze_top,
     whiten_stem,
 )
-from catsdogs.results import PREDICTIONS, Metrics, TrainedModel, best_row, load_metrics, load_trained, read_history
+from catsdogs.results import (
+    PREDICTIONS,
+    Metrics,
+    TrainedModel,
+    best_row,
+    load_metrics,
+    load_trained,
+    read_history,
+    validated,
+)
 from catsdogs.runtime import resolve_precision, speed_settings, stop_requested, tensorflow
 from catsdogs.settings import Settings
 from catsdogs.views import views_averaged
@@ -97,6 +106,7 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
         if settings.ema:  # first, so that every other callback sees the averaged weights at an epoch's end
             callbacks.insert(0, _averaged_weights((run_dir / backup / BACKUP_STATE).exists()))
         model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
+                  validation_freq=validated_epochs(epochs, int(settings.validate_last or 0)),
                   callbacks=callbacks, shuffle=False, verbose=0)  # shuffled by tf.data
 
     if (run_dir / FROZEN_WEIGHTS).exists():  # the frozen phase finished before an interruption
@@ -122,6 +132,11 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     log.info("training done: best epoch %d (val_loss %.4f) of %d run, model %s", result.best_epoch,
              result.best_val_loss, len(history), result.model_path)
     return result
+
+
+def validated_epochs(epochs: int, validate_last: int) -> int | list[int]:
+    """Keras' validation_freq: every epoch, or the numbers (from 1) of the last VALIDATE_LAST of EPOCHS."""
+    return list(range(max(1, epochs - validate_last + 1), epochs + 1)) if validate_last else 1
 
 
 def _discard(paths: list[Path]) -> None:
@@ -192,9 +207,13 @@ def _early_stopping(patience: int, history: list[dict[str, float]], first_epoch:
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         def on_train_begin(self, logs: Any = None) -> None:
             super().on_train_begin(logs)
-            if history:
+            if validated(history):
                 best = best_row(history)
                 self.best, self.wait = best["val_loss"], len(history) - int(best["epoch"])
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if "val_loss" in (logs or {}):  # epochs before validate_last's have nothing to compare
+                super().on_epoch_end(epoch, logs)
 
         def on_train_end(self, logs: Any = None) -> None:
             if self.stopped_epoch > 0:
@@ -248,7 +267,7 @@ def _averaged_weights(resuming: bool) -> Any:
 
 
 def best_so_far(history: list[dict[str, float]]) -> float | None:
-    return best_row(history)["val_loss"] if history else None
+    return best_row(history)["val_loss"] if validated(history) else None
 
 
 def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
@@ -327,9 +346,10 @@ def _epoch_recorder(path: Path, history: list[dict[str, float]], epochs: int, tr
             del history[epoch:]
             history.append(row)
             store.write_json_atomic(path, history)
-            log.info("epoch %d/%d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f "
-                     "(%.1f s, %.1f images/s)", epoch + 1, epochs, row["loss"], row["accuracy"],
-                     row["val_loss"], row["val_accuracy"], seconds, train_images / max(seconds, 1e-9))
+            scores = (f" val_loss {row['val_loss']:.4f} val_accuracy {row['val_accuracy']:.4f}"
+                         if "val_loss" in row else " (not validated)")
+            log.info("epoch %d/%d: loss %.4f accuracy %.4f%s (%.1f s, %.1f images/s)", epoch + 1, epochs,
+                     row["loss"], row["accuracy"], scores, seconds, train_images / max(seconds, 1e-9))
             if on_epoch:
                 on_epoch(epoch + 1, epochs, row)
 
@@ -346,7 +366,8 @@ def _atomic_best_checkpoint(path: Path, initial_best: float | None) -> Any:
             # Only the file this call writes is promoted: a fragment left by a killed save or a full disk
             # must never be renamed over a good best.keras by an epoch that saved nothing.
             partial.unlink(missing_ok=True)
-            super().on_epoch_end(epoch, logs)
+            if "val_loss" in (logs or {}):  # an epoch that was not validated (validate_last) keeps nothing
+                super().on_epoch_end(epoch, logs)
             if partial.exists():
                 os.replace(partial, path)
 
@@ -363,7 +384,8 @@ def history_table(history: list[dict[str, float]]) -> str:
     """The history as a markdown table: epochs in order, the columns in a reading order, numbers rounded."""
     lines = ["| " + " | ".join(HISTORY_COLUMNS) + " |", "|" + "---:|" * len(HISTORY_COLUMNS)]
     for row in history:
-        cells = [str(int(row["epoch"])), *(f"{row[c]:.4f}" for c in HISTORY_COLUMNS[1:-1]), f"{row['seconds']:.1f}"]
+        cells = [str(int(row["epoch"])), *(f"{row[c]:.4f}" if c in row else "" for c in HISTORY_COLUMNS[1:-1]),
+                 f"{row['seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

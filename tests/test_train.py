@@ -186,3 +186,26 @@ def test_temporary_files_left_in_a_step_folder_are_discarded_with_a_warning(arra
 
     keras.models.load_model(trained.model_path, compile=False)  # the checkpoint the run kept loads
     assert [row["epoch"] for row in trained.history()] == [1, 2, 3]
+
+
+def test_validate_last_skips_early_validation_and_keeps_only_validated_epochs(arrays, tmp_path: Path, caplog):
+    from catsdogs.plots import plot_history
+    from catsdogs.train import history_table
+
+    chosen = settings("augmented", tmp_path, epochs=4).model_copy(
+        update={"validate_last": 2, "early_stopping_patience": 1})
+    with pytest.raises(KeyboardInterrupt):  # killed before any validation: a resume must cope with that too
+        train_model(chosen, arrays, tmp_path / "run", on_epoch=interrupt_after(2))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="catsdogs.train"):
+        trained = train_model(chosen, arrays, tmp_path / "run")
+    history = trained.history()
+    assert [("val_loss" in row) for row in history] == [False, False, True, True]
+    assert trained.best_epoch in (3, 4) and trained.model_path.is_file()
+    assert "epoch 1/4" not in caplog.text and "epoch 2/4" in caplog.text  # epoch 2 ran again after the kill
+    assert "(not validated)" in caplog.text and "val_loss" in caplog.text
+    table = history_table(history).splitlines()
+    assert table[2].split("|")[4].strip() == "" and table[4].split("|")[4].strip() != ""
+    assert plot_history(history, tmp_path / "curves.png").is_file()
+    assert settings("augmented", tmp_path).recipe_key() == {}  # off by default: reference keys stay
+    assert chosen.recipe_key()["validate_last"] == 2

@@ -236,6 +236,13 @@ def test_bf16_is_read_from_the_cpu_flags():
     assert not runtime.cpu_has_bf16("")
 
 
+@pytest.mark.parametrize("cap, bf16", [("AVX2", False), ("avx512_core_vnni", False), ("AVX512_CORE_BF16", True),
+                                       ("AVX512_CORE_AMX", True), ("", True)])
+def test_a_onednn_cap_below_bf16_counts_as_a_cpu_without_it(monkeypatch, cap, bf16):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)  # how benchmarks run an AVX-512 machine as an AVX2 one
+    assert runtime.cpu_has_bf16("flags : fpu avx2 avx512f avx512_bf16\n") is bf16
+
+
 @pytest.mark.parametrize("gpus, bf16, expected", [
     (["GPU:0"], True, "mixed_float16"), (["GPU:0"], False, "mixed_float16"),
     ([], True, "mixed_bfloat16"), ([], False, "float32"),

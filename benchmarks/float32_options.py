@@ -1,0 +1,113 @@
+"""Float32 training speed of the fast network under each CPU option, side by side (issue 23, part 4).
+
+On a CPU without BF16 `auto` precision is float32. This asks whether anything makes float32 training faster:
+oneDNN against TensorFlow's own Eigen kernels, the thread settings and XLA (`jit_compile`); and, where the
+CPU has BF16 units, the same for bfloat16 (`--options onednn bfloat16 bfloat16-inter-op-1`). `--isa AVX2`
+caps oneDNN's instruction set (`ONEDNN_MAX_CPU_ISA`) so that an AVX-512 machine runs the float32 kernels an
+AVX2-only one runs; TensorFlow's other kernels are built for AVX in the pip wheel on every x86 machine, so the
+cap is what differs.
+
+Each option trains the fast network (xception's, stride-2 stem) at SIZE px on random 0-255 images in memory,
+batch 32, in a fresh process: two warm-up steps, then STEPS timed ones. The options run in an alternating
+order for ROUNDS rounds; the median of the rounds is reported. Keras refuses XLA for a model holding its
+RandomZoom layer, so XLA is measured on the network without augmentation, beside the same network without XLA.
+Prints one JSON line per measurement, then one object with each option's images/s relative to `onednn`.
+
+    python benchmarks/float32_options.py [--isa AVX2] [--sizes 128 180] [--steps 15] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+# option: (environment, intra-op threads or 0 for the cores, inter-op threads or 0, augment, jit, precision)
+OPTIONS = {
+    "onednn": ({}, 0, 0, True, False, "float32"),  # what `auto` runs on a CPU without BF16
+    "eigen": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, 0, 0, True, False, "float32"),
+    "inter-op-1": ({}, 0, 1, True, False, "float32"),
+    "one-thread": ({}, 1, 1, True, False, "float32"),
+    "no-augmentation": ({}, 0, 0, False, False, "float32"),
+    "no-augmentation-xla": ({}, 0, 0, False, True, "float32"),
+    # Only where the CPU has BF16 units: under an --isa cap without them TensorFlow still hands bfloat16
+    # convolutions to oneDNN (it sees AVX-512), which then has no kernel for them, so these fail there.
+    "bfloat16": ({}, 0, 0, True, False, "mixed_bfloat16"),
+    "bfloat16-inter-op-1": ({}, 0, 1, True, False, "mixed_bfloat16"),
+}
+DEFAULT_OPTIONS = [name for name in OPTIONS if not name.startswith("bfloat16")]
+
+ONE_OPTION = """
+import json, sys, time
+import numpy as np
+import tensorflow as tf
+intra, inter, augment, jit, precision, size, steps = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1",
+                                                      sys.argv[4] == "1", sys.argv[5], int(sys.argv[6]),
+                                                      int(sys.argv[7]))
+if intra:
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+if inter:
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+import keras
+from catsdogs.model import build_augmentation, xception_network
+keras.utils.set_random_seed(0)
+inputs = keras.Input(shape=(size, size, 3))
+x = build_augmentation(0)(inputs) if augment else inputs
+x = xception_network(keras.layers.Rescaling(1 / 255, dtype=precision)(x), precision=precision)
+outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(keras.layers.Dropout(0.5)(x))
+model = keras.Model(inputs, outputs)
+model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="binary_crossentropy", jit_compile=jit)
+images = np.random.default_rng(0).integers(0, 256, (32, size, size, 3)).astype("float32")
+labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
+for _ in range(2):
+    model.train_on_batch(images, labels)
+start = time.perf_counter()
+for _ in range(steps):
+    model.train_on_batch(images, labels)
+seconds = time.perf_counter() - start
+print(json.dumps({"images_per_s": round(32 * steps / seconds, 2), "jit": bool(model.jit_compile)}))
+"""
+
+
+def measure(option: str, isa: str | None, size: int, steps: int) -> dict:
+    env_extra, intra, inter, augment, jit, precision = OPTIONS[option]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1", **env_extra}
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    out = subprocess.run([sys.executable, "-c", ONE_OPTION, str(intra), str(inter), "1" if augment else "0",
+                          "1" if jit else "0", precision, str(size), str(steps)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode:  # an option this CPU cannot run is a result too: say why, go on with the others
+        errors = [line for line in out.stderr.splitlines() if "Error" in line or "message:" in line]
+        return {"images_per_s": None, "failed": (errors or out.stderr.splitlines() or ["no output"])[-1][:300]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--isa", default=None, help="cap oneDNN's instruction set, e.g. AVX2 (default: the CPU's)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 180])
+    parser.add_argument("--steps", type=int, default=15, help="timed training steps of 32 images")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the median is reported")
+    parser.add_argument("--options", nargs="+", default=DEFAULT_OPTIONS, choices=list(OPTIONS))
+    args = parser.parse_args()
+    speeds: dict[int, dict[str, list[float]]] = {size: {o: [] for o in args.options} for size in args.sizes}
+    for round_ in range(args.rounds):
+        for size in args.sizes:
+            for option in args.options if round_ % 2 == 0 else args.options[::-1]:
+                result = measure(option, args.isa, size, args.steps)
+                speeds[size][option].append(result["images_per_s"])
+                print(json.dumps({"round": round_ + 1, "size": size, "option": option, "isa": args.isa or "native",
+                                  **result}), flush=True)
+    median = {size: {o: statistics.median(v) if None not in v else None for o, v in by.items()}
+              for size, by in speeds.items()}
+    print(json.dumps({"isa": args.isa or "native", "images_per_s": median,
+                      "relative_to_onednn": {size: {o: round(v / by["onednn"], 2) for o, v in by.items() if v}
+                                             for size, by in median.items() if by.get("onednn")}}))
+
+
+if __name__ == "__main__":
+    main()
