@@ -25,7 +25,8 @@ import statistics
 import subprocess
 import sys
 
-# option: (environment, intra-op threads or 0 for the cores, inter-op threads or 0, augment, jit, precision)
+# option: (environment, intra-op threads or 0 for the cores, inter-op threads or 0, augment (or "one-warp"), jit,
+# precision)
 OPTIONS = {
     "onednn": ({}, 0, 0, True, False, "float32"),  # what `auto` runs on a CPU without BF16
     "eigen": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, 0, 0, True, False, "float32"),
@@ -33,6 +34,7 @@ OPTIONS = {
     "one-thread": ({}, 1, 1, True, False, "float32"),
     "no-augmentation": ({}, 0, 0, False, False, "float32"),
     "no-augmentation-xla": ({}, 0, 0, False, True, "float32"),
+    "one-warp": ({}, 0, 0, "one-warp", False, "float32"),  # rotation and zoom in one affine warp
     # Only where the CPU has BF16 units: under an --isa cap without them TensorFlow still hands bfloat16
     # convolutions to oneDNN (it sees AVX-512), which then has no kernel for them, so these fail there.
     "bfloat16": ({}, 0, 0, True, False, "mixed_bfloat16"),
@@ -44,7 +46,7 @@ ONE_OPTION = """
 import json, sys, time
 import numpy as np
 import tensorflow as tf
-intra, inter, augment, jit, precision, size, steps = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1",
+intra, inter, augment, jit, precision, size, steps = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                                       sys.argv[4] == "1", sys.argv[5], int(sys.argv[6]),
                                                       int(sys.argv[7]))
 if intra:
@@ -55,7 +57,7 @@ import keras
 from catsdogs.model import build_augmentation, xception_network
 keras.utils.set_random_seed(0)
 inputs = keras.Input(shape=(size, size, 3))
-x = build_augmentation(0)(inputs) if augment else inputs
+x = build_augmentation(0, one_warp=sys.argv[3] == "one-warp")(inputs) if sys.argv[3] != "0" else inputs
 x = xception_network(keras.layers.Rescaling(1 / 255, dtype=precision)(x), precision=precision)
 outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(keras.layers.Dropout(0.5)(x))
 model = keras.Model(inputs, outputs)
@@ -77,7 +79,8 @@ def measure(option: str, isa: str | None, size: int, steps: int) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1", **env_extra}
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
-    out = subprocess.run([sys.executable, "-c", ONE_OPTION, str(intra), str(inter), "1" if augment else "0",
+    augmentation = augment if isinstance(augment, str) else "1" if augment else "0"
+    out = subprocess.run([sys.executable, "-c", ONE_OPTION, str(intra), str(inter), augmentation,
                           "1" if jit else "0", precision, str(size), str(steps)],
                          capture_output=True, text=True, env=env)
     if out.returncode:  # an option this CPU cannot run is a result too: say why, go on with the others

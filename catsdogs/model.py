@@ -42,17 +42,19 @@ def layer_seeds(seed: int | None) -> dict[str, int | None]:
     return {name: int(value) for name, value in zip(RANDOM_LAYERS, values, strict=True)}
 
 
-def build_augmentation(seed: int | None = None, translate: float = 0.0) -> Any:
+def build_augmentation(seed: int | None = None, translate: float = 0.0, one_warp: bool = False) -> Any:
     """RandomFlip("horizontal"), RandomRotation(0.1), RandomZoom(0.2): the augmented variant's first layers.
 
     TRANSLATE > 0 adds RandomTranslation by up to that fraction of the image each way (not in the reference).
+    ONE_WARP rotates and zooms in one affine warp (RandomRotateZoom) instead of two (not in the reference).
     """
     tensorflow()
     import keras
 
     seeds = layer_seeds(seed)
-    layers = [
-        keras.layers.RandomFlip("horizontal", seed=seeds["flip"]),
+    flip = keras.layers.RandomFlip("horizontal", seed=seeds["flip"])
+    layers = [flip, custom_layers()["RandomRotateZoom"](0.1, 0.2, seed=seeds["rotation"])] if one_warp else [
+        flip,
         keras.layers.RandomRotation(0.1, seed=seeds["rotation"]),
         keras.layers.RandomZoom(0.2, seed=seeds["zoom"]),
     ]
@@ -203,12 +205,61 @@ def _training_resize_class() -> Any:
     return TrainingResize
 
 
+def rotate_zoom_transform(turns: Any, scale: Any, height: Any, width: Any) -> Any:
+    """Per image, the affine map from an output pixel (x, y) to where it samples the input: scale * R (p - c) + c,
+    with R a rotation by TURNS of a full turn about the centre c (Keras' RandomRotation, then RandomZoom)."""
+    from keras import ops
+
+    angle = turns * 2 * np.pi
+    cos, sin = scale * ops.cos(angle), scale * ops.sin(angle)
+    cx, cy = (ops.cast(width, "float32") - 1) / 2, (ops.cast(height, "float32") - 1) / 2
+    zeros = ops.zeros_like(cos)
+    return ops.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zeros, zeros], axis=1)
+
+
+def _rotate_zoom_class() -> Any:
+    import keras
+
+    @keras.saving.register_keras_serializable(package="catsdogs")
+    class RandomRotateZoom(keras.layers.Layer):
+        """RandomRotation(ROTATION) then RandomZoom(ZOOM) as one affine warp: the same random rotations (up to
+        ROTATION of a full turn each way) and zooms (by 1 +- ZOOM, both sides alike), the same bilinear sampling
+        and reflected borders, in one pass over the pixels instead of two. Inference passes images through."""
+
+        def __init__(self, rotation: float = 0.1, zoom: float = 0.2, seed: int | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.rotation, self.zoom, self.seed = rotation, zoom, seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images: Any, training: bool = False) -> Any:
+            if not training:
+                return images
+            from keras import ops
+
+            shape = ops.shape(images)
+            batch = shape[0]
+            turns = keras.random.uniform((batch,), -self.rotation, self.rotation, seed=self.seed_generator)
+            scale = keras.random.uniform((batch,), 1 - self.zoom, 1 + self.zoom, seed=self.seed_generator)
+            transform = rotate_zoom_transform(turns, scale, shape[1], shape[2])
+            warped = ops.image.affine_transform(ops.cast(images, "float32"), transform, interpolation="bilinear",
+                                                fill_mode="reflect")
+            return ops.cast(warped, images.dtype)
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return input_shape
+
+        def get_config(self) -> dict[str, Any]:
+            return super().get_config() | {"rotation": self.rotation, "zoom": self.zoom, "seed": self.seed}
+
+    return RandomRotateZoom
+
+
 @functools.cache
 def custom_layers() -> dict[str, Any]:
     """catsdogs' own Keras layers, registered with Keras: call before loading a saved model that may hold them.
     Defined on first use, so that importing this module does not start TensorFlow."""
     tensorflow()
-    return {"TrainingResize": _training_resize_class()}
+    return {"TrainingResize": _training_resize_class(), "RandomRotateZoom": _rotate_zoom_class()}
 
 
 def load_keras_model(path: Path) -> Any:

@@ -1,5 +1,6 @@
 import re
 
+import numpy as np
 import pytest
 
 from catsdogs.model import build_augmentation, build_model, layer_seeds, model_summary
@@ -99,3 +100,26 @@ def test_summary_is_a_table_of_every_layer_with_keras_totals():
     # Keras numbers auto-named layers per process, so the row is matched by its type, shape and count.
     assert re.search(r"\| `separable_conv2d\w*` \| SeparableConv2D \| \(None, 48, 48, 32\) \| 1,312 \|", text)
     assert "Total params: 723,905" in text  # what Keras' own summary counts
+
+
+def test_one_warp_rotates_and_zooms_as_keras_layers_do():
+    import keras
+    from keras import ops
+
+    from catsdogs.model import custom_layers, rotate_zoom_transform
+
+    images = np.random.default_rng(0).uniform(0, 255, (1, 20, 24, 3)).astype("float32")  # not square: x and y
+
+    def warped(turns: float, scale: float) -> np.ndarray:
+        transform = rotate_zoom_transform(ops.convert_to_tensor([turns]), ops.convert_to_tensor([scale]), 20, 24)
+        return np.asarray(ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect"))
+
+    rotated = keras.layers.RandomRotation((0.05, 0.05), fill_mode="reflect")(images, training=True)
+    zoomed = keras.layers.RandomZoom((-0.1, -0.1), fill_mode="reflect")(images, training=True)
+    np.testing.assert_allclose(warped(0.05, 1.0), rotated, atol=1e-3)
+    np.testing.assert_allclose(warped(0.0, 0.9), zoomed, atol=1e-3)
+    assert np.abs(warped(-0.05, 1.0) - rotated).max() > 10  # the check can tell directions apart
+    layer = custom_layers()["RandomRotateZoom"](0.1, 0.2, seed=1)
+    np.testing.assert_array_equal(layer(images, training=False), images)
+    moved = [np.asarray(layer(images, training=True)) for _ in range(2)]
+    assert moved[0].shape == images.shape and np.abs(moved[0] - moved[1]).max() > 1  # a new draw each call
