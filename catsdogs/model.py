@@ -148,7 +148,7 @@ def _with_head(settings: Settings, precision: str, body: Callable[[Any, int], An
     inputs = keras.Input(shape=(size, size, 3))
     x = custom_layers()["TrainingResize"](name=TRAINING_RESIZE)(inputs) if settings.resize_from else inputs
     if settings.spec.augments:
-        x = build_augmentation(settings.seed, float(settings.translate or 0.0))(x)
+        x = build_augmentation(settings.seed, float(settings.translate or 0.0), bool(settings.one_warp))(x)
     x = body(x, size)
     x = layers.Dropout(0.5, seed=layer_seeds(settings.seed)["dropout"], dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)

@@ -23,7 +23,7 @@ class VariantSpec:
     defaults: dict[str, Any] = field(default_factory=dict)  # its values of the variant-dependent settings
     augments: bool = True  # random flips, rotations, zooms (and dropout) in training
     pretrained_base: bool = False  # a Keras application base: its weights file, frozen then fine-tuned epochs
-    from_scratch_speedups: bool = False  # may grow its image size (resize_from) and whiten its stem
+    from_scratch_speedups: bool = False  # may grow its image size (resize_from), whiten its stem, warp once
 
 
 # The reference variants keep the reference experiment's values exactly.

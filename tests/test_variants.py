@@ -491,9 +491,36 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
     assert Settings(variant="xception").recipe_key() == Settings(variant="xception", resize_from=0).recipe_key()
     for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(180\).*200$"),
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
-                       ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented")]:
+                       ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented"),
+                       ({"variant": "augmented", "one_warp": True}, "one_warp: for the .* not augmented")]:
         with pytest.raises(SettingsError, match=words):
             load_settings(bad)
+
+
+def test_one_warp_replaces_the_rotation_and_zoom_layers_and_keys_the_run():
+    from catsdogs.model import build_network
+
+    def augmentation(settings: Settings) -> list[str]:
+        model = build_network(settings, "float32")
+        return [type(layer).__name__ for layer in model.get_layer("data_augmentation").layers]
+
+    plain, warped = Settings(variant="xception", image_size=96), Settings(variant="xception", image_size=96,
+                                                                         one_warp=True)
+    assert augmentation(plain) == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert augmentation(warped) == ["RandomFlip", "RandomRotateZoom"]
+    assert "one_warp" not in plain.recipe_key() and warped.recipe_key()["one_warp"] is True
+
+
+def test_a_model_with_one_warp_saves_and_loads_back(tmp_path: Path):
+    from catsdogs.model import build_network, load_keras_model
+
+    model = build_network(Settings(variant="xception", image_size=96, one_warp=True), "float32")
+    model.save(tmp_path / "warped.keras")
+    loaded = load_keras_model(tmp_path / "warped.keras")
+    layer = loaded.get_layer("data_augmentation").layers[1]
+    assert type(layer).__name__ == "RandomRotateZoom" and (layer.rotation, layer.zoom) == (0.1, 0.2)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
 def test_fast_trains_at_growing_sizes_from_a_whitened_stem_and_evaluates_at_full_size(arrays, tmp_path: Path,
