@@ -30,10 +30,10 @@ MAX_PNG_BYTES = 90_000  # a PNG embeds comfortably in a Prefect artifact up to a
 def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
     """Training and validation accuracy and loss per epoch, side by side."""
     epochs = [row["epoch"] for row in history]
+    checked = validated(history)  # with validate_last, only the last epochs have validation scores
     figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=DPI)
     for axis, metric in ((acc_ax, "accuracy"), (loss_ax, "loss")):
         axis.plot(epochs, [row[metric] for row in history], "o-", markersize=3, label=f"training {metric}")
-        checked = validated(history)  # with validate_last, only the last epochs have validation scores
         axis.plot([row["epoch"] for row in checked], [row[f"val_{metric}"] for row in checked], "s-", markersize=3,
                   label=f"validation {metric}")
         axis.set_xlabel("epoch")

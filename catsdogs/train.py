@@ -347,7 +347,7 @@ def _epoch_recorder(path: Path, history: list[dict[str, float]], epochs: int, tr
             history.append(row)
             store.write_json_atomic(path, history)
             scores = (f" val_loss {row['val_loss']:.4f} val_accuracy {row['val_accuracy']:.4f}"
-                         if "val_loss" in row else " (not validated)")
+                      if "val_loss" in row else " (not validated)")
             log.info("epoch %d/%d: loss %.4f accuracy %.4f%s (%.1f s, %.1f images/s)", epoch + 1, epochs,
                      row["loss"], row["accuracy"], scores, seconds, train_images / max(seconds, 1e-9))
             if on_epoch:
