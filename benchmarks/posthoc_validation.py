@@ -3,12 +3,14 @@ statistics. Chosen here, on the validation subset, never on the test subset.
 
 - Views (the settings tta_flip and tta_crop): each image as it is, mirrored, and its centre crop (a fraction of
   each side, resized back to the input size with the training's bilinear kernel), mirrored too; a view set is
-  scored by the mean of its views' probabilities of dog, as evaluation and prediction score it.
+  scored by the mean of its views' probabilities of dog, as evaluation and prediction score it. Candidate
+  sets no setting names yet are scored beside them: a second centre crop, the images moved by 8 px, and the
+  four corner crops with the centre one.
 - BatchNorm statistics: as training left them (moving averages of augmented, MixUp-blended batches under the
   raw weights, while the checkpoint holds the weights' moving average), or recomputed for the checkpoint's
   own weights over the clean training images.
 
-    python benchmarks/posthoc_validation.py WORKDIR/runs/RUN [WORKDIR/runs/RUN ...]
+    python benchmarks/posthoc_validation.py [--as-trained-only] WORKDIR/runs/RUN [WORKDIR/runs/RUN ...]
 
 Prints one JSON object per run and BatchNorm choice, then one with the means over runs.
 """
@@ -19,18 +21,47 @@ import argparse
 import hashlib
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from validation_scores import validation_arrays
 
+from catsdogs.images import resize_bilinear
 from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
-from catsdogs.views import views_averaged
+from catsdogs.views import centre_crop, test_time_views, views_averaged
 
-# Each view set as the settings tta_flip and tta_crop name it.
+# Each view set the settings tta_flip and tta_crop can name, as those settings.
 VIEW_SETS = {"plain": (False, 0.0), "flip": (True, 0.0), "flip+crop0.9": (True, 0.9), "flip+crop0.8": (True, 0.8),
              "flip+crop0.7": (True, 0.7)}
+# Candidates no setting names yet, each a function of a batch to its views: are they worth a setting?
+CANDIDATE_SETS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
+    "flip+crop0.8+crop0.9": lambda images: [*test_time_views(images, True, 0.8), *test_time_views(
+        centre_crop(images, 0.9), True)],
+    "flip+shift8": lambda images: [view for shifted in shifts(images, 8) for view in test_time_views(shifted, True)],
+    "flip+crop0.8+shift8": lambda images: [*test_time_views(images, True, 0.8), *(
+        view for shifted in shifts(images, 8)[1:] for view in test_time_views(shifted, True))],
+    "flip+five-crops0.8": lambda images: [*test_time_views(images, True), *(
+        view for crop in corner_crops(images, 0.8) for view in test_time_views(crop, True))],
+}
+
+
+def shifts(images: np.ndarray, pixels: int) -> list[np.ndarray]:
+    """The images, then moved PIXELS both ways along each axis, the edge reflected into the gap (as RandomZoom
+    fills)."""
+    padded = np.pad(images, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)), mode="reflect")
+    size, p = images.shape[1], pixels
+    return [images, *(padded[:, p + dy:p + dy + size, p + dx:p + dx + size]
+                      for dy, dx in ((-p, 0), (p, 0), (0, -p), (0, p)))]
+
+
+def corner_crops(images: np.ndarray, fraction: float) -> list[np.ndarray]:
+    """The centre crop and the four corner crops of FRACTION of each side, each resized back like centre_crop."""
+    size = images.shape[1]
+    side = round(size * fraction)
+    starts = [((size - side) // 2,) * 2, (0, 0), (0, size - side), (size - side, 0), (size - side, size - side)]
+    return [np.round(resize_bilinear(images[:, y:y + side, x:x + side], size)) for y, x in starts]
 
 
 def dog_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -43,7 +74,11 @@ def dog_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
             seen[key] = model.predict(view, batch_size=100, verbose=0)
         return seen[key]
 
-    return {name: views_averaged(run, images, flip, crop) for name, (flip, crop) in VIEW_SETS.items()}
+    averaged = {name: views_averaged(run, images, flip, crop) for name, (flip, crop) in VIEW_SETS.items()}
+    for name, views_of in CANDIDATE_SETS.items():
+        views = [np.ascontiguousarray(view, dtype=np.float32) for view in views_of(np.asarray(images))]
+        averaged[name] = np.mean([np.asarray(run(view), "float64")[:, 0] for view in views], axis=0)
+    return averaged
 
 
 def recalibrate_batchnorm(model, images: np.ndarray, batch_size: int = 50) -> None:
@@ -78,7 +113,7 @@ def scores(run_dir: Path, recalibrate: bool) -> dict[str, object]:
     dog = dog_probabilities(model, images)
     row: dict[str, object] = {"run": run_dir.name, "seed": settings["seed"], "batchnorm":
                               "recomputed" if recalibrate else "as trained"}
-    for name in VIEW_SETS:
+    for name in [*VIEW_SETS, *CANDIDATE_SETS]:
         row[name] = float(np.mean((dog[name] > 0.5) == labels))
     return row
 
@@ -86,14 +121,16 @@ def scores(run_dir: Path, recalibrate: bool) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (WORKDIR/runs/KEY) with best.keras")
+    parser.add_argument("--as-trained-only", action="store_true", help="skip the recomputed BatchNorm statistics")
     args = parser.parse_args()
     tensorflow()
-    for recalibrate in (False, True):
+    for recalibrate in (False,) if args.as_trained_only else (False, True):
         rows = [scores(run, recalibrate) for run in args.runs]
         for row in rows:
             print(json.dumps(row))
         print(json.dumps({"runs": len(rows), "batchnorm": rows[0]["batchnorm"],
-                          **{name: round(statistics.mean(r[name] for r in rows), 4) for name in VIEW_SETS}}))
+                          **{name: round(statistics.mean(r[name] for r in rows), 4)
+                             for name in [*VIEW_SETS, *CANDIDATE_SETS]}}))
 
 
 if __name__ == "__main__":

@@ -209,3 +209,13 @@ def test_validate_last_skips_early_validation_and_keeps_only_validated_epochs(ar
     assert plot_history(history, tmp_path / "curves.png").is_file()
     assert settings("augmented", tmp_path).recipe_key() == {}  # off by default: reference keys stay
     assert chosen.recipe_key()["validate_last"] == 2
+
+
+def test_validating_fewer_epochs_trains_the_same_weights(arrays, tmp_path: Path):
+    """Validation swaps the weight average in and out (Keras adds and subtracts to swap): with it and MixUp, a
+    run must train to the same losses, and the same last epoch, whether it validates every epoch or the last."""
+    chosen = settings("augmented", tmp_path).model_copy(update={"ema": 0.9, "mixup": 0.2})
+    runs = [train_model(chosen.model_copy(update={"validate_last": last}), arrays, tmp_path / f"run{last}").history()
+            for last in (0, 1)]
+    assert [row["loss"] for row in runs[0]] == [row["loss"] for row in runs[1]]  # bit for bit
+    assert runs[0][-1]["val_loss"] == runs[1][-1]["val_loss"] and "val_loss" not in runs[1][0]
