@@ -485,11 +485,11 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
     from tasks.runs import run_label
 
     fast = Settings(variant="fast")
-    assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.ema, fast.epochs) == (96, True, 0.2, 0.995, 70)
-    assert run_label(fast) == f"fast-70ep-180px-seed0{auto_label()}"
-    assert run_label(Settings(variant="fast", resize_from=0)) == f"fast-70ep-180px-seed0{auto_label()}-resize-from=0"
+    assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.ema, fast.epochs) == (96, True, 0.2, 0.995, 90)
+    assert run_label(fast) == f"fast-90ep-144px-seed0{auto_label()}"
+    assert run_label(Settings(variant="fast", resize_from=0)) == f"fast-90ep-144px-seed0{auto_label()}-resize-from=0"
     assert Settings(variant="xception").recipe_key() == Settings(variant="xception", resize_from=0).recipe_key()
-    for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(180\).*200$"),
+    for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(144\).*200$"),
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
                        ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented"),
                        ({"variant": "augmented", "one_warp": True}, "one_warp: for the .* not augmented")]:
