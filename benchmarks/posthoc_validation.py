@@ -30,7 +30,7 @@ from validation_scores import validation_arrays
 from catsdogs.images import resize_bilinear
 from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
-from catsdogs.views import centre_crop, test_time_views, views_averaged
+from catsdogs.views import centre_crop, mean_over_views, test_time_views, views_averaged
 
 # Each view set the settings tta_flip and tta_crop can name, as those settings.
 VIEW_SETS = {"plain": (False, 0.0), "flip": (True, 0.0), "flip+crop0.9": (True, 0.9), "flip+crop0.8": (True, 0.8),
@@ -60,8 +60,9 @@ def corner_crops(images: np.ndarray, fraction: float) -> list[np.ndarray]:
     """The centre crop and the four corner crops of FRACTION of each side, each resized back like centre_crop."""
     size = images.shape[1]
     side = round(size * fraction)
-    starts = [((size - side) // 2,) * 2, (0, 0), (0, size - side), (size - side, 0), (size - side, size - side)]
-    return [np.round(resize_bilinear(images[:, y:y + side, x:x + side], size)) for y, x in starts]
+    corners = [(0, 0), (0, size - side), (size - side, 0), (size - side, size - side)]
+    return [centre_crop(images, fraction),
+            *(np.round(resize_bilinear(images[:, y:y + side, x:x + side], size)) for y, x in corners)]
 
 
 def dog_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,8 +77,7 @@ def dog_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
 
     averaged = {name: views_averaged(run, images, flip, crop) for name, (flip, crop) in VIEW_SETS.items()}
     for name, views_of in CANDIDATE_SETS.items():
-        views = [np.ascontiguousarray(view, dtype=np.float32) for view in views_of(np.asarray(images))]
-        averaged[name] = np.mean([np.asarray(run(view), "float64")[:, 0] for view in views], axis=0)
+        averaged[name] = mean_over_views(run, views_of(np.asarray(images)))
     return averaged
 
 

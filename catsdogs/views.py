@@ -38,5 +38,11 @@ def views_averaged(run: Callable[[np.ndarray], Any], images: np.ndarray, tta_fli
                    tta_crop: float = 0.0) -> np.ndarray:
     """Each image's probability of dog from RUN (a batch to an (n, 1) output), averaged over its test-time views
     (test_time_views): what evaluation does, for every predictor."""
-    views = test_time_views(np.asarray(images), tta_flip, tta_crop)
-    return np.mean([np.asarray(run(view), "float64")[:, 0] for view in views], axis=0)
+    return mean_over_views(run, test_time_views(np.asarray(images), tta_flip, tta_crop))
+
+
+def mean_over_views(run: Callable[[np.ndarray], Any], views: list[np.ndarray]) -> np.ndarray:
+    """Each image's probability of dog from RUN (a batch to an (n, 1) output), averaged over VIEWS (batches of
+    the same images)."""
+    return np.mean([np.asarray(run(np.ascontiguousarray(view, dtype=np.float32)), "float64")[:, 0]
+                    for view in views], axis=0)
