@@ -95,16 +95,24 @@ def _undecodable(root: Path, files: list[str], err: Exception) -> str:
 
 
 def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed: int | None = None,
-               mixup: float = 0.0) -> Any:
+               mixup: float = 0.0, alternating_flips: bool = False, first_epoch: int = 0) -> Any:
     """A batched tf.data.Dataset of (float32 images, labels); reshuffled each epoch when a seed is given, and
-    with each batch's images and labels blended pairwise (Keras' MixUp of that alpha) when MIXUP is not 0."""
+    with each batch's images and labels blended pairwise (Keras' MixUp of that alpha) when MIXUP is not 0.
+
+    ALTERNATING_FLIPS (with a seed): each image is mirrored in every other epoch, from FIRST_EPOCH on, starting
+    from a random half of them (airbench's derandomized flip); the dataset then runs through every epoch from
+    FIRST_EPOCH on, so fit needs steps_per_epoch (split_steps)."""
     tf = tensorflow()
     images = np.load(arrays.images(split))
     labels = np.load(arrays.labels(split))
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(
+    if alternating_flips and shuffle_seed is not None:
+        dataset = _alternating_flips(tf, images, labels, batch_size, shuffle_seed, first_epoch)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+        if shuffle_seed is not None:
+            dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
+    dataset = dataset.map(
         lambda x, y: (tf.cast(x, tf.float32), tf.reshape(y, (-1, 1))), num_parallel_calls=tf.data.AUTOTUNE
     )
     if mixup:
@@ -117,4 +125,40 @@ def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed:
             return batch["images"], batch["labels"]
 
         dataset = dataset.map(mixed)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(2).with_options(_without_autotuning(tf))
+
+
+def _without_autotuning(tf: Any) -> Any:
+    """tf.data options without its autotuning thread. With it, the CPU sat idle for seconds at some epochs' ends
+    while an iterator waited for that thread (docs/results.md: "Idle seconds between epochs"); the arrays are in
+    memory, so the default parallelism and two batches ahead keep the model fed."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+def split_steps(arrays: DatasetArrays, split: str, batch_size: int) -> int:
+    """The batches of one epoch over SPLIT."""
+    return -(-arrays.counts[split] // batch_size)
+
+
+def _alternating_flips(tf: Any, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                       first_epoch: int) -> Any:
+    """Batches of every epoch from FIRST_EPOCH on: each epoch shuffled by its own seed, and each image mirrored
+    where its random first flip, toggled every epoch, says so. The epoch number lives in the dataset, not in
+    a callback, so a resumed run flips as the uninterrupted one would."""
+    mirrored_in_even_epochs = tf.constant(np.random.default_rng([seed, 2]).integers(0, 2, len(labels)) > 0)
+    images_t, labels_t = tf.constant(images), tf.constant(labels)  # captured by reference, not copied per epoch
+
+    def epoch(number: Any) -> Any:
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(labels), dtype=tf.int64),
+                                                         seed=tf.stack([tf.constant(seed, tf.int64), number]))
+
+        def pick(rows: Any) -> tuple[Any, Any]:
+            batch = tf.gather(images_t, rows)
+            mirror = tf.math.logical_xor(tf.gather(mirrored_in_even_epochs, rows), tf.math.floormod(number, 2) == 1)
+            return tf.where(mirror[:, None, None, None], tf.reverse(batch, [2]), batch), tf.gather(labels_t, rows)
+
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(pick)
+
+    return tf.data.Dataset.range(first_epoch, 1 << 62).flat_map(epoch)

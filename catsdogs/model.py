@@ -42,19 +42,21 @@ def layer_seeds(seed: int | None) -> dict[str, int | None]:
     return {name: int(value) for name, value in zip(RANDOM_LAYERS, values, strict=True)}
 
 
-def build_augmentation(seed: int | None = None, translate: float = 0.0, one_warp: bool = False) -> Any:
+def build_augmentation(seed: int | None = None, translate: float = 0.0, one_warp: bool = False,
+                       flip: bool = True) -> Any:
     """RandomFlip("horizontal"), RandomRotation(0.1), RandomZoom(0.2): the augmented variant's first layers.
 
     TRANSLATE > 0 adds RandomTranslation by up to that fraction of the image each way (not in the reference).
     ONE_WARP rotates and zooms in one affine warp (RandomRotateZoom) instead of two (not in the reference).
+    FLIP false leaves the flips out (alternating_flips: the input pipeline mirrors the images instead).
     """
     tensorflow()
     import keras
 
     seeds = layer_seeds(seed)
-    flip = keras.layers.RandomFlip("horizontal", seed=seeds["flip"])
-    layers = [flip, custom_layers()["RandomRotateZoom"](0.1, 0.2, seed=seeds["rotation"])] if one_warp else [
-        flip,
+    flips = [keras.layers.RandomFlip("horizontal", seed=seeds["flip"])] if flip else []
+    layers = [*flips, custom_layers()["RandomRotateZoom"](0.1, 0.2, seed=seeds["rotation"])] if one_warp else [
+        *flips,
         keras.layers.RandomRotation(0.1, seed=seeds["rotation"]),
         keras.layers.RandomZoom(0.2, seed=seeds["zoom"]),
     ]
@@ -148,7 +150,8 @@ def _with_head(settings: Settings, precision: str, body: Callable[[Any, int], An
     inputs = keras.Input(shape=(size, size, 3))
     x = custom_layers()["TrainingResize"](name=TRAINING_RESIZE)(inputs) if settings.resize_from else inputs
     if settings.spec.augments:
-        x = build_augmentation(settings.seed, float(settings.translate or 0.0), bool(settings.one_warp))(x)
+        x = build_augmentation(settings.seed, float(settings.translate or 0.0), bool(settings.one_warp),
+                               flip=not settings.alternating_flips)(x)
     x = body(x, size)
     x = layers.Dropout(0.5, seed=layer_seeds(settings.seed)["dropout"], dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)

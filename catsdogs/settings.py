@@ -61,12 +61,14 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
     "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "translate": 0.0, "mixup": 0.0, "ema": 0.0,
-    "resize_from": 0, "whiten_stem": False, "one_warp": False, "validate_last": 0, "fine_tune_epochs": 0,
+    "resize_from": 0, "whiten_stem": False, "one_warp": False, "alternating_flips": False, "validate_last": 0,
+    "fine_tune_epochs": 0,
     "fine_tune_layers": 0, "fine_tune_learning_rate": 1e-5,
 }
 # Settings that change the trained model beyond variant, epochs, batch size and seed. A run's key names them
 # only where they differ from the reference, so reference runs keep the folders they had.
-RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "resize_from", "whiten_stem", "one_warp", "validate_last",
+RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "resize_from", "whiten_stem", "one_warp",
+                 "alternating_flips", "validate_last",
                  "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
                  "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
                  "fine_tune_learning_rate", "backbone_weights")
@@ -183,6 +185,10 @@ class Settings(BaseSettings):
     one_warp: bool | None = Field(None, description="augmentation: rotate and zoom in one affine warp instead of "
                                   "the reference's two layers (the same random rotations and zooms, one pass of "
                                   f"sampling) {_defaults('one_warp')}")
+    alternating_flips: bool | None = Field(None, description="augmentation: mirror each training image in every "
+                                           "other epoch (a random half in the first) instead of at random in "
+                                           "each, so no image goes unmirrored for long "
+                                           f"{_defaults('alternating_flips')}")
     validate_last: int | None = Field(None, ge=0, le=10_000, description="validate, and so keep checkpoints, "
                                       "only in the last this many epochs (with a schedule that runs to its end "
                                       "the best epoch is a late one): each skipped validation pass is time "
@@ -278,7 +284,7 @@ class Settings(BaseSettings):
             raise ValueError(f"a centre crop keeps a fraction of each side from 0.5 to below 1 (0 = off), got {value}")
         return value
 
-    @field_validator("resize_from", "whiten_stem", "one_warp")
+    @field_validator("resize_from", "whiten_stem", "one_warp", "alternating_flips")
     @classmethod
     def _from_scratch_speedups(cls, value: Any, info: ValidationInfo) -> Any:
         variant, size = info.data.get("variant"), info.data.get("image_size")

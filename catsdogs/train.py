@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from catsdogs import store
-from catsdogs.datasets import DatasetArrays, load_split
+from catsdogs.datasets import DatasetArrays, load_split, split_steps
 from catsdogs.model import (
     TRAINING_RESIZE,
     build_for,
@@ -65,7 +65,7 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     settings = settings.model_copy(update={"precision": precision})
     frozen_epochs, epochs = settings.epochs_to_run, settings.total_epochs
     keras.utils.set_random_seed(settings.seed)
-    steps = -(-arrays.counts["train"] // settings.batch_size)
+    steps = split_steps(arrays, "train", settings.batch_size)
     model = build_for(settings, precision, steps)
     if settings.whiten_stem:  # a resumed run then loads its own weights over these
         whiten_stem(model, np.load(arrays.images("train"), mmap_mode="r"), settings.seed)
@@ -80,8 +80,14 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     log.info("training %s for %d epochs on %d images (batch %d, %s%s); speed settings %s, TensorFlow %s",
              settings.variant, epochs, arrays.counts["train"], settings.batch_size, precision,
              " from auto" if precision != settings.precision else "", speed_settings(), tf.__version__)
-    train = load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed,
-                       mixup=float(settings.mixup or 0.0))
+
+    def training_batches(first_epoch: int, backup: Path) -> Any:
+        if settings.alternating_flips and (backup / BACKUP_STATE).exists():  # flips count from where it resumes
+            first_epoch = int(json.loads((backup / BACKUP_STATE).read_text())["epoch"])
+        return load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed,
+                          mixup=float(settings.mixup or 0.0), alternating_flips=bool(settings.alternating_flips),
+                          first_epoch=first_epoch)
+
     validation = load_split(arrays, "validation", settings.batch_size)
 
     for backup in backups[:2]:
@@ -105,7 +111,9 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
             callbacks.append(_early_stopping(int(settings.early_stopping_patience), history, first_epoch))
         if settings.ema:  # first, so that every other callback sees the averaged weights at an epoch's end
             callbacks.insert(0, _averaged_weights((run_dir / backup / BACKUP_STATE).exists()))
-        model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
+        model.fit(training_batches(first_epoch, run_dir / backup), validation_data=validation,
+                  initial_epoch=first_epoch, epochs=last_epoch,
+                  steps_per_epoch=steps if settings.alternating_flips else None,  # its dataset runs on
                   validation_freq=validated_epochs(epochs, int(settings.validate_last or 0)),
                   callbacks=callbacks, shuffle=False, verbose=0)  # shuffled by tf.data
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from catsdogs.data import make_subsets, unzip_archive
-from catsdogs.datasets import build_arrays, load_split
+from catsdogs.datasets import build_arrays, load_split, split_steps
 from catsdogs.images import decode_image
 
 RANGES = {"train": (0, 5), "validation": (6, 7), "test": (8, 11)}
@@ -55,6 +55,39 @@ def test_training_split_is_reshuffled_each_epoch_and_seeded(arrays):
     assert sorted(once) == sorted(twice) and not np.array_equal(once, twice)  # the same images, in a new order
     plain = load_split(arrays, "validation", batch_size=4)
     assert np.array_equal(epoch_labels(plain), np.load(arrays.labels("validation")))  # not shuffled
+    # tf.data's autotuning thread left the CPU idle for seconds at epochs' ends: every split runs without it
+    assert first.options().autotune.enabled is False and plain.options().autotune.enabled is False
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch_and_resume_in_step(arrays):
+    originals = np.load(arrays.images("train")).astype(np.float32)
+    steps = split_steps(arrays, "train", 4)
+    assert steps == 3
+
+    def epochs(dataset, count):  # per epoch, per original image: (times seen, times seen mirrored)
+        batches = iter(dataset)
+        seen = []
+        for _ in range(count):
+            views = np.concatenate([next(batches)[0].numpy() for _ in range(steps)])
+            plain = [int(np.flatnonzero((originals == view).all(axis=(1, 2, 3)))[0]) if
+                     (originals == view).all(axis=(1, 2, 3)).any() else -1 for view in views]
+            mirrored = [int(np.flatnonzero((originals[:, :, ::-1] == view).all(axis=(1, 2, 3)))[0]) if
+                        plain[i] < 0 else -1 for i, view in enumerate(views)]
+            seen.append((views, plain, mirrored))
+        return seen
+
+    run = epochs(load_split(arrays, "train", 4, shuffle_seed=3, alternating_flips=True), 3)
+    was_mirrored = []
+    for _, plain, mirrored in run:
+        assert sorted(i for i in plain + mirrored if i >= 0) == list(range(12))  # every image once an epoch
+        was_mirrored.append({i for i in mirrored if i >= 0})
+    assert 0 < len(was_mirrored[0]) < 12  # a random part of them in the first epoch...
+    assert was_mirrored[1] == set(range(12)) - was_mirrored[0]  # ... the others in the next
+    assert was_mirrored[2] == was_mirrored[0]
+    assert run[0][1] != run[2][1] or run[0][2] != run[2][2]  # each epoch in its own order
+    resumed = epochs(load_split(arrays, "train", 4, shuffle_seed=3, alternating_flips=True, first_epoch=1), 2)
+    for (views, _, _), (again, _, _) in zip(run[1:], resumed, strict=True):
+        assert np.array_equal(views, again)  # a run resumed at epoch 1 sees what the whole run saw there
 
 
 def test_build_is_skipped_when_complete(arrays, tmp_path: Path):

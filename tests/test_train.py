@@ -6,7 +6,7 @@ import pytest
 
 from catsdogs import store
 from catsdogs.data import make_subsets, unzip_archive
-from catsdogs.datasets import build_arrays
+from catsdogs.datasets import build_arrays, load_split
 from catsdogs.settings import Settings
 from catsdogs.train import best_row, evaluate_model, train_model
 
@@ -219,3 +219,23 @@ def test_validating_fewer_epochs_trains_the_same_weights(arrays, tmp_path: Path)
             for last in (0, 1)]
     assert [row["loss"] for row in runs[0]] == [row["loss"] for row in runs[1]]  # bit for bit
     assert runs[0][-1]["val_loss"] == runs[1][-1]["val_loss"] and "val_loss" not in runs[1][0]
+
+
+def test_alternating_flips_train_and_a_resumed_run_flips_from_its_resume_epoch(arrays, tmp_path: Path,
+                                                                              monkeypatch):
+    import catsdogs.train
+
+    first_epochs = []
+
+    def recorded(*args, **kwargs):
+        if kwargs.get("alternating_flips"):
+            first_epochs.append(kwargs["first_epoch"])
+        return load_split(*args, **kwargs)
+
+    monkeypatch.setattr(catsdogs.train, "load_split", recorded)
+    chosen = settings("xception", tmp_path, epochs=3).model_copy(update={"alternating_flips": True, "mixup": 0.2})
+    with pytest.raises(KeyboardInterrupt):
+        train_model(chosen, arrays, tmp_path / "run", on_epoch=interrupt_after(2))
+    trained = train_model(chosen, arrays, tmp_path / "run")
+    assert first_epochs == [0, 1]  # killed in epoch 2: its resume trains epochs 2 and 3 (from 0: 1 and 2)
+    assert [row["epoch"] for row in trained.history()] == [1, 2, 3] and trained.model_path.is_file()

@@ -492,7 +492,8 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
     for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(144\).*200$"),
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
                        ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented"),
-                       ({"variant": "augmented", "one_warp": True}, "one_warp: for the .* not augmented")]:
+                       ({"variant": "augmented", "one_warp": True}, "one_warp: for the .* not augmented"),
+                       ({"variant": "baseline", "alternating_flips": True}, "alternating_flips: for the .* not ba")]:
         with pytest.raises(SettingsError, match=words):
             load_settings(bad)
 
@@ -509,6 +510,9 @@ def test_one_warp_replaces_the_rotation_and_zoom_layers_and_keys_the_run():
     assert augmentation(plain) == ["RandomFlip", "RandomRotation", "RandomZoom"]
     assert augmentation(warped) == ["RandomFlip", "RandomRotateZoom"]
     assert "one_warp" not in plain.recipe_key() and warped.recipe_key()["one_warp"] is True
+    alternating = Settings(variant="xception", image_size=96, alternating_flips=True)
+    assert augmentation(alternating) == ["RandomRotation", "RandomZoom"]  # the input pipeline mirrors instead
+    assert alternating.recipe_key()["alternating_flips"] is True and "alternating_flips" not in plain.recipe_key()
 
 
 def test_a_model_with_one_warp_saves_and_loads_back(tmp_path: Path):
