@@ -59,7 +59,7 @@ def one_run(variant: str, seed: int, data_url: str, workdir: Path, extra: list[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-url", required=True)
-    parser.add_argument("--variants", nargs="+", default=["xception", "fast"])
+    parser.add_argument("--variants", nargs="+", default=["xception", "fast", "best"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/catsdogs-time-to-accuracy"))
     args, extra = parser.parse_known_args()

@@ -95,9 +95,12 @@ def _undecodable(root: Path, files: list[str], err: Exception) -> str:
 
 
 def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed: int | None = None,
-               mixup: float = 0.0, alternating_flips: bool = False, first_epoch: int = 0) -> Any:
+               mixup: float = 0.0, alternating_flips: bool = False, first_epoch: int = 0,
+               cutmix: float = 0.0) -> Any:
     """A batched tf.data.Dataset of (float32 images, labels); reshuffled each epoch when a seed is given, and
-    with each batch's images and labels blended pairwise (Keras' MixUp of that alpha) when MIXUP is not 0.
+    with each batch's images and labels blended pairwise (Keras' MixUp of that alpha) when MIXUP is not 0, or
+    boxes pasted between them (Keras' CutMix of that factor) when CUTMIX is not 0: with both, each batch takes
+    one of the two at random.
 
     ALTERNATING_FLIPS (with a seed): each image is mirrored in every other epoch, from FIRST_EPOCH on, starting
     from a random half of them (airbench's derandomized flip); the dataset then runs through every epoch from
@@ -115,17 +118,30 @@ def load_split(arrays: DatasetArrays, split: str, batch_size: int, shuffle_seed:
     dataset = dataset.map(
         lambda x, y: (tf.cast(x, tf.float32), tf.reshape(y, (-1, 1))), num_parallel_calls=tf.data.AUTOTUNE
     )
-    if mixup:
-        import keras
-
-        blend = keras.layers.MixUp(alpha=mixup, seed=shuffle_seed)
-
-        def mixed(images: Any, labels: Any) -> tuple[Any, Any]:
-            batch = blend({"images": images, "labels": labels})
-            return batch["images"], batch["labels"]
-
-        dataset = dataset.map(mixed)
+    if mixup or cutmix:
+        dataset = dataset.map(_blending(mixup, cutmix, shuffle_seed))
     return dataset.prefetch(2).with_options(_without_autotuning(tf))
+
+
+def _blending(mixup: float, cutmix: float, seed: int | None) -> Any:
+    """A batch -> batch function that blends images and labels with Keras' MixUp and/or CutMix layers."""
+    import keras
+
+    blends = ([keras.layers.MixUp(alpha=mixup, seed=seed)] if mixup else []) + (
+        # its own seed, derived apart: MixUp's draws stay what they were
+        [keras.layers.CutMix(factor=cutmix, seed=None if seed is None else seed + 1)] if cutmix else [])
+
+    def blended(layer: Any, images: Any, labels: Any) -> tuple[Any, Any]:
+        batch = layer({"images": images, "labels": labels})
+        return batch["images"], batch["labels"]
+
+    if len(blends) == 1:
+        return lambda images, labels: blended(blends[0], images, labels)
+    tf = tensorflow()
+    switch = keras.random.SeedGenerator(None if seed is None else seed + 2)
+    return lambda images, labels: tf.cond(keras.random.uniform((), seed=switch) < 0.5,
+                                          lambda: blended(blends[0], images, labels),
+                                          lambda: blended(blends[1], images, labels))
 
 
 def _without_autotuning(tf: Any) -> Any:

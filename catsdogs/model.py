@@ -386,10 +386,10 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
     loss: Any = "binary_crossentropy"
     if settings.label_smoothing:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=float(settings.label_smoothing))
-    # MixUp's labels are blends such as 0.7; Keras' binary accuracy would count every blend as wrong, so
+    # MixUp's and CutMix's labels are blends such as 0.7; Keras' binary accuracy would count every blend as wrong, so
     # training accuracy is measured against each blend's larger part (validation labels are whole anyway).
     accuracy: Any = keras.metrics.MeanMetricWrapper(dominant_label_accuracy, name="accuracy") \
-        if settings.mixup else "accuracy"
+        if settings.mixup or settings.cutmix else "accuracy"
     model.compile(loss=loss, optimizer=optimizer, metrics=[accuracy])
     return model
 

@@ -60,14 +60,15 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {name: spec.defaults for name, spe
 COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
-    "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "translate": 0.0, "mixup": 0.0, "ema": 0.0,
+    "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "translate": 0.0, "mixup": 0.0, "cutmix": 0.0,
+    "ema": 0.0,
     "resize_from": 0, "whiten_stem": False, "one_warp": False, "alternating_flips": False, "validate_last": 0,
     "fine_tune_epochs": 0,
     "fine_tune_layers": 0, "fine_tune_learning_rate": 1e-5,
 }
 # Settings that change the trained model beyond variant, epochs, batch size and seed. A run's key names them
 # only where they differ from the reference, so reference runs keep the folders they had.
-RECIPE_FIELDS = ("precision", "translate", "mixup", "ema", "resize_from", "whiten_stem", "one_warp",
+RECIPE_FIELDS = ("precision", "translate", "mixup", "cutmix", "ema", "resize_from", "whiten_stem", "one_warp",
                  "alternating_flips", "validate_last",
                  "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
                  "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
@@ -171,6 +172,10 @@ class Settings(BaseSettings):
     mixup: float | None = Field(None, ge=0, le=10, description="MixUp: blend pairs of training images and their "
                                 "labels with a Beta(alpha, alpha) weight of this alpha; 0 = off, the reference "
                                 f"{_defaults('mixup')}")
+    cutmix: float | None = Field(None, ge=0, le=1, description="CutMix: paste a box of another training image "
+                                 "into each, the labels mixed by the box's area (a Beta(a, a) share, a drawn up to "
+                                 "this value: Keras' CutMix factor); with mixup too, each batch takes one of the "
+                                 f"two at random; 0 = off {_defaults('cutmix')}")
     ema: float | None = Field(None, ge=0, lt=1, description="keep a moving average of the weights with this "
                               "momentum; validation, checkpoints and the saved model use it; 0 = off "
                               f"{_defaults('ema')}")
@@ -289,7 +294,8 @@ class Settings(BaseSettings):
     def _from_scratch_speedups(cls, value: Any, info: ValidationInfo) -> Any:
         variant, size = info.data.get("variant"), info.data.get("image_size")
         if value and not (variant in VARIANTS and VARIANTS[variant].from_scratch_speedups):
-            able = " and ".join(name for name, spec in VARIANTS.items() if spec.from_scratch_speedups)
+            *rest, last = [name for name, spec in VARIANTS.items() if spec.from_scratch_speedups]
+            able = f"{', '.join(rest)} and {last}" if rest else last
             raise ValueError(f"for the {able} networks, not {variant}; leave it unset (0 or false)")
         if info.field_name == "resize_from" and value and size and not 32 <= value <= size:
             raise ValueError(f"the first epoch's size must be from 32 to image_size ({size}) pixels, or 0 for "

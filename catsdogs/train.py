@@ -85,7 +85,8 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
         if settings.alternating_flips and (backup / BACKUP_STATE).exists():  # flips count from where it resumes
             first_epoch = int(json.loads((backup / BACKUP_STATE).read_text())["epoch"])
         return load_split(arrays, "train", settings.batch_size, shuffle_seed=settings.seed,
-                          mixup=float(settings.mixup or 0.0), alternating_flips=bool(settings.alternating_flips),
+                          mixup=float(settings.mixup or 0.0), cutmix=float(settings.cutmix or 0.0),
+                          alternating_flips=bool(settings.alternating_flips),
                           first_epoch=first_epoch)
 
     validation = load_split(arrays, "validation", settings.batch_size)

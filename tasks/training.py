@@ -56,18 +56,20 @@ def plot_curves(trained: TrainedModel) -> tuple[Path, dict[str, str]]:
 
 @task(name="plot-augmentations")
 def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> dict[str, str]:
-    """Show a 3x3 grid of one training image through the augmentation layers, and one of MixUp's blends."""
+    """Show a 3x3 grid of one training image through the augmentation layers, and one of MixUp or CutMix blends."""
     translate, mixup = float(settings.translate or 0.0), float(settings.mixup or 0.0)
+    cutmix = float(settings.cutmix or 0.0)
     path = plots.plot_augmentations(arrays, trained.run_dir / "augmentations.png", seed=settings.seed,
                                     translate=translate)
     layers = "RandomFlip, RandomRotation, RandomZoom" + (", RandomTranslation" if translate else "")
     markdown = f"# Augmented samples\n\n{layers}.\n\n![augmented samples]({plots.png_data_uri(path)})"
-    if mixup:
+    if mixup or cutmix:
         blends = plots.plot_mixup(arrays, trained.run_dir / "mixup.png", mixup, seed=settings.seed,
-                                  translate=translate)
-        layers += f"; MixUp alpha {mixup:g}"
-        markdown += (f"\n\nMixUp (alpha {mixup:g}) blends pairs of training images and their labels before "
-                     f"the layers above; each title is the blended label.\n\n![MixUp]({plots.png_data_uri(blends)})")
+                                  translate=translate, cutmix=cutmix)
+        name = plots.blends_name(mixup, cutmix)
+        layers += f"; {name}"
+        markdown += (f"\n\n{name} blends pairs of training images and their labels before the layers above; "
+                     f"each title is the blended label.\n\n![blends]({plots.png_data_uri(blends)})")
     artifact = create_markdown_artifact(markdown, key="augmentation-grid", description=layers)
     return {"augmentation-grid": str(artifact)}
 

@@ -165,6 +165,38 @@ def test_mixup_blends_training_batches_only_and_repeats_with_its_seed(arrays):
     assert Settings(variant="xception", mixup=0.2).recipe_key()["mixup"] == 0.2  # a new model, a new key
 
 
+def test_cutmix_pastes_a_box_of_another_image_and_mixes_the_labels_repeatably(arrays):
+    from catsdogs.datasets import load_split
+
+    def batches(**kwargs):
+        return [(x.numpy(), y.numpy()) for x, y in load_split(arrays, "train", 16, **kwargs)]
+
+    (plain, plain_labels), = batches(shuffle_seed=1)
+    (cut, labels), = batches(shuffle_seed=1, cutmix=1.0)
+    changed = np.any(cut != plain, axis=-1)  # per image, the pixels taken from another image
+    pasted = [image for image in range(len(cut)) if changed[image].any()]
+    assert pasted and any((0.01 < label < 0.99) for label in labels[:, 0])
+    for image in pasted:  # one box: its rows and columns span a rectangle of changed pixels
+        rows, cols = np.flatnonzero(changed[image].any(1)), np.flatnonzero(changed[image].any(0))
+        box = cut[image, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert any(np.array_equal(box, plain[other, rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+                   for other in range(len(plain)))
+    unchanged = [image for image in range(len(cut)) if not changed[image].any()]
+    assert all(labels[image, 0] in (0.0, 1.0) for image in unchanged) and labels.min() >= 0 and labels.max() <= 1
+    (again, again_labels), = batches(shuffle_seed=1, cutmix=1.0)
+    np.testing.assert_array_equal(cut, again)
+    np.testing.assert_array_equal(labels, again_labels)
+    assert Settings(variant="fast", cutmix=1.0).recipe_key()["cutmix"] == 1.0  # a new model, a new key
+    # with MixUp too, each batch is one or the other: some batches blend every pixel, some paste boxes
+    kinds = set()
+    for seed in range(8):
+        (both, _), = batches(shuffle_seed=seed, mixup=0.4, cutmix=1.0)
+        (alone, _), = batches(shuffle_seed=seed)
+        differs = np.any(both != alone, axis=-1).mean(axis=(1, 2))
+        kinds.add("mixup" if np.median(differs) > 0.99 else "cutmix")
+    assert kinds == {"mixup", "cutmix"}
+
+
 def test_mixup_training_accuracy_counts_a_blend_by_its_larger_part():
     from catsdogs.model import dominant_label_accuracy
 
@@ -485,9 +517,9 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
     from tasks.runs import run_label
 
     fast = Settings(variant="fast")
-    assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.ema, fast.epochs) == (96, True, 0.2, 0.995, 90)
-    assert run_label(fast) == f"fast-90ep-144px-seed0{auto_label()}"
-    assert run_label(Settings(variant="fast", resize_from=0)) == f"fast-90ep-144px-seed0{auto_label()}-resize-from=0"
+    assert (fast.resize_from, fast.whiten_stem, fast.mixup, fast.ema, fast.epochs) == (96, True, 0.2, 0.995, 120)
+    assert run_label(fast) == f"fast-120ep-144px-seed0{auto_label()}"
+    assert run_label(Settings(variant="fast", resize_from=0)) == f"fast-120ep-144px-seed0{auto_label()}-resize-from=0"
     assert Settings(variant="xception").recipe_key() == Settings(variant="xception", resize_from=0).recipe_key()
     for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(144\).*200$"),
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
