@@ -1,4 +1,4 @@
-"""Time to accuracy on this machine: the xception defaults against the fast recipe, side by side.
+"""Time to accuracy on this machine: the xception defaults against the fast and best recipes, side by side.
 
 Each recipe runs as a user runs it, `catsdogs run --variant V --seed S --json`, in a fresh process, one after
 the other (never two at once: they would share the cores), each in its own workdir so that nothing is taken
@@ -7,7 +7,7 @@ validation accuracy of the kept epoch, test accuracy, CPU flags), then one objec
 accuracy and its mean wall time relative to the first recipe's.
 
     python benchmarks/time_to_accuracy.py --data-url file://$PWD/../shared/data/dogs-vs-cats/train.zip \
-        [--variants xception fast] [--seeds 0 1 2] [--workdir /tmp/tta] [-- --epochs 50 ...]
+        [--variants xception fast best] [--seeds 0 1 2] [--workdir /tmp/tta] [-- --epochs 50 ...]
 
 Arguments after `--` go to every run (say, `-- --precision float32` on a BF16 CPU to see float32 speed).
 """

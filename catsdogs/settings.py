@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     ema: float | None = Field(None, ge=0, lt=1, description="keep a moving average of the weights with this "
                               "momentum; validation, checkpoints and the saved model use it; 0 = off "
                               f"{_defaults('ema')}")
-    # Speed-ups of the from-scratch networks (xception, fast).
+    # Speed-ups of the from-scratch networks (xception, fast, best).
     resize_from: int | None = Field(None, ge=0, le=1024, description="progressive resizing: train the first "
                                     "half of the epochs at this many pixels a side, then growing to image_size "
                                     "by 85 % of the run; validation and prediction use image_size; 0 = off "
