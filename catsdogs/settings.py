@@ -540,6 +540,11 @@ def read_toml(path: Path) -> dict[str, Any]:
     return values
 
 
+# Pydantic's errors of a number out of range or not a number: their input is shown (no secret is a number).
+_NUMBER_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of",
+                            "finite_number", "float_parsing", "int_parsing", "int_from_float"})
+
+
 def format_validation_error(err: ValidationError) -> str:
     """One readable line per invalid field: its name, what was given and what is allowed."""
     lines = []
@@ -551,7 +556,7 @@ def format_validation_error(err: ValidationError) -> str:
             continue
         if problem["type"] == "extra_forbidden":
             message = f"unknown setting; known settings are: {', '.join(Settings.model_fields)}"
-        elif problem["type"] == "literal_error":
+        elif problem["type"] == "literal_error" or problem["type"] in _NUMBER_ERRORS:
             message = f"{message} (got {problem['input']!r})"
         lines.append(f"invalid setting {field}: {message}")
     return "\n".join(lines)

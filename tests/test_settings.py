@@ -137,6 +137,8 @@ def test_urls_are_masked_by_parsing_and_whole_where_they_do_not_parse(url, shown
     ({"data_url": True}, ["invalid setting data_url", "expected text"]),
     ({"workdir": ""}, ["invalid setting workdir", "must not be empty"]),
     ({"variant": ["baseline"]}, ["invalid setting variant", "baseline", "got ['baseline']"]),
+    ({"cutmix": 1.5}, ["invalid setting cutmix", "less than or equal to 1 (got 1.5)"]),
+    ({"epochs": "ten"}, ["invalid setting epochs", "valid integer", "(got 'ten')"]),
 ])
 def test_strict_types_from_flags(overrides, words):
     with pytest.raises(SettingsError) as caught:
