@@ -62,11 +62,11 @@ def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_i
     return _save(figure, path)
 
 
-def plot_mixup(arrays: DatasetArrays, path: Path, alpha: float, seed: int = 0, translate: float = 0.0,
-               cutmix: float = 0.0) -> Path:
-    """A 3x3 grid of what training actually sees with MixUp (of ALPHA) and/or CutMix (of CUTMIX): blended pairs
-    through the random layers, each titled with its blended label (the share of dog)."""
-    images, labels = mixup_samples(arrays, alpha, seed, cutmix=cutmix)
+def plot_blends(arrays: DatasetArrays, path: Path, mixup: float, seed: int = 0, translate: float = 0.0,
+                cutmix: float = 0.0) -> Path:
+    """A 3x3 grid of what training actually sees with MixUp (of alpha MIXUP) and/or CutMix (of CUTMIX): blended
+    pairs through the random layers, each titled with its blended label (the share of dog)."""
+    images, labels = blend_samples(arrays, mixup, seed, cutmix=cutmix)
     augmented = np.asarray(build_augmentation(seed, translate)(images, training=True))
     figure, axes = plt.subplots(3, 3, figsize=(5, 5.4), dpi=DPI)
     for axis, image, label in zip(axes.flat, augmented, labels, strict=False):
@@ -75,7 +75,7 @@ def plot_mixup(arrays: DatasetArrays, path: Path, alpha: float, seed: int = 0, t
         axis.axis("off")
     for axis in axes.flat[len(augmented):]:
         axis.axis("off")
-    figure.suptitle(f"training inputs: {blends_name(alpha, cutmix)} blends, augmented")
+    figure.suptitle(f"training inputs: {blends_name(mixup, cutmix)} blends, augmented")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -85,13 +85,13 @@ def blends_name(mixup: float, cutmix: float) -> str:
     return " or ".join([f"MixUp (alpha {mixup:g})"] * bool(mixup) + [f"CutMix (factor {cutmix:g})"] * bool(cutmix))
 
 
-def mixup_samples(arrays: DatasetArrays, alpha: float, seed: int = 0, count: int = 9,
+def blend_samples(arrays: DatasetArrays, mixup: float, seed: int = 0, count: int = 9,
                   cutmix: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """The first COUNT training images and labels as training gets them with MixUp of ALPHA and CutMix of CUTMIX
-    (and SEED)."""
+    """The first COUNT training images and labels as training gets them with MixUp of alpha MIXUP and CutMix of
+    CUTMIX (and SEED)."""
     from catsdogs.datasets import load_split
 
-    images, labels = next(iter(load_split(arrays, "train", count, shuffle_seed=seed, mixup=alpha, cutmix=cutmix)))
+    images, labels = next(iter(load_split(arrays, "train", count, shuffle_seed=seed, mixup=mixup, cutmix=cutmix)))
     return np.asarray(images), np.asarray(labels).reshape(-1)
 
 

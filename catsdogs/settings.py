@@ -76,6 +76,11 @@ RECIPE_FIELDS = ("precision", "translate", "mixup", "cutmix", "ema", "resize_fro
 BACKBONE_FIELDS = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate", "backbone_weights")
 
 
+def listed(names: list[str]) -> str:
+    """NAMES as a sentence lists them: "a", "a and b", "a, b and c"."""
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def _defaults(name: str) -> str:
     """The defaults of setting NAME, from the variants' declarations: "(default: 0.001; fast and xception 0.002)"."""
     def shown(value: Any) -> str:
@@ -86,8 +91,7 @@ def _defaults(name: str) -> str:
     for variant, spec in VARIANTS.items():
         if spec.defaults.get(name, common) != common:
             own.setdefault(shown(spec.defaults[name]), []).append(variant)
-    shown_own = "; ".join(f"{', '.join(names[:-1])} and {names[-1]} {value}" if len(names) > 1 else
-                          f"{names[0]} {value}" for value, names in own.items())
+    shown_own = "; ".join(f"{listed(names)} {value}" for value, names in own.items())
     if common is None:
         return f"(default: {shown_own})"
     return f"(default: {shown(common)}{'; ' + shown_own if shown_own else ''})"
@@ -294,8 +298,7 @@ class Settings(BaseSettings):
     def _from_scratch_speedups(cls, value: Any, info: ValidationInfo) -> Any:
         variant, size = info.data.get("variant"), info.data.get("image_size")
         if value and not (variant in VARIANTS and VARIANTS[variant].from_scratch_speedups):
-            *rest, last = [name for name, spec in VARIANTS.items() if spec.from_scratch_speedups]
-            able = f"{', '.join(rest)} and {last}" if rest else last
+            able = listed([name for name, spec in VARIANTS.items() if spec.from_scratch_speedups])
             raise ValueError(f"for the {able} networks, not {variant}; leave it unset (0 or false)")
         if info.field_name == "resize_from" and value and size and not 32 <= value <= size:
             raise ValueError(f"the first epoch's size must be from 32 to image_size ({size}) pixels, or 0 for "

@@ -64,7 +64,7 @@ def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: S
     layers = "RandomFlip, RandomRotation, RandomZoom" + (", RandomTranslation" if translate else "")
     markdown = f"# Augmented samples\n\n{layers}.\n\n![augmented samples]({plots.png_data_uri(path)})"
     if mixup or cutmix:
-        blends = plots.plot_mixup(arrays, trained.run_dir / "mixup.png", mixup, seed=settings.seed,
+        blends = plots.plot_blends(arrays, trained.run_dir / "blends.png", mixup, seed=settings.seed,
                                   translate=translate, cutmix=cutmix)
         name = plots.blends_name(mixup, cutmix)
         layers += f"; {name}"

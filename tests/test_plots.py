@@ -4,7 +4,7 @@ from PIL import Image
 
 from catsdogs.data import make_subsets, unzip_archive
 from catsdogs.datasets import build_arrays
-from catsdogs.plots import mixup_samples, plot_augmentations, plot_history, plot_mixup, png_data_uri
+from catsdogs.plots import blend_samples, plot_augmentations, plot_blends, plot_history, png_data_uri
 
 HISTORY = [{"epoch": e, "loss": 1 / e, "accuracy": 1 - 1 / (e + 1), "val_loss": abs(e - 3) + 0.5,
             "val_accuracy": 0.5 + e / 20} for e in range(1, 8)]
@@ -32,12 +32,12 @@ def test_mixup_grid_shows_blended_images_with_their_blended_labels(tiny_zip: Pat
     subsets = make_subsets(unzip_archive(tiny_zip, tmp_path / "x", 2**30), tmp_path / "s",
                            {"train": (0, 5), "validation": (6, 6), "test": (7, 7)})
     arrays = build_arrays(subsets, tmp_path / "d", image_size=80)
-    images, labels = mixup_samples(arrays, alpha=0.4, seed=3)
+    images, labels = blend_samples(arrays, mixup=0.4, seed=3)
     assert images.shape == (9, 80, 80, 3) and labels.shape == (9,)
     assert ((labels > 0) & (labels < 1)).any()  # blends, not the plain 0/1 labels
-    again_images, again_labels = mixup_samples(arrays, alpha=0.4, seed=3)
+    again_images, again_labels = blend_samples(arrays, mixup=0.4, seed=3)
     assert (again_labels == labels).all() and (again_images == images).all()  # the run's seed, the run's blends
-    path = plot_mixup(arrays, tmp_path / "mixup.png", alpha=0.4, seed=3)
+    path = plot_blends(arrays, tmp_path / "blends.png", mixup=0.4, seed=3)
     with Image.open(path) as image:
         assert image.format == "PNG" and image.height > image.width  # room for each tile's label
     assert path.stat().st_size < 100_000
