@@ -111,11 +111,16 @@ BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_
              "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL", "DEFAULT"}
 
 
+def onednn_cap_without_bf16() -> str | None:
+    """The ONEDNN_MAX_CPU_ISA in force when it leaves oneDNN without bfloat16 kernels (such as AVX2), else None."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return cap if cap and cap not in BF16_ISAS else None
+
+
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """True when the CPU has bfloat16 units (AVX-512 BF16 or AMX), where mixed_bfloat16 is fast, and
     ONEDNN_MAX_CPU_ISA does not keep oneDNN from them."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    if cap and cap not in BF16_ISAS:
+    if onednn_cap_without_bf16():
         return False
     if cpuinfo is None:
         try:
@@ -127,9 +132,22 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def check_precision(precision: str) -> None:
+    """A SettingsError naming the fix where PRECISION cannot train in this process: mixed_bfloat16 under a
+    oneDNN cap without bfloat16 kernels would otherwise fail at the first convolution with TensorFlow's error."""
+    cap = onednn_cap_without_bf16()
+    if precision == "mixed_bfloat16" and cap:
+        from catsdogs.settings import SettingsError
+
+        raise SettingsError(f"invalid setting precision: mixed_bfloat16 cannot run with ONEDNN_MAX_CPU_ISA={cap}, "
+                            "which leaves oneDNN without bfloat16 kernels; use --precision auto or float32, or "
+                            "unset ONEDNN_MAX_CPU_ISA")
+
+
 def resolve_precision(precision: str) -> str:
     """A concrete Keras dtype policy: auto is mixed_float16 on a GPU, mixed_bfloat16 on a BF16 CPU, else float32."""
     if precision != "auto":
+        check_precision(precision)
         return precision
     if tensorflow().config.list_physical_devices("GPU"):
         return "mixed_float16"

@@ -167,8 +167,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(overrides, args.config)
         check_workdir(settings.workdir)
         from catsdogs.model import check_backbone_weights
+        from catsdogs.runtime import check_precision
 
         check_backbone_weights(settings)  # efficientnet without weights stops here, before any work
+        check_precision(str(settings.precision))  # so does bfloat16 under a oneDNN cap without its kernels
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR

@@ -30,6 +30,14 @@ def test_invalid_setting_is_a_usage_error_before_any_work(tmp_path: Path):
     assert not (tmp_path / "w").exists()
 
 
+def test_bfloat16_under_a_onednn_cap_without_it_is_a_usage_error_before_any_work(tmp_path: Path):
+    result = run_cli("run", "--precision", "mixed_bfloat16", "--workdir", str(tmp_path / "w"),
+                     ONEDNN_MAX_CPU_ISA="AVX2")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "invalid setting precision" in result.stderr and "ONEDNN_MAX_CPU_ISA=AVX2" in result.stderr
+    assert "--precision auto or float32" in result.stderr and not (tmp_path / "w").exists()
+
+
 def test_environment_setting_is_checked_too(tmp_path: Path):
     result = run_cli("run", CATSDOGS_VALIDATION_RANGE="500-1200")
     assert result.returncode == 2 and "overlaps" in result.stderr

@@ -261,7 +261,8 @@ def test_a_resumed_ema_run_trains_the_weights_it_had_not_their_average():
 # ---------------------------------------------------------------- precision auto
 
 
-def test_bf16_is_read_from_the_cpu_flags():
+def test_bf16_is_read_from_the_cpu_flags(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # the flags alone, whatever cap this process runs under
     assert runtime.cpu_has_bf16("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
     assert runtime.cpu_has_bf16("flags : fpu amx_bf16 amx_tile\n")
     assert not runtime.cpu_has_bf16("flags : fpu avx2 avx512f avx512_vnni\n")
@@ -273,6 +274,20 @@ def test_bf16_is_read_from_the_cpu_flags():
 def test_a_onednn_cap_below_bf16_counts_as_a_cpu_without_it(monkeypatch, cap, bf16):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)  # how benchmarks run an AVX-512 machine as an AVX2 one
     assert runtime.cpu_has_bf16("flags : fpu avx2 avx512f avx512_bf16\n") is bf16
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "auto", "float32"])
+def test_bfloat16_asked_for_under_a_cap_without_it_is_refused_naming_the_fix(monkeypatch, precision):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    tf = runtime.tensorflow()
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    if precision != "mixed_bfloat16":  # auto falls back to float32 there; float32 always runs
+        assert runtime.resolve_precision(precision) == "float32"
+        return
+    with pytest.raises(SettingsError, match="ONEDNN_MAX_CPU_ISA=AVX2.*--precision auto or float32"):
+        runtime.resolve_precision(precision)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert runtime.resolve_precision(precision) == "mixed_bfloat16"
 
 
 @pytest.mark.parametrize("gpus, bf16, expected", [
