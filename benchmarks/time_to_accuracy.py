@@ -3,8 +3,8 @@
 Each recipe runs as a user runs it, `catsdogs run --variant V --seed S --json`, in a fresh process, one after
 the other (never two at once: they would share the cores), each in its own workdir so that nothing is taken
 from a cache. Prints one JSON line per run (wall time of the whole flow, epochs, median training images/s,
-validation accuracy of the kept epoch, test accuracy, CPU flags), then one object with each recipe's mean test
-accuracy and its mean wall time relative to the first recipe's.
+validation accuracy of the kept epoch, test accuracy, CPU flags and any ONEDNN_MAX_CPU_ISA cap), then one
+object with each recipe's mean test accuracy and its mean wall time relative to the first recipe's.
 
     python benchmarks/time_to_accuracy.py --data-url file://$PWD/../shared/data/dogs-vs-cats/train.zip \
         [--variants xception fast best] [--seeds 0 1 2] [--workdir /tmp/tta] [-- --epochs 50 ...]
@@ -31,7 +31,9 @@ def cpu() -> dict[str, object]:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    return {"cpu": model, "cores": os.cpu_count(), "flags": [flag for flag in FLAGS if flag in flags]}
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # a cap makes the CPU run as one without the flags above it
+    return {"cpu": model, "cores": os.cpu_count(), "flags": [flag for flag in FLAGS if flag in flags]} | (
+        {"onednn_max_cpu_isa": cap} if cap else {})
 
 
 def one_run(variant: str, seed: int, data_url: str, workdir: Path, extra: list[str]) -> dict[str, object]:
