@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from catsdogs.runtime import tensorflow
+from catsdogs.runtime import onednn_cap_without_bf16, tensorflow
 from catsdogs.settings import Settings, SettingsError
 from catsdogs.variants import variant_spec
 
@@ -266,11 +266,31 @@ def custom_layers() -> dict[str, Any]:
 
 
 def load_keras_model(path: Path) -> Any:
-    """A saved catsdogs model (any variant), without its optimizer: inference and export need none."""
+    """A saved catsdogs model (any variant), without its optimizer: inference and export need none. A model
+    trained in bfloat16 computes in float32 where a oneDNN cap leaves this process without bfloat16 kernels."""
     import keras
 
     custom_layers()
-    return keras.models.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False)
+    if onednn_cap_without_bf16() and any(layer.compute_dtype == "bfloat16" for layer in model.layers):
+        model = in_float32(model)
+    return model
+
+
+def in_float32(model: Any) -> Any:
+    """MODEL with every layer computing in float32 and the same weights (mixed precision keeps them in float32)."""
+    import keras
+
+    def float32_policies(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                return node | {"config": node["config"] | {"name": "float32"}}
+            return {key: float32_policies(value) for key, value in node.items()}
+        return [float32_policies(value) for value in node] if isinstance(node, list) else node
+
+    float32 = keras.saving.deserialize_keras_object(float32_policies(keras.saving.serialize_keras_object(model)))
+    float32.set_weights(model.get_weights())
+    return float32
 
 
 # Progressive resizing's schedule, as fractions of the run: the first size until HOLD, then growing linearly to

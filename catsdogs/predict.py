@@ -207,13 +207,28 @@ def predict_files(predictor: Predictor, inputs: list[tuple[str, Path | None, str
             try:
                 probabilities = iter(predictor.predict_batch(np.stack(good)) if good else [])
             except Exception as err:  # noqa: BLE001  the model failing on a batch fails those files, not the rest
-                log.warning("the model failed on a batch of %d images: %s: %s", len(good), type(err).__name__, err)
-                failed = f"could not classify: the model failed ({type(err).__name__}: {err})"[:300]
+                reason = error_line(err)
+                log.warning("the model failed on a batch of %d images: %s", len(good), reason)
+                failed = f"could not classify: the model failed ({reason})"
             for shown, image, error in decoded:
                 if image is None or failed:
                     yield Prediction(path=shown, error=error or failed)
                 else:
                     yield labelled(shown, float(next(probabilities)))
+
+
+# Lines of TensorFlow's multi-line errors that say where, not what: the graph node, the Python stack.
+_WHERE_LINES = ("File ", "Detected at node", "[[", "<stack traces")
+
+
+def error_line(err: Exception, limit: int = 240) -> str:
+    """ERR's type and message in one line: a multi-line message (TensorFlow's graph errors) keeps its first
+    line and its last line that says what went wrong."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    what = [line for line in lines if not line.startswith(_WHERE_LINES)]
+    message = " ".join(dict.fromkeys(what[:1] + what[-1:]))  # one line twice only once
+    text = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def labelled(path: str, dog_probability: float) -> Prediction:

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from catsdogs.model import build_augmentation, build_model, layer_seeds, model_summary
+from catsdogs.model import build_augmentation, build_model, in_float32, layer_seeds, load_keras_model, model_summary
 
 
 def layer_kinds(model):
@@ -48,6 +48,19 @@ def test_mixed_precision_keeps_weights_and_output_in_float32(precision: str, com
     assert model.count_params() == build_model("augmented", 78).count_params()
     scaled = type(model.optimizer).__name__ == "LossScaleOptimizer"
     assert scaled == (precision == "mixed_float16")
+
+
+def test_a_bfloat16_model_loads_in_float32_where_a_onednn_cap_leaves_no_bfloat16_kernels(tmp_path, monkeypatch):
+    trained = build_model("augmented", 78, seed=0, precision="mixed_bfloat16")
+    trained.save(tmp_path / "model.keras")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert "bfloat16" in {layer.compute_dtype for layer in load_keras_model(tmp_path / "model.keras").layers}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # as on a CPU without BF16: it must still answer
+    loaded = load_keras_model(tmp_path / "model.keras")
+    assert {layer.compute_dtype for layer in loaded.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), trained.get_weights(), strict=True))
+    images = np.random.default_rng(0).integers(0, 256, (2, 78, 78, 3)).astype("float32")
+    assert np.allclose(loaded.predict(images, verbose=0), in_float32(trained).predict(images, verbose=0))
 
 
 def test_smallest_size_builds_and_smaller_fails():
