@@ -20,7 +20,7 @@ from catsdogs.data import CLASS_NAMES
 from catsdogs.images import ImageError, load_with_tensorflow
 from catsdogs.model import load_keras_model
 from catsdogs.registry import ModelCard, card_for_file, resolve_model
-from catsdogs.runtime import tensorflow
+from catsdogs.runtime import error_line, tensorflow
 from catsdogs.views import views_averaged
 
 log = logging.getLogger(__name__)
@@ -215,20 +215,6 @@ def predict_files(predictor: Predictor, inputs: list[tuple[str, Path | None, str
                     yield Prediction(path=shown, error=error or failed)
                 else:
                     yield labelled(shown, float(next(probabilities)))
-
-
-# Lines of TensorFlow's multi-line errors that say where, not what: the graph node, the Python stack.
-_WHERE_LINES = ("File ", "Detected at node", "[[", "<stack traces")
-
-
-def error_line(err: Exception, limit: int = 240) -> str:
-    """ERR's type and message in one line: a multi-line message (TensorFlow's graph errors) keeps its first
-    line and its last line that says what went wrong."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    what = [line for line in lines if not line.startswith(_WHERE_LINES)]
-    message = " ".join(dict.fromkeys(what[:1] + what[-1:]))  # one line twice only once
-    text = f"{type(err).__name__}: {message}" if message else type(err).__name__
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def labelled(path: str, dog_probability: float) -> Prediction:

@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from catsdogs import store
 from catsdogs.lite import LITERT_FILE
-from catsdogs.model import build_network, load_keras_model
+from catsdogs.model import in_float32, load_keras_model
 from catsdogs.results import Metrics, TrainedModel
-from catsdogs.runtime import tensorflow
+from catsdogs.runtime import error_line, tensorflow
 from catsdogs.settings import Settings
 from catsdogs.views import views_name
 
@@ -76,7 +76,7 @@ def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: S
     public = settings.public_dict()
     with store.fresh_dir(folder) as tmp:
         shutil.copyfile(trained.model_path, tmp / MODEL_FILE)
-        litert_error = export_litert(tmp / MODEL_FILE, settings, tmp / LITERT_FILE)
+        litert_error = export_litert(tmp / MODEL_FILE, tmp / LITERT_FILE)
         card = ModelCard(
             name=folder.name, path=folder / MODEL_FILE, created_at=datetime.now(UTC).isoformat(),
             variant=trained.variant, image_size=settings.image_size, test_accuracy=metrics.test_accuracy,
@@ -91,10 +91,10 @@ def _register(folder: Path, trained: TrainedModel, metrics: Metrics, settings: S
     return card
 
 
-def export_litert(model_path: Path, settings: Settings, out: Path) -> str | None:
+def export_litert(model_path: Path, out: Path) -> str | None:
     """Export the model for LiteRT, computing in float32; returns None, or why it could not be exported.
 
-    A model trained in mixed precision is rebuilt in float32 with its weights (which are float32 anyway):
+    A model trained in mixed precision is exported in float32 with its weights (which are float32 anyway):
     LiteRT has no bfloat16 kernels, and inference needs none of mixed precision's speed-up.
     """
     tensorflow()
@@ -102,15 +102,13 @@ def export_litert(model_path: Path, settings: Settings, out: Path) -> str | None
     try:
         model = load_keras_model(model_path)
         if any(layer.compute_dtype != "float32" for layer in model.layers):
-            float32 = build_network(settings, "float32")
-            float32.set_weights(model.get_weights())
-            model = float32
+            model = in_float32(model)
         model.export(str(out), format="litert", verbose=False)
     except Exception as err:  # noqa: BLE001  predict falls back to TensorFlow and says why
         Path(out).unlink(missing_ok=True)
-        log.warning("no LiteRT export for %s (%s: %s); predict will use TensorFlow", model_path.parent.name,
-                    type(err).__name__, str(err).splitlines()[0][:200] if str(err) else "")
-        return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'export failed'}"
+        log.warning("no LiteRT export for %s (%s); predict will use TensorFlow", model_path.parent.name,
+                    error_line(err))
+        return error_line(err)
     return None
 
 

@@ -105,6 +105,20 @@ def speed_settings() -> dict[str, object]:
     return dict(_applied)
 
 
+# Lines of TensorFlow's multi-line errors that say where, not what: the graph node, the Python stack.
+_WHERE_LINES = ("File ", "Detected at node", "[[", "<stack traces")
+
+
+def error_line(err: Exception, limit: int = 240) -> str:
+    """ERR's type and message in one line: a multi-line message (TensorFlow's graph errors) keeps its first
+    line and its last line that says what went wrong."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    what = [line for line in lines if not line.startswith(_WHERE_LINES)]
+    message = " ".join(dict.fromkeys(what[:1] + what[-1:]))  # one line twice only once
+    text = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 # oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) that keep its bfloat16 kernels; a lower cap, such as
 # AVX2 to run as a machine without BF16 does, leaves TensorFlow's bfloat16 convolutions without a kernel.
 BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",

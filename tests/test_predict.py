@@ -15,7 +15,7 @@ from PIL import Image
 
 from catsdogs import store
 from catsdogs.images import MAX_FILE_BYTES, ImageError, load_with_tensorflow
-from catsdogs.predict import KerasPredictor, collect_inputs, error_line
+from catsdogs.predict import KerasPredictor, collect_inputs
 from catsdogs.registry import RegistryError, list_models, register_model, resolve_model
 from catsdogs.train import evaluate_model, train_model
 from tests.conftest import copy_models, run_cli
@@ -162,18 +162,6 @@ def test_each_set_of_views_of_one_run_is_registered_apart(trained, tmp_path: Pat
     assert card.name == f"{name}-tta" and card.settings["tta_flip"] is True
     assert card.test_accuracy == flipped.test_accuracy and trained["card"].settings["tta_flip"] is False
     assert register_model(run, flipped, into, "0" * 64) == card  # the same views again: the card already there
-
-
-def test_a_multi_line_model_error_is_one_line_saying_what_went_wrong():
-    graph_error = RuntimeError("Graph execution error:\n\nDetected at node model/stem/convolution defined at (most "
-                               "recent call last):\n  File \"cli.py\", line 8, in <module>\nOperation received an "
-                               "exception: could not create a primitive descriptor\n\t [[{{node stem}}]] [Op:x]")
-    line = error_line(graph_error)
-    assert "\n" not in line and "stem" not in line and "File" not in line
-    assert line == ("RuntimeError: Graph execution error: Operation received an exception: could not create a "
-                    "primitive descriptor")
-    assert error_line(ZeroDivisionError("division by zero")) == "ZeroDivisionError: division by zero"
-    assert error_line(ValueError()) == "ValueError" and len(error_line(ValueError("x" * 999))) == 240
 
 
 def test_collect_inputs_globs_and_folders(tmp_path: Path):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from catsdogs.runtime import error_line
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
@@ -65,3 +67,15 @@ def test_captured_native_lines_other_than_the_noise_are_written_back(capfd):
         print("a Python line", file=sys.stderr)
     kept = capfd.readouterr().err.splitlines()
     assert sorted(kept) == ["E0000 00:00:1.0 1 something.cc:1] a real error", "a Python line"]
+
+
+def test_a_multi_line_model_error_is_one_line_saying_what_went_wrong():
+    graph_error = RuntimeError("Graph execution error:\n\nDetected at node model/stem/convolution defined at (most "
+                               "recent call last):\n  File \"cli.py\", line 8, in <module>\nOperation received an "
+                               "exception: could not create a primitive descriptor\n\t [[{{node stem}}]] [Op:x]")
+    line = error_line(graph_error)
+    assert "\n" not in line and "stem" not in line and "File" not in line
+    assert line == ("RuntimeError: Graph execution error: Operation received an exception: could not create a "
+                    "primitive descriptor")
+    assert error_line(ZeroDivisionError("division by zero")) == "ZeroDivisionError: division by zero"
+    assert error_line(ValueError()) == "ValueError" and len(error_line(ValueError("x" * 999))) == 240
