@@ -19,6 +19,7 @@ from tasks.sweep import (
     publish_comparison,
     started,
     task_runner,
+    wait_awake,
     workers_report_here,
 )
 
@@ -87,7 +88,7 @@ class ConfigurationFailed(RuntimeError):
 
 def outcome(future: PrefectFuture, settings: Settings, varied: list[str]) -> RunResult:
     """The configuration's row: its result, or why it failed (the others go on either way)."""
-    future.wait()
+    wait_awake(future)
     state = future.state
     if state.is_completed():
         return state.result()

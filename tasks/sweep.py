@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from prefect import get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -28,6 +30,21 @@ def task_runner(dask_address: str | None, dask_workers: int) -> TaskRunner:
         return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": ":0"})
     return ThreadPoolTaskRunner(max_workers=1)
+
+
+# How often the sweep's main thread wakes while it waits for a configuration (see wait_awake).
+WAKE_S = 0.25
+
+
+def wait_awake(future: PrefectFuture) -> None:
+    """Wait for FUTURE, waking every WAKE_S seconds. A signal's Python handler, which asks the trainings to stop,
+    runs only in the main thread and only when that thread runs Python: the kernel may hand the signal to one
+    of the training's threads and leave the main thread asleep on its lock until the whole training ends."""
+    finished = threading.Event()
+    future.add_done_callback(lambda _: finished.set())
+    while not finished.wait(WAKE_S):
+        pass
+    future.wait()
 
 
 @contextmanager

@@ -406,3 +406,38 @@ def test_an_unreachable_dask_scheduler_is_one_line(prefect_server, sample_archiv
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"catsdogs: cannot reach the Dask scheduler at tcp://127.0.0.1:{port}: ")
     assert "Traceback" not in result.stderr and not (tmp_path / "w" / "runs").exists()
+
+
+def test_waiting_for_a_configuration_runs_a_signal_handler_that_another_thread_received():
+    """The kernel may hand a signal to any thread that does not block it; its Python handler (which asks the
+    trainings to stop) must still run while the sweep waits, not only once the training has ended. The main
+    thread blocks SIGUSR1 here, so the kernel must hand it to the training's thread."""
+    import concurrent.futures
+    import threading
+    import uuid
+
+    from prefect.futures import PrefectConcurrentFuture
+
+    from tasks.sweep import wait_awake
+
+    handled = threading.Event()
+    ended_first = concurrent.futures.Future()
+
+    def training() -> None:
+        """Signal this process once the main thread sleeps in its wait; run until the handler has run, or 10 s."""
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        ended_first.set_result(not handled.wait(10))
+
+    previous = signal.signal(signal.SIGUSR1, lambda *_: handled.set())
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        worker = threading.Thread(target=lambda: (signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1}),
+                                                  training()))
+        worker.start()
+        wait_awake(PrefectConcurrentFuture(uuid.uuid4(), ended_first))
+        worker.join()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        signal.signal(signal.SIGUSR1, previous)
+    assert ended_first.result() is False, "the handler ran only after the training had ended"
