@@ -26,9 +26,8 @@ from catsdogs.train import predict_probabilities
 SPLITS = ("validation", "test")
 
 
-def run_probabilities(run_dir: Path) -> dict[str, dict[str, tuple[float, int]]]:
+def run_probabilities(run_dir: Path, settings: dict) -> dict[str, dict[str, tuple[float, int]]]:
     """For each split: file name -> (probability of dog over the run's views, label)."""
-    settings = json.loads((run_dir / "settings.json").read_text())
     arrays = validation_arrays(run_dir, settings["image_size"])
     model = load_keras_model(run_dir / "best.keras")
     out: dict[str, dict[str, tuple[float, int]]] = {}
@@ -54,17 +53,18 @@ def main() -> None:
     tensorflow()
     each = {}
     for run_dir in args.runs:
-        each[run_dir] = run_probabilities(run_dir)
         settings = json.loads((run_dir / "settings.json").read_text())
+        each[run_dir] = run_probabilities(run_dir, settings)
         print(json.dumps({"run": str(run_dir), "variant": settings["variant"], "seed": settings["seed"]}
                          | {f"{split}_accuracy": accuracy(each[run_dir][split]) for split in SPLITS}), flush=True)
     summary: dict[str, object] = {"ensemble_of": len(args.runs)}
+    first = each[args.runs[0]]
     for split in SPLITS:
         files = set.intersection(*(set(probs[split]) for probs in each.values()))
-        if len(files) != len(next(iter(each.values()))[split]):
+        if len(files) != len(first[split]):
             raise SystemExit(f"the runs' {split} images differ: they must come from the same subsets")
-        averaged = {f: (float(np.mean([probs[split][f][0] for probs in each.values()])),
-                        next(iter(each.values()))[split][f][1]) for f in files}
+        averaged = {f: (float(np.mean([probs[split][f][0] for probs in each.values()])), first[split][f][1])
+                    for f in files}
         summary[f"{split}_accuracy"] = accuracy(averaged)
         summary[f"{split}_images"] = len(files)
     print(json.dumps(summary))
