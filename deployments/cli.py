@@ -183,6 +183,30 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return 0 if metrics is not None else 1
 
 
+def _temporary_server_in_its_own_session() -> None:
+    """Start Prefect's temporary server outside this command's process group. A terminal's Ctrl-C reaches the
+    whole group: it stopped the server at once, and the interrupted run then spent minutes retrying a dead API
+    with tracebacks before it could end. This command stops the server itself as it exits (Prefect's atexit)."""
+    import functools
+
+    from prefect.server.api import server
+
+    start = server.SubprocessASGIServer._run_uvicorn_command
+    if getattr(start, "own_session", False):
+        return
+
+    def in_own_session(self: Any) -> Any:
+        popen = server.subprocess.Popen
+        server.subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
+        try:
+            return start(self)
+        finally:
+            server.subprocess.Popen = popen  # type: ignore[misc]
+
+    in_own_session.own_session = True  # type: ignore[attr-defined]
+    server.SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]
+
+
 def announce(what: str) -> None:
     """The command's first line, at once: Prefect, TensorFlow and a temporary server take seconds to start."""
     server = ("the Prefect server at PREFECT_API_URL" if os.environ.get("PREFECT_API_URL") else
@@ -194,6 +218,7 @@ def announce(what: str) -> None:
 def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[Any], str]) -> Any | None:
     """Run a flow, an expected failure ending in its one line (None); show its result as JSON or as text."""
     _terminal_shows_expected_failures_in_one_line()
+    _temporary_server_in_its_own_session()
     try:
         result = start()
     except expected_failures() as err:

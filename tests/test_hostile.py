@@ -159,7 +159,9 @@ def test_every_stop_signal_is_handled_as_ctrl_c(monkeypatch):
 
 @pytest.mark.e2e
 def test_a_hung_up_run_stops_its_temporary_prefect_server(serve, tmp_path: Path):
-    """SIGHUP (a closed terminal) here; SIGTERM and SIGINT stop a sweep in test_faults."""
+    """SIGHUP (a closed terminal) here, sent as a terminal sends it: to the command's whole process group, which
+    must not stop the server under the run (the run would then retry a dead API for minutes); SIGTERM and SIGINT
+    stop a sweep in test_faults."""
     signum = signal.SIGHUP
     stalled = serve(make_kaggle_zip(tmp_path / "k.zip").read_bytes())
     stalled.behaviour.stall_after = [100] * 20  # the download hangs, so the run is busy when the signal comes
@@ -168,14 +170,14 @@ def test_a_hung_up_run_stops_its_temporary_prefect_server(serve, tmp_path: Path)
     with open(log, "w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "deployments.cli", "run", "--data-url", stalled.url,
                                     "--workdir", str(tmp_path / "w")], cwd=ROOT, env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         deadline = time.monotonic() + 180
         while "Beginning flow run" not in log.read_text() and time.monotonic() < deadline:
             assert process.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         started = children_of(process.pid)
         assert started, "the temporary server runs as a child process"
-        process.send_signal(signum)
+        os.killpg(process.pid, signum)
         assert process.wait(timeout=120) != 0
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in started) and time.monotonic() < deadline:
