@@ -320,6 +320,9 @@ class Settings(BaseSettings):
                 f"expected an http://, https:// or file:// URL, got {redact_url(value)!r}; "
                 "for a local archive use file:///absolute/path/train.zip"
             )
+        problem = _url_problem(value)
+        if problem:  # refused here, in a second, rather than by the download after Prefect and a flow run start
+            raise ValueError(f"{redact_url(value)} is not a valid URL: {problem}; check --data-url")
         return value
 
     @field_validator("data_sha256")
@@ -426,6 +429,22 @@ def redact_url(url: str) -> str:
     query = "&".join(_masked_pair(piece) for piece in re.split(r"[&;]", parts.query)) if parts.query else ""
     fragment = MASK if parts.fragment else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes URL unusable for any download, in words that quote none of it (a port or host that does not
+    parse may be a password, as in http://user:password/...); None when it parses."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "a host in [brackets] is not a valid IPv6 address"
+    try:
+        parts.port  # noqa: B018  raises ValueError for a port that is not a number in range
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        return "it names no host"
+    return None
 
 
 def _masked_pair(piece: str) -> str:

@@ -271,8 +271,8 @@ def test_credentials_stay_out_of_flow_parameters_logs_and_artifacts(prefect_serv
 
 
 @pytest.mark.parametrize("url, status", [
-    ("http://alice:hunter2@127.0.0.1:99999/train.zip?token=s3cret", 1),  # the port does not parse
-    ("http://alice:hunter2@[::1/train.zip?token=s3cret", 1),
+    ("http://alice:hunter2@127.0.0.1:99999/train.zip?token=s3cret", 2),  # the port does not parse: a usage error
+    ("http://alice:hunter2@[::1/train.zip?token=s3cret", 2),
     ("ftp://alice:hunter2@example.org/train.zip?token=s3cret", 2),  # not a scheme catsdogs reads
     ("http://127.0.0.1:9/train.zip?s3cret", 1),  # a query word without =, refused by the closed port
     ("http://alice:hun\nter2@127.0.0.1:9/train.zip", 1),  # a newline in the password: the URL is masked whole

@@ -130,6 +130,20 @@ def test_urls_are_masked_by_parsing_and_whole_where_they_do_not_parse(url, shown
         assert secret not in shown
 
 
+@pytest.mark.parametrize("url, problem", [
+    ("http://alice:hunter2@127.0.0.1:99999/train.zip?token=s3cret", "its port is not a number from 0 to 65535"),
+    ("http://alice:hunter2/train.zip", "its port is not a number from 0 to 65535"),  # the password taken for a port
+    ("http://alice:hunter2@[::1/train.zip?token=s3cret", "a host in [brackets] is not a valid IPv6 address"),
+    ("https:///train.zip?token=s3cret", "it names no host"),
+])
+def test_a_url_no_download_could_use_is_refused_as_a_setting_without_showing_it(url, problem):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"data_url": url})
+    message = str(caught.value)
+    assert f"invalid setting data_url: *** is not a valid URL: {problem}; check --data-url" in message
+    assert not [secret for secret in ("alice", "hunter2", "s3cret") if secret in message]
+
+
 @pytest.mark.parametrize("overrides, words", [
     ({"epochs": True}, ["invalid setting epochs", "expected a number, got true"]),
     ({"learning_rate": False}, ["invalid setting learning_rate", "expected a number, got false"]),
