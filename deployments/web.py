@@ -182,7 +182,8 @@ PAGE = """<!doctype html>
  #examples img { width: 56px; height: 56px; object-fit: cover; border-radius: 5px; display: block; }
  #answers { display: flex; flex-wrap: wrap; gap: 1em; }
  figure { margin: 0; width: 160px; }
- figure img { width: 160px; height: 160px; object-fit: cover; border-radius: 8px; display: block; }
+ figure img, .nopreview { width: 160px; height: 160px; object-fit: cover; border-radius: 8px; display: block; }
+ .nopreview { display: flex; align-items: center; justify-content: center; background: #f2f2f2; color: #888; }
  figcaption { margin-top: .3em; overflow-wrap: anywhere; }
  .label { font-weight: bold; font-size: 1.2em; } .unsure { color: #a60; } .error { color: #b00; }
  .bar { height: 6px; background: #eee; border-radius: 3px; margin: .25em 0; }
@@ -193,7 +194,7 @@ PAGE = """<!doctype html>
 <h1>Cat or dog?</h1>
 <p class="model">Answered by model <span id="model">{{MODEL}}</span>.</p>
 <label id="drop">Drop photos here, click to pick them, or paste one
- <small>JPEG, PNG, GIF, BMP, WEBP · up to {{MAX_FILES}} at once</small>
+ <small>JPEG, PNG, GIF, BMP, WEBP, TIFF · up to {{MAX_FILES}} at once</small>
  <input id="pick" type="file" accept="image/*" multiple hidden></label>
 <div id="examples" hidden>Or try one: </div>
 <div id="answers"></div>
@@ -233,16 +234,27 @@ function show(caption, answer, ms) {
   detail.textContent = percent.toFixed(1) + "% " + answer.label + " · " + ms + " ms · " + answer.path;
   caption.append(label, bar, detail);
 }
+function preview(file) {
+  // A file the browser cannot draw (not an image, or a TIFF) gets a plain box, not a broken-image icon
+  const figure = document.createElement("figure");
+  const img = document.createElement("img"); img.alt = file.name;
+  img.onload = () => URL.revokeObjectURL(img.src);
+  img.onerror = () => {
+    URL.revokeObjectURL(img.src);
+    const box = document.createElement("div"); box.className = "nopreview"; box.textContent = "no preview";
+    box.setAttribute("role", "img"); box.setAttribute("aria-label", file.name); img.replaceWith(box);
+  };
+  img.src = URL.createObjectURL(file);
+  const caption = document.createElement("figcaption"); caption.textContent = "asking…";
+  figure.append(img, caption); return figure;
+}
 async function ask(files) {
   if (!files.length) return;
   const form = new FormData();
   for (const file of files) form.append("files", file, file.name);
-  const captions = [...files].map(file => {
-    const figure = document.createElement("figure");
-    const img = document.createElement("img"); img.src = URL.createObjectURL(file); img.alt = file.name;
-    const caption = document.createElement("figcaption"); caption.textContent = "asking…";
-    figure.append(img, caption); answers.prepend(figure); return caption;
-  });
+  const figures = [...files].map(preview);
+  answers.prepend(...figures);  // the newest on top, each batch in the order given
+  const captions = figures.map(figure => figure.querySelector("figcaption"));
   const started = performance.now();
   let result;
   try {

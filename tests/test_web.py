@@ -219,20 +219,28 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
             assert registered["card"].name in page.locator("#model").inner_text()
             cat = tmp_path / "a cat.png"
             Image.fromarray(np.full((90, 90, 3), (200, 60, 60), np.uint8)).save(cat)
-            page.set_input_files("#pick", [str(cat), str(photo)])  # each answer under its own photo
+            notes = tmp_path / "notes.jpg"
+            notes.write_text("not a photo")
+            # each answer under its own photo, in the order picked; a file that is no image, in a plain box
+            page.set_input_files("#pick", [str(cat), str(photo), str(notes)])
             page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 2",
                                    timeout=30_000)
-            for figure in page.locator("figure").all():
-                assert figure.locator("img").get_attribute("alt") in figure.locator("figcaption").inner_text()
+            page.locator("figure .nopreview").wait_for(timeout=30_000)
+            names = page.evaluate("() => [...document.querySelectorAll('figure')].map(f => f.firstChild.alt"
+                                  " || f.firstChild.getAttribute('aria-label'))")
+            assert names == ["a cat.png", "my dog.jpg", "notes.jpg"]
+            for figure, name in zip(page.locator("figure").all(), names, strict=True):
+                assert name in figure.locator("figcaption").inner_text()
+            assert "not an image file" in page.locator("figcaption").nth(2).inner_text()
+            assert page.evaluate("() => [...document.images].filter(i => i.complete && !i.naturalWidth).length") == 0
             label = page.locator("figcaption .label").first
-            label.wait_for(timeout=30_000)
             assert label.inner_text() in ("cat", "dog", "not sure: cat?", "not sure: dog?")
-            caption = page.locator("figcaption").first.inner_text()
+            caption = page.locator("figcaption").nth(1).inner_text()
             assert "my dog.jpg" in caption and re.search(r"\d+\.\d% (cat|dog) · \d+ ms", caption), caption
             width = page.locator("figcaption .bar span").first.evaluate("e => e.style.width")
             assert 50 <= float(width.rstrip("%")) <= 100  # the confidence bar: the answer's probability
             page.locator("#examples button").first.click()  # a validation photo to try
-            page.locator("figure").nth(2).wait_for(timeout=30_000)
+            page.locator("figure").nth(3).wait_for(timeout=30_000)
             page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 3",
                                    timeout=30_000)
             assert "cat-1.jpg" in page.locator("figcaption").first.inner_text()
