@@ -54,6 +54,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catsdogs", description="Cat or dog? Train and evaluate the convnet.")
+    parser.add_argument("--version", action="version", version=versions_line())
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run", help="run the training flow locally",
@@ -205,6 +206,20 @@ def _temporary_server_in_its_own_session() -> None:
 
     in_own_session.own_session = True  # type: ignore[attr-defined]
     server.SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]
+
+
+def versions_line() -> str:
+    """catsdogs' version and those of the libraries its answers depend on, read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in ("tensorflow", "keras", "prefect"))
+    return f"catsdogs {installed('catsdogs')} (Python {sys.version.split()[0]}; {libraries})"
 
 
 def announce(what: str) -> None:

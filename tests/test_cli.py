@@ -38,6 +38,15 @@ def test_bfloat16_under_a_onednn_cap_without_it_is_a_usage_error_before_any_work
     assert "--precision auto or float32" in result.stderr and not (tmp_path / "w").exists()
 
 
+def test_version_names_catsdogs_and_the_libraries_its_answers_depend_on():
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    libraries = ", ".join(f"{name} {version(name)}" for name in ("tensorflow", "keras", "prefect"))
+    assert result.stdout.strip() == f"catsdogs {version('catsdogs')} (Python {sys.version.split()[0]}; {libraries})"
+
+
 def test_environment_setting_is_checked_too(tmp_path: Path):
     result = run_cli("run", CATSDOGS_VALIDATION_RANGE="500-1200")
     assert result.returncode == 2 and "overlaps" in result.stderr
