@@ -161,7 +161,6 @@ def _download(folder: Path, settings: Settings) -> Archive:
     return download_into(folder, settings.data_url, settings.data_sha256, settings.download_timeout_s)
 
 
-
 def _extract(folder: Path, settings: Settings, archive: Archive) -> Path:
     from catsdogs.data import unzip_archive
 
@@ -175,19 +174,16 @@ def _make_subsets(folder: Path, settings: Settings, images: Path) -> Subsets:
     return make_subsets(images, folder, ranges)
 
 
-
 def _build_arrays(folder: Path, settings: Settings, subsets: Subsets) -> DatasetArrays:
     from catsdogs.datasets import build_arrays
 
     return build_arrays(subsets, folder, settings.image_size, settings.batch_size)
 
 
-
 def _train(folder: Path, settings: Settings, arrays: DatasetArrays, on_epoch: Any = None) -> TrainedModel:
     from catsdogs.train import train_model
 
     return train_model(settings, arrays, folder, on_epoch=on_epoch)
-
 
 
 def _evaluate(folder: Path, settings: Settings, trained: TrainedModel, arrays: DatasetArrays) -> Metrics:
@@ -197,13 +193,11 @@ def _evaluate(folder: Path, settings: Settings, trained: TrainedModel, arrays: D
                           float(settings.tta_crop or 0.0))
 
 
-
 def _register(folder: Path, settings: Settings, trained: TrainedModel, metrics: Metrics,
               archive: Archive) -> ModelCard:
     from catsdogs.registry import register_model
 
     return register_model(trained, metrics, settings, archive.sha256, folder)
-
 
 
 # Version 3 is the one every step had when one global version keyed them all: workdirs keep their folders.

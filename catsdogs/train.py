@@ -333,8 +333,6 @@ def predict_probabilities(model: Any, images: Any, tta_flip: bool = False, tta_c
     return np.concatenate(batches) if batches else np.zeros(0)
 
 
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -111,7 +111,6 @@ def test_a_file_broken_after_the_subsets_step_is_named(tmp_path: Path):
     assert not (tmp_path / "d").exists()
 
 
-
 def test_a_complete_step_whose_file_was_cut_short_is_rebuilt_naming_the_file(tiny_zip: Path, tmp_path: Path, caplog):
     """The marker records each file's size (and hash, where small): a datasets array truncated after its step
     completed is noticed, named in a warning and rebuilt, instead of failing every later training."""

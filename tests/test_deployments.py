@@ -26,7 +26,6 @@ TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 ALL_NAMES = {s["name"] for s in TRAINING} | {PREDICTION["name"], PROMOTION["name"], SWEEP["name"]}
 
 
-
 class PrefectServer:
     """A real `prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite file."""
 
