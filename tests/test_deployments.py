@@ -204,10 +204,17 @@ def test_prefect_yaml_matches_the_schedules():
         assert by_name[spec["name"]]["description"] == spec["description"]
 
 
+def clone_workdirs() -> dict[str, set[Path] | None]:
+    """What the workdirs a run in the clone would use hold, two levels down (a step's folders); None: absent."""
+    return {name: set((ROOT / name).glob("*/*")) if (ROOT / name).exists() else None
+            for name in ("work", "catsdogs-work")}
+
+
 def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sample_archive, tmp_path):
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
     elsewhere = tmp_path / "elsewhere"  # `catsdogs serve` started outside the repository, its workdir relative
     elsewhere.mkdir()
+    in_the_clone = clone_workdirs()  # a developer's own `catsdogs run` in the clone made catsdogs-work: it stays
     serve = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve"], cwd=elsewhere,
                              env=serving_env(server, sample_archive, "work"), stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -223,7 +230,7 @@ def test_serve_registers_schedules_and_runs_a_triggered_deployment(server, sampl
         assert run["name"] == "baseline-1ep-78px-seed0-batch-size=8"  # named from its resolved settings
         workdir = (elsewhere / "work").resolve()  # where serve was started, though serve works in the clone
         assert {"catsdogs", "variant:baseline", "precision:float32", "seed:0", f"workdir:{workdir}"} <= set(run["tags"])
-        assert (workdir / "runs").is_dir() and not (ROOT / "work").exists() and not (ROOT / "catsdogs-work").exists()
+        assert (workdir / "runs").is_dir() and clone_workdirs() == in_the_clone  # nothing made in the clone
         artifacts = check_training_artifacts(server, flow_run_id, augmented=False)
         check_training_logs(server, flow_run_id)
         assert "epoch 1/1: loss" in (tmp_path / "serve.log").read_text()  # and in the serve terminal
