@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -26,6 +29,14 @@ from PIL import Image
 from catsdogs.runtime import onednn_cap_without_bf16
 from tasks import use_prefect_defaults
 
+# The suite's Prefect state lives in a folder of its own, made for each test process and removed as it ends: the
+# tests that start a temporary server wrote their runs into the developer's ~/.prefect database (listed in their UI
+# afterwards), and a developer's profile (a Prefect Cloud login, say) must not receive the suite's runs either.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="catsdogs-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+for _name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+    os.environ.pop(_name, None)
 use_prefect_defaults()  # before Prefect is imported
 
 # A developer's own settings (say CATSDOGS_EPOCHS=3 in the shell, a documented way to set them) must not change
