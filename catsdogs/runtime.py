@@ -180,3 +180,8 @@ def request_stop() -> None:
 
 def stop_requested() -> bool:
     return _stop.is_set()
+
+
+def clear_stop_request() -> None:
+    """Forget a stop asked for earlier: a new command in the same process (a test session's) starts afresh."""
+    _stop.clear()

@@ -121,7 +121,11 @@ def _port(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command; SIGTERM and SIGHUP stop it as Ctrl-C does, so that what it started (a temporary Prefect
-    server) is stopped too; output cut short by a closed pipe (`| head`) ends it quietly."""
+    server) is stopped too; output cut short by a closed pipe (`| head`) ends it quietly. The handlers stay
+    installed after it returns, for what the process does as it exits (stopping that server)."""
+    from catsdogs import runtime
+
+    runtime.clear_stop_request()  # a stop asked of an earlier command in this process is not this one's
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     try:

@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,6 +89,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _signal_handlers_and_stop_requests_stay_as_they_were() -> Iterator[None]:
+    """A test that calls the command in this process (deployments.cli.main) leaves its signal handlers installed,
+    as the command keeps them for its exit: a signal this worker got later (CI logged one) then asked every
+    training of the tests after it to stop. Put back after each test."""
+    from catsdogs import runtime
+
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {signum: signal.getsignal(signum) for signum in stop_signals}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+    runtime.clear_stop_request()
+
+
+@pytest.fixture(autouse=True)
 def _unit_tests_start_no_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit test runs in this process: one that starts Python, a command of this environment (prefect,
     catsdogs) or a shell belongs to the e2e tier. Libraries' own probes (`uname -p`) are not counted."""
@@ -124,7 +140,6 @@ def run_cli(*args: str, **env: str) -> CommandResult:
     """
     import contextlib
     import logging
-    import signal
 
     from deployments.cli import main
 

@@ -157,6 +157,15 @@ def test_every_stop_signal_is_handled_as_ctrl_c(monkeypatch):
     assert set(installed.values()) == {cli._interrupt}
 
 
+def test_a_command_in_the_same_process_does_not_inherit_an_earlier_commands_stop():
+    """A stop asked of one command (its signal handler sets it for the trainings' threads) is not the next one's."""
+    from catsdogs import runtime
+
+    runtime.request_stop()
+    assert run_cli("run", "--image-size", "64").returncode == 2
+    assert not runtime.stop_requested()
+
+
 @pytest.mark.e2e
 def test_a_hung_up_run_stops_its_temporary_prefect_server(serve, tmp_path: Path):
     """SIGHUP (a closed terminal) here, sent as a terminal sends it: to the command's whole process group, which
