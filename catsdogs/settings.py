@@ -415,15 +415,9 @@ def redact_url(url: str) -> str:
     """The URL as logs, errors, artifacts and flow parameters show it: parsed, with its user info, query values
     (and query words without a value) and fragment masked. A URL that does not parse cleanly (control characters
     or spaces, a bad port or host) is masked whole: no part of it can be trusted not to hold a secret."""
-    if not isinstance(url, str) or re.search(r"[\x00-\x20\x7f]", url):
+    if not isinstance(url, str) or re.search(r"[\x00-\x20\x7f]", url) or _url_problem(url):
         return MASK
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  raises ValueError for a port that is not a number in range
-    except ValueError:
-        return MASK
-    if parts.scheme and "://" in url and not parts.hostname and parts.scheme != "file":
-        return MASK
+    parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{MASK}@{host}" if "@" in parts.netloc else host
     query = "&".join(_masked_pair(piece) for piece in re.split(r"[&;]", parts.query)) if parts.query else ""
@@ -432,8 +426,9 @@ def redact_url(url: str) -> str:
 
 
 def _url_problem(url: str) -> str | None:
-    """What makes URL unusable for any download, in words that quote none of it (a port or host that does not
-    parse may be a password, as in http://user:password/...); None when it parses."""
+    """Why URL does not parse as a URL any download could use, in words that quote none of it (a port or host
+    that does not parse may be a password, as in http://user:password/...); None when it parses. The settings
+    refuse such a URL, and redact_url masks it whole."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -442,7 +437,7 @@ def _url_problem(url: str) -> str | None:
         parts.port  # noqa: B018  raises ValueError for a port that is not a number in range
     except ValueError:
         return "its port is not a number from 0 to 65535"
-    if parts.scheme.lower() != "file" and not parts.hostname:
+    if "://" in url and parts.scheme.lower() != "file" and not parts.hostname:
         return "it names no host"
     return None
 
