@@ -136,15 +136,15 @@ def run_cli(*args: str, **env: str) -> CommandResult:
     """`catsdogs ARGS` in this process, with ENV over an environment free of catsdogs and Prefect API settings.
 
     For checks where a new process is not the point (usage errors, predict, models): seconds faster than a
-    subprocess each. What the command changes for its process (environment, log handlers) is put back; its
-    signal handlers, after each test (an autouse fixture).
+    subprocess each. What the command changes for its process (signal handlers, stderr warnings) is put back.
     """
     import contextlib
     import logging
 
     from deployments.cli import main
 
-    saved_env = dict(os.environ)
+    saved_env, saved_signals = dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM,
+                                                                                    signal.SIGHUP)}
     library_log = logging.getLogger("catsdogs")
     saved_handlers = list(library_log.handlers)
     for name in [name for name in os.environ if name.startswith(("CATSDOGS_", "PREFECT_API"))]:
@@ -160,6 +160,8 @@ def run_cli(*args: str, **env: str) -> CommandResult:
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
         library_log.handlers[:] = saved_handlers
     return CommandResult(status, out.getvalue(), err.getvalue())
 
