@@ -366,6 +366,32 @@ def check_backbone_weights(settings: Settings, timeout_s: float = 5.0) -> None:
             f"download, or pass --backbone-weights /path/to/{EFFICIENTNET_WEIGHTS}")
 
 
+def training_memory_floor(settings: Settings) -> int:
+    """Bytes a training of SETTINGS holds at the least: its training and validation images twice (the decoded
+    arrays and TensorFlow's copy), and one batch in float32 before and after augmentation and out of the first
+    layer (32 channels; at full size in the reference convnet, at half size behind the others' strided stems).
+    The real need is larger: this only tells settings that cannot fit from those that might."""
+    size, batch = int(settings.image_size), settings.batch_size  # type: ignore[arg-type]
+    images = sum(2 * (last - first + 1) for first, last in (settings.train_range, settings.validation_range))
+    first_layer = 32 * (size if settings.spec.network == "reference" else size // 2) ** 2
+    return 2 * images * size * size * 3 + batch * 4 * (2 * size * size * 3 + first_layer)
+
+
+def check_memory(settings: Settings) -> None:
+    """Raise SettingsError before any work when SETTINGS' training cannot fit in this machine's memory: the
+    system would otherwise kill it, after the data steps, with no line saying why."""
+    from catsdogs.runtime import memory_limit_bytes
+
+    need, have = training_memory_floor(settings), memory_limit_bytes()
+    if need > have:
+        gib = 2 ** 30
+        raise SettingsError(
+            f"invalid settings: training at {settings.image_size} px in batches of {settings.batch_size} needs at "
+            f"least {need / gib:.1f} GiB of memory (its images, and a batch through the first layer), and this "
+            f"machine allows {have / gib:.1f} GiB; lower --image-size or --batch-size, or train on fewer images "
+            "(--train-range, --validation-range)")
+
+
 def efficientnet_base(image_size: int, weights: str, precision: str) -> Any:
     """EfficientNetV2B0 without its top, frozen; it rescales 0-255 pixels itself."""
     import keras

@@ -171,10 +171,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(overrides, args.config)
         check_workdir(settings.workdir)
-        from catsdogs.model import check_backbone_weights
+        from catsdogs.model import check_backbone_weights, check_memory
         from catsdogs.runtime import check_precision
 
         check_backbone_weights(settings)  # efficientnet without weights stops here, before any work
+        check_memory(settings)  # so do images and batches too large for this machine
         check_precision(str(settings.precision))  # so does bfloat16 under a oneDNN cap without its kernels
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
@@ -348,7 +349,12 @@ def sweep_plan(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Settings
         where = " ".join(f"{name}={value}" for name, value in first.items())
         raise SettingsError(f"sweep configuration {where}: {err}") from None
     given = sorted(settings.given or ())
-    expand_grid(settings, grid, given)  # every configuration valid before anything starts
+    configurations = expand_grid(settings, grid, given)  # every configuration valid before anything starts
+    if not args.dask_address:  # they train on this machine: each must fit in its memory
+        from catsdogs.model import check_memory
+
+        for configuration in configurations:
+            check_memory(configuration)
     return grid, settings, given
 
 

@@ -38,6 +38,14 @@ def test_bfloat16_under_a_onednn_cap_without_it_is_a_usage_error_before_any_work
     assert "--precision auto or float32" in result.stderr and not (tmp_path / "w").exists()
 
 
+def test_a_training_too_large_for_the_memory_is_a_usage_error_before_any_work(tmp_path: Path):
+    for command in ("run", "sweep"):
+        result = run_cli(command, "--image-size", "1024", "--batch-size", "4096", "--workdir", str(tmp_path / "w"))
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "needs at least" in result.stderr and "--batch-size" in result.stderr
+        assert not (tmp_path / "w").exists()
+
+
 def test_version_names_catsdogs_and_the_libraries_its_answers_depend_on():
     from importlib.metadata import version
 

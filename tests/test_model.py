@@ -136,3 +136,35 @@ def test_one_warp_rotates_and_zooms_as_keras_layers_do():
     np.testing.assert_array_equal(layer(images, training=False), images)
     moved = [np.asarray(layer(images, training=True)) for _ in range(2)]
     assert moved[0].shape == images.shape and np.abs(moved[0] - moved[1]).max() > 1  # a new draw each call
+
+
+def test_a_training_too_large_for_the_memory_is_refused_naming_what_to_lower(monkeypatch):
+    from catsdogs import runtime
+    from catsdogs.model import check_memory
+    from catsdogs.settings import Settings, SettingsError
+
+    gib = 2**30
+    monkeypatch.setattr(runtime, "memory_limit_bytes", lambda: 16 * gib)
+    for variant in ("baseline", "xception", "fast", "best", "efficientnet"):
+        check_memory(Settings(variant=variant))  # every default fits a 16 GiB laptop
+    with pytest.raises(SettingsError, match=r"1024 px in batches of 4096 needs at least .* GiB .* allows 16.0 GiB; "
+                                            r"lower --image-size or --batch-size"):
+        check_memory(Settings(image_size=1024, batch_size=4096))
+    big = Settings(image_size=1024, batch_size=32)  # 3,000 images of 3 MiB, twice: more than 16 GiB
+    with pytest.raises(SettingsError, match="--train-range"):
+        check_memory(big)
+    check_memory(big.model_copy(update={"train_range": (0, 99), "validation_range": (100, 149)}))
+
+
+def test_the_memory_limit_is_the_containers_where_it_is_lower(monkeypatch, tmp_path):
+    from catsdogs import runtime
+
+    machine = runtime.memory_limit_bytes()
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    monkeypatch.setattr(runtime, "CGROUP_MEMORY_LIMITS", (v2, v1))
+    assert runtime.memory_limit_bytes() == machine  # neither file: the machine's
+    v2.write_text("max\n")
+    v1.write_text("9223372036854771712\n")  # cgroup v1's "no limit"
+    assert runtime.memory_limit_bytes() == machine
+    v1.write_text(f"{2**30}\n")
+    assert runtime.memory_limit_bytes() == 2**30
