@@ -38,11 +38,15 @@ def test_bfloat16_under_a_onednn_cap_without_it_is_a_usage_error_before_any_work
     assert "--precision auto or float32" in result.stderr and not (tmp_path / "w").exists()
 
 
-def test_a_training_too_large_for_the_memory_is_a_usage_error_before_any_work(tmp_path: Path):
+def test_a_training_too_large_for_the_memory_is_a_usage_error_before_any_work(tmp_path: Path, monkeypatch):
+    from catsdogs import runtime
+
+    monkeypatch.setattr(runtime, "memory_limit_bytes", lambda: 16 * 2**30)  # whatever this machine has
     for command in ("run", "sweep"):
         result = run_cli(command, "--image-size", "1024", "--batch-size", "4096", "--workdir", str(tmp_path / "w"))
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert "needs at least" in result.stderr and "--batch-size" in result.stderr
+        assert "needs at least" in result.stderr and "allows 16.0 GiB" in result.stderr
+        assert "--batch-size" in result.stderr
         assert not (tmp_path / "w").exists()
 
 
