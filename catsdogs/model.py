@@ -377,19 +377,23 @@ def training_memory_floor(settings: Settings) -> int:
     return 2 * images * size * size * 3 + batch * 4 * (2 * size * size * 3 + first_layer)
 
 
-def check_memory(settings: Settings) -> None:
-    """Raise SettingsError before any work when SETTINGS' training cannot fit in this machine's memory: the
-    system would otherwise kill it, after the data steps, with no line saying why."""
+def check_memory(settings: Settings, at_once: int = 1) -> None:
+    """Raise SettingsError before any work when SETTINGS' training, AT_ONCE of them side by side (a local Dask
+    cluster's workers), cannot fit in this machine's memory: the system would otherwise kill it, after the data
+    steps, with no line saying why."""
     from catsdogs.runtime import memory_limit_bytes
 
-    need, have = training_memory_floor(settings), memory_limit_bytes()
+    need, have = at_once * training_memory_floor(settings), memory_limit_bytes()
     if need > have:
         gib = 2 ** 30
+        shape = f"at {settings.image_size} px in batches of {settings.batch_size}"
+        trainings = (f"{at_once} trainings at once (--dask-workers), each {shape}, need" if at_once > 1 else
+                     f"training {shape} needs")
+        fixes = "--dask-workers, --image-size or --batch-size" if at_once > 1 else "--image-size or --batch-size"
         raise SettingsError(
-            f"invalid settings: training at {settings.image_size} px in batches of {settings.batch_size} needs at "
-            f"least {need / gib:.1f} GiB of memory (its images, and a batch through the first layer), and this "
-            f"machine allows {have / gib:.1f} GiB; lower --image-size or --batch-size, or train on fewer images "
-            "(--train-range, --validation-range)")
+            f"invalid settings: {trainings} at least {need / gib:.1f} GiB of memory (the images, and a batch "
+            f"through the first layer), and this machine allows {have / gib:.1f} GiB; lower {fixes}, or train on "
+            "fewer images (--train-range, --validation-range)")
 
 
 def efficientnet_base(image_size: int, weights: str, precision: str) -> Any:

@@ -350,11 +350,11 @@ def sweep_plan(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Settings
         raise SettingsError(f"sweep configuration {where}: {err}") from None
     given = sorted(settings.given or ())
     configurations = expand_grid(settings, grid, given)  # every configuration valid before anything starts
-    if not args.dask_address:  # they train on this machine: each must fit in its memory
-        from catsdogs.model import check_memory
+    if not args.dask_address:  # they train on this machine, one at a time or on each local Dask worker at once
+        from catsdogs.model import check_memory, training_memory_floor
 
-        for configuration in configurations:
-            check_memory(configuration)
+        largest = max(configurations, key=training_memory_floor)
+        check_memory(largest, at_once=min(args.dask_workers or 1, len(configurations)))
     return grid, settings, given
 
 

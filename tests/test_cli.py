@@ -48,6 +48,10 @@ def test_a_training_too_large_for_the_memory_is_a_usage_error_before_any_work(tm
         assert "needs at least" in result.stderr and "allows 16.0 GiB" in result.stderr
         assert "--batch-size" in result.stderr
         assert not (tmp_path / "w").exists()
+    several = run_cli("sweep", "--image-size", "512", "--batch-size", "64", "--seed", "0,1,2,3", "--dask-workers",
+                      "4", "--workdir", str(tmp_path / "w"))  # each fits 16 GiB alone, not four at once
+    assert several.returncode == 2 and "lower --dask-workers" in several.stderr, several.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_version_names_catsdogs_and_the_libraries_its_answers_depend_on():

@@ -154,6 +154,11 @@ def test_a_training_too_large_for_the_memory_is_refused_naming_what_to_lower(mon
     with pytest.raises(SettingsError, match="--train-range"):
         check_memory(big)
     check_memory(big.model_copy(update={"train_range": (0, 99), "validation_range": (100, 149)}))
+    four = Settings(image_size=512, batch_size=64)  # fits alone, not four times over (a local Dask cluster)
+    check_memory(four)
+    with pytest.raises(SettingsError, match=r"4 trainings at once \(--dask-workers\), each at 512 px .* lower "
+                                            r"--dask-workers"):
+        check_memory(four, at_once=4)
 
 
 def test_the_memory_limit_is_the_containers_where_it_is_lower(monkeypatch, tmp_path):
