@@ -396,6 +396,16 @@ def check_memory(settings: Settings, at_once: int = 1) -> None:
             "fewer images (--train-range, --validation-range)")
 
 
+def check_before_work(settings: Settings) -> None:
+    """Raise SettingsError for what would stop SETTINGS' training later, before any work starts: efficientnet's
+    weights that can be had neither way, a training too large for the memory, bfloat16 under a oneDNN cap."""
+    from catsdogs.runtime import check_precision
+
+    check_backbone_weights(settings)
+    check_memory(settings)
+    check_precision(str(settings.precision))
+
+
 def efficientnet_base(image_size: int, weights: str, precision: str) -> Any:
     """EfficientNetV2B0 without its top, frozen; it rescales 0-255 pixels itself."""
     import keras

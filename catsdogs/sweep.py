@@ -293,6 +293,17 @@ def failed_run(settings: Settings, varied: list[str], error: str, wall_seconds: 
                      seed=settings.seed, status="failed", error=error, wall_seconds=wall_seconds)
 
 
+def check_local_memory(configurations: list[Settings], dask_address: str | None, dask_workers: int) -> None:
+    """Raise SettingsError when the configurations that train on this machine, one at a time or DASK_WORKERS at
+    once on a local cluster, cannot fit in its memory (a remote cluster's workers check their own)."""
+    from catsdogs.model import check_memory, training_memory_floor
+
+    if dask_address or not configurations:
+        return
+    largest = max(configurations, key=training_memory_floor)
+    check_memory(largest, at_once=min(dask_workers or 1, len(configurations)))
+
+
 def share_cores(configurations: list[Settings], workers: int, cores: int) -> list[Settings]:
     """Give each of WORKERS trainings on one machine its share of the CORES, where threads is not set:
     TensorFlow would otherwise start a thread per core in every worker, and they would fight over them."""

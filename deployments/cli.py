@@ -171,12 +171,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(overrides, args.config)
         check_workdir(settings.workdir)
-        from catsdogs.model import check_backbone_weights, check_memory
-        from catsdogs.runtime import check_precision
+        from catsdogs.model import check_before_work
 
-        check_backbone_weights(settings)  # efficientnet without weights stops here, before any work
-        check_memory(settings)  # so do images and batches too large for this machine
-        check_precision(str(settings.precision))  # so does bfloat16 under a oneDNN cap without its kernels
+        check_before_work(settings)  # here too, before a temporary Prefect server starts
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
@@ -331,7 +328,7 @@ def _flag_value(text: str) -> Any:
 def sweep_plan(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Settings, list[str]]:
     """The grid, the first configuration's settings and the names of the settings given, from the sweep's flags
     and TOML file; every configuration validated as it will run (SettingsError otherwise)."""
-    from catsdogs.sweep import DEFAULT_GRID, expand_grid, normalize_grid, read_grid_file
+    from catsdogs.sweep import DEFAULT_GRID, check_local_memory, expand_grid, normalize_grid, read_grid_file
 
     shared, flag_grid = sweep_grid(args)
     config = args.config or os.environ.get("CATSDOGS_CONFIG")
@@ -350,11 +347,7 @@ def sweep_plan(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Settings
         raise SettingsError(f"sweep configuration {where}: {err}") from None
     given = sorted(settings.given or ())
     configurations = expand_grid(settings, grid, given)  # every configuration valid before anything starts
-    if not args.dask_address:  # they train on this machine, one at a time or on each local Dask worker at once
-        from catsdogs.model import check_memory, training_memory_floor
-
-        largest = max(configurations, key=training_memory_floor)
-        check_memory(largest, at_once=min(args.dask_workers or 1, len(configurations)))
+    check_local_memory(configurations, args.dask_address, args.dask_workers or 0)
     return grid, settings, given
 
 

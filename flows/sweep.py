@@ -33,6 +33,7 @@ def sweep_flow(grid: dict[str, list[Any]] | None = None, settings: Settings | No
     GIVEN names the settings someone chose: they stay as they are in every configuration, whatever its variant."""
     sweep.check_engine(dask_address, dask_workers)
     configurations = sweep.expand_grid(settings or Settings(), grid, given)
+    sweep.check_local_memory(configurations, dask_address, dask_workers)
     varied = sweep.varied_settings(grid)
     if dask_workers and not dask_address:  # one machine's cores, shared between its workers
         configurations = sweep.share_cores(configurations, dask_workers, runtime.cpu_cores())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from catsdogs import runtime
-from catsdogs.model import check_backbone_weights, check_memory
+from catsdogs.model import check_before_work
 from catsdogs.pipeline import Pipeline
 from catsdogs.results import Metrics
 from catsdogs.settings import RunChoices, Settings, settings_for_choices
@@ -31,8 +31,7 @@ def train_flow(settings: Settings | None = None) -> Metrics:
     settings = settings or Settings()
     # Flow parameters hold the data URL with its credentials masked; the full one comes from a secret.
     settings = settings.model_copy(update={"data_url": resolve_data_url(settings)})
-    check_backbone_weights(settings)  # before any work: efficientnet needs its base's weights
-    check_memory(settings)  # and a training too large for this machine's memory stops here, in one line
+    check_before_work(settings)  # weights, memory, precision: a clear line now, not a failure later
     runtime.configure(settings.threads, settings.onednn)  # before any task starts TensorFlow
     # precision auto becomes the policy this machine will train in, so the model's key names what it is
     settings = settings.model_copy(update={"precision": runtime.resolve_precision(str(settings.precision))})
