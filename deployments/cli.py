@@ -192,6 +192,10 @@ def _temporary_server_in_its_own_session() -> None:
     with tracebacks before it could end. This command stops the server itself as it exits (Prefect's atexit)."""
     import functools
 
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:  # a server of the user's: no temporary one (and no second of imports)
+        return
     from prefect.server.api import server
 
     start = server.SubprocessASGIServer._run_uvicorn_command
