@@ -1,14 +1,18 @@
-"""What two candidates for fast and best would cost per image, before any run: the first block's width, and RandAugment.
+"""What candidates for fast and best would cost per image, before any run: the first block's width, RandAugment,
+a frozen stem, the batch size.
 
-In one process, on random 0-255 images in memory (batch 32, `auto` precision), at each SIZE:
+In one process, on random 0-255 images in memory (batch 32 unless said, `auto` precision), at each SIZE:
 - the fast model's training step (resize, augmentation, network, AdamW) with the stem and first block of
   xception's network at each of WIDTHS channels (32 is the variants' own), in images/s;
 - Keras' RandAugment layer alone (2 operations, factor 0.5), in images/s: what it would add to each step if
-  the augmentation included it.
-Prints one JSON line per measurement, then each one's cost relative to the width-32 training step at that size
-(above 1: it takes longer). ROUNDS alternate the order; medians are used.
+  the augmentation included it;
+- with --frozen-stem: the width-32 step with the stem not trained (its whitening kept, as airbench does);
+- with --batch-sizes: the width-32 step at each of those batch sizes.
+Prints one JSON line per measurement, then each one's cost per image relative to the width-32 training step at
+batch 32 at that size (above 1: it takes longer). ROUNDS alternate the order; medians are used.
 
-    python benchmarks/candidate_costs.py [--sizes 96 144] [--widths 16 32 48] [--steps 12] [--rounds 2]
+    python benchmarks/candidate_costs.py [--sizes 96 144] [--widths 16 32 48] [--frozen-stem] [--batch-sizes 64]
+        [--steps 12] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -26,17 +30,19 @@ import numpy as np
 BATCH = 32
 
 
-def images_per_s(step, steps: int) -> float:
+def images_per_s(step, steps: int, batch: int = BATCH) -> float:
     for _ in range(3):  # tracing and warm-up
         step()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return BATCH * steps / (time.perf_counter() - start)
+    return batch * steps / (time.perf_counter() - start)
 
 
-def training_rate(width: int, sizes: list[int], steps: int, precision: str) -> dict[int, float]:
-    """The fast model's training rate at each size, its stem and first block WIDTH channels wide."""
+def training_rate(width: int, sizes: list[int], steps: int, precision: str, batch: int = BATCH,
+                  frozen_stem: bool = False) -> dict[int, float]:
+    """The fast model's training rate at each size, its stem and first block WIDTH channels wide, in batches of
+    BATCH; its stem not trained where FROZEN_STEM."""
     import keras
 
     from catsdogs import model
@@ -47,16 +53,19 @@ def training_rate(width: int, sizes: list[int], steps: int, precision: str) -> d
     model.xception_network = functools.partial(original, widths=widths)
     try:
         keras.utils.set_random_seed(0)
-        network = model.build_for(Settings(variant="fast", whiten_stem=False), precision, steps_per_epoch=100)
+        settings = Settings(variant="fast", whiten_stem=False, batch_size=batch)
+        network = model.build_network(settings, precision)
+        network.get_layer(model.STEM).trainable = not frozen_stem
+        network = model.compile_model(network, settings, precision, 100)
     finally:
         model.xception_network = original
     full = network.input_shape[1]
-    images = np.random.default_rng(0).integers(0, 256, (BATCH, full, full, 3)).astype("float32")
-    labels = np.random.default_rng(1).integers(0, 2, (BATCH, 1)).astype("float32")
+    images = np.random.default_rng(0).integers(0, 256, (batch, full, full, 3)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 2, (batch, 1)).astype("float32")
     rates = {}
     for size in sizes:
         network.get_layer(model.TRAINING_RESIZE).size.assign(size)
-        rates[size] = images_per_s(lambda: network.train_on_batch(images, labels), steps)
+        rates[size] = images_per_s(lambda: network.train_on_batch(images, labels), steps, batch)
     return rates
 
 
@@ -79,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 144])
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 48])
+    parser.add_argument("--frozen-stem", action="store_true", help="also the width-32 step with the stem frozen")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="also the width-32 step at these")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are used")
     args = parser.parse_args()
@@ -86,19 +97,24 @@ def main() -> None:
     from catsdogs.runtime import resolve_precision
 
     precision = resolve_precision("auto")
-    names = [f"width {w}" for w in args.widths] + ["randaugment alone"]
+    candidates = {f"width {w}": functools.partial(training_rate, w) for w in dict.fromkeys([32, *args.widths])}
+    candidates["randaugment alone"] = lambda sizes, steps, _: randaugment_rate(sizes, steps)
+    if args.frozen_stem:
+        candidates["frozen stem"] = functools.partial(training_rate, 32, frozen_stem=True)
+    for batch in args.batch_sizes:
+        candidates[f"batch {batch}"] = functools.partial(training_rate, 32, batch=batch)
+    names = list(candidates)
     measured: dict[str, list[dict[int, float]]] = {name: [] for name in names}
     for round_ in range(args.rounds):
         for name in names if round_ % 2 == 0 else names[::-1]:
-            rates = (randaugment_rate(args.sizes, args.steps) if name == "randaugment alone" else
-                     training_rate(int(name.split()[1]), args.sizes, args.steps, precision))
+            rates = candidates[name](args.sizes, args.steps, precision)
             measured[name].append(rates)
             print(json.dumps({"what": name, "round": round_, "precision": precision,
                               "images_per_s": {s: round(r, 1) for s, r in rates.items()}}), flush=True)
     medians = {name: {s: statistics.median(r[s] for r in runs) for s in args.sizes} for name, runs in measured.items()}
-    reference = medians["width 32"] if "width 32" in medians else None
+    reference = medians["width 32"]
     print(json.dumps({"median_images_per_s": {n: {s: round(r, 1) for s, r in m.items()} for n, m in medians.items()},
-                      "cost_relative_to_width_32_step": reference and {
+                      "cost_relative_to_width_32_step": {
                           n: {s: round(reference[s] / r, 2) for s, r in m.items()} for n, m in medians.items()}}))
 
 
