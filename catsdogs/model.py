@@ -366,24 +366,53 @@ def check_backbone_weights(settings: Settings, timeout_s: float = 5.0) -> None:
             f"download, or pass --backbone-weights /path/to/{EFFICIENTNET_WEIGHTS}")
 
 
-def training_memory_floor(settings: Settings) -> int:
+def training_memory_floor(settings: Settings, network_bytes: int | None = None) -> int:
     """Bytes a training of SETTINGS holds at the least: its training and validation images twice (the decoded
-    arrays and TensorFlow's copy), and one batch in float32 before and after augmentation and out of the first
-    layer (32 channels; at full size in the reference convnet, at half size behind the others' strided stems).
-    The real need is larger: this only tells settings that cannot fit from those that might."""
+    arrays and TensorFlow's copy), one batch in float32 before and after augmentation, and the batch through the
+    network: NETWORK_BYTES per image where counted (network_output_bytes), else only the first layer's output
+    (32 channels; at full size in the reference convnet, at half size behind the others' strided stems). The
+    real need is larger: this only tells settings that cannot fit from those that might."""
     size, batch = int(settings.image_size), settings.batch_size  # type: ignore[arg-type]
     images = sum(2 * (last - first + 1) for first, last in (settings.train_range, settings.validation_range))
-    first_layer = 32 * (size if settings.spec.network == "reference" else size // 2) ** 2
-    return 2 * images * size * size * 3 + batch * 4 * (2 * size * size * 3 + first_layer)
+    if network_bytes is None:
+        network_bytes = 4 * 32 * (size if settings.spec.network == "reference" else size // 2) ** 2
+    return 2 * images * size * size * 3 + batch * (4 * 2 * size * size * 3 + network_bytes)
+
+
+def network_output_bytes(settings: Settings) -> int:
+    """Bytes of the layer outputs that one image's training step keeps for the backward pass, from the network
+    SETTINGS builds (each layer's output shape and dtype). A frozen nested model (efficientnet's base) counts
+    as its output alone: no gradient flows through it, so its inner outputs are not kept."""
+    tf = tensorflow(settings.threads, settings.onednn)  # as the training will start it
+    from catsdogs.runtime import resolve_precision
+
+    def outputs_of(model: Any) -> int:
+        total = 0
+        for layer in model.layers:
+            if getattr(layer, "layers", None) and layer.trainable:
+                total += outputs_of(layer)
+                continue
+            try:
+                outputs = tf.nest.flatten(layer.output)
+            except (AttributeError, ValueError):  # a layer called more than once has no single output
+                continue
+            total += sum(int(np.prod([d or 0 for d in out.shape[1:]])) * tf.as_dtype(out.dtype).size
+                         for out in outputs)
+        return total
+
+    return outputs_of(build_network(settings, resolve_precision(str(settings.precision))))
 
 
 def check_memory(settings: Settings, at_once: int = 1) -> None:
     """Raise SettingsError before any work when SETTINGS' training, AT_ONCE of them side by side (a local Dask
     cluster's workers), cannot fit in this machine's memory: the system would otherwise kill it, after the data
-    steps, with no line saying why."""
+    steps, with no line saying why. Where the quick count comes within a quarter of the limit, the network's own
+    layers are counted (TensorFlow starts for it, a few seconds that the training would spend anyway)."""
     from catsdogs.runtime import memory_limit_bytes
 
     need, have = at_once * training_memory_floor(settings), memory_limit_bytes()
+    if have // 4 < need <= have:
+        need = at_once * training_memory_floor(settings, network_output_bytes(settings))
     if need > have:
         gib = 2 ** 30
         shape = f"at {settings.image_size} px in batches of {settings.batch_size}"
@@ -392,7 +421,7 @@ def check_memory(settings: Settings, at_once: int = 1) -> None:
         fixes = "--dask-workers, --image-size or --batch-size" if at_once > 1 else "--image-size or --batch-size"
         raise SettingsError(
             f"invalid settings: {trainings} at least {need / gib:.1f} GiB of memory (the images, and a batch "
-            f"through the first layer), and this machine allows {have / gib:.1f} GiB; lower {fixes}, or train on "
+            f"through the network), and this machine allows {have / gib:.1f} GiB; lower {fixes}, or train on "
             "fewer images (--train-range, --validation-range)")
 
 

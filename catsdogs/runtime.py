@@ -126,21 +126,46 @@ BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_
              "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL", "DEFAULT"}
 
 
-# Where Linux states a process's memory limit: cgroup v2, then v1 (which says "no limit" with a huge number).
-CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+# Where Linux states a process's memory limits: the cgroup file system, and the process's own groups in it.
+CGROUP_ROOT, PROC_SELF_CGROUP = Path("/sys/fs/cgroup"), Path("/proc/self/cgroup")
 
 
 def memory_limit_bytes() -> int:
-    """The memory this process may use: the machine's, or its container's limit where that is lower."""
-    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for path in CGROUP_MEMORY_LIMITS:
-        try:
-            text = path.read_text().strip()
-        except OSError:
+    """The memory this process may use: the machine's, or the lowest limit of its cgroups where that is lower."""
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        groups = PROC_SELF_CGROUP.read_text()
+    except OSError:
+        groups = ""
+    return min([machine, *cgroup_memory_limits(groups, CGROUP_ROOT)])
+
+
+def cgroup_memory_limits(groups: str, root: Path) -> list[int]:
+    """The memory limits set on the cgroups that GROUPS (the text of /proc/self/cgroup) names and on each of
+    their ancestors: cgroup v2's memory.max, v1's memory.limit_in_bytes (where "no limit" is a huge number). A
+    container sees its own group as the root; a group made on a host (systemd-run -p MemoryMax=..., a v1
+    memory group) is found by its path."""
+    limits = []
+    for line in groups.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = root / "memory", "memory.limit_in_bytes"
+        else:
             continue
-        if text.isdigit():
-            limit = min(limit, int(text))
-    return limit
+        group = base / path.strip().lstrip("/")
+        for folder in (group, *group.parents):
+            if not folder.is_relative_to(base):
+                break
+            try:
+                text = (folder / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                limits.append(int(text))
+    return limits
 
 
 def onednn_cap_without_bf16() -> str | None:

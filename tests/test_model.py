@@ -161,15 +161,53 @@ def test_a_training_too_large_for_the_memory_is_refused_naming_what_to_lower(mon
         check_memory(four, at_once=4)
 
 
-def test_the_memory_limit_is_the_containers_where_it_is_lower(monkeypatch, tmp_path):
+def test_near_the_limit_the_networks_own_layers_are_counted(monkeypatch):
+    """The quick count (images, and a batch through the first layer) let 1024 px pass at the default batch on a
+    24 GiB machine, where the training needs more (its layers' outputs: 28 GiB by their shapes) and the system
+    would kill it. efficientnet's frozen base keeps no inner outputs for the backward pass: it still fits."""
+    from catsdogs import runtime
+    from catsdogs.model import check_memory, training_memory_floor
+    from catsdogs.settings import Settings, SettingsError
+
+    gib = 2**30
+    monkeypatch.setattr(runtime, "memory_limit_bytes", lambda: 24 * gib)
+    big = Settings(image_size=1024)
+    assert training_memory_floor(big) < 24 * gib  # what the quick count says
+    with pytest.raises(SettingsError, match=r"1024 px in batches of 32 needs at least 2\d\.\d GiB .* batch through "
+                                            r"the network\), and this machine allows 24.0 GiB"):
+        check_memory(big)
+    check_memory(Settings(variant="efficientnet", image_size=1024, backbone_weights="random"))
+
+
+def test_the_memory_limit_is_the_lowest_of_the_process_cgroups_where_that_is_lower(monkeypatch, tmp_path):
     from catsdogs import runtime
 
     machine = runtime.memory_limit_bytes()
-    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
-    monkeypatch.setattr(runtime, "CGROUP_MEMORY_LIMITS", (v2, v1))
-    assert runtime.memory_limit_bytes() == machine  # neither file: the machine's
-    v2.write_text("max\n")
-    v1.write_text("9223372036854771712\n")  # cgroup v1's "no limit"
+    root, groups = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    monkeypatch.setattr(runtime, "CGROUP_ROOT", root)
+    monkeypatch.setattr(runtime, "PROC_SELF_CGROUP", groups)
+    assert runtime.memory_limit_bytes() == machine  # no /proc/self/cgroup: the machine's
+
+    def limit(path: str, text: str) -> None:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text + "\n")
+
+    # cgroup v2 in a container: its own group is the root
+    groups.write_text("0::/\n")
+    limit("memory.max", "max")
     assert runtime.memory_limit_bytes() == machine
-    v1.write_text(f"{2**30}\n")
+    limit("memory.max", str(2**31))
+    assert runtime.memory_limit_bytes() == 2**31
+    # v2 on a host (systemd-run -p MemoryMax=...): the process's group, below a root without a limit
+    limit("memory.max", "max")
+    groups.write_text("0::/system.slice/run-1.scope\n")
+    limit("system.slice/run-1.scope/memory.max", str(2**30))
     assert runtime.memory_limit_bytes() == 2**30
+    limit("system.slice/memory.max", str(2**29))  # a parent's lower limit holds its children too
+    assert runtime.memory_limit_bytes() == 2**29
+    # cgroup v1: the memory controller's hierarchy, where "no limit" is a huge number
+    groups.write_text("9:cpu,cpuacct:/x\n4:memory:/process_api/abc\n0::/\n")
+    limit("memory/memory.limit_in_bytes", "9223372036854771712")
+    assert runtime.memory_limit_bytes() == machine
+    limit("memory/process_api/abc/memory.limit_in_bytes", str(3 * 2**30))
+    assert runtime.memory_limit_bytes() == 3 * 2**30
