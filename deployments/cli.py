@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -189,8 +190,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
 def _temporary_server_in_its_own_session() -> None:
     """Start Prefect's temporary server outside this command's process group. A terminal's Ctrl-C reaches the
     whole group: it stopped the server at once, and the interrupted run then spent minutes retrying a dead API
-    with tracebacks before it could end. This command stops the server itself as it exits (Prefect's atexit)."""
-    import functools
+    with tracebacks before it could end. This command stops the server itself as it exits (Prefect's atexit);
+    where it cannot (killed: kill -9, the system out of memory), Linux stops the server (_ends_with_this_process)."""
+    import threading
 
     from prefect.settings import get_current_settings
 
@@ -203,8 +205,12 @@ def _temporary_server_in_its_own_session() -> None:
         return
 
     def in_own_session(self: Any) -> Any:
-        popen = server.subprocess.Popen
-        server.subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
+        popen, options = server.subprocess.Popen, {"start_new_session": True}
+        # the signal comes when the thread that started the server ends: only the main thread lives as long as us
+        ends_with_us = _ends_with_this_process() if threading.current_thread() is threading.main_thread() else None
+        if ends_with_us:
+            options["preexec_fn"] = ends_with_us
+        server.subprocess.Popen = functools.partial(popen, **options)  # type: ignore[misc]
         try:
             return start(self)
         finally:
@@ -212,6 +218,18 @@ def _temporary_server_in_its_own_session() -> None:
 
     in_own_session.own_session = True  # type: ignore[attr-defined]
     server.SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]
+
+
+def _ends_with_this_process() -> Callable[[], None] | None:
+    """A preexec_fn for a child process that asks Linux to send it SIGTERM when this process ends, however it
+    ends (prctl's PR_SET_PDEATHSIG); None where there is no prctl."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (AttributeError, OSError):
+        return None
+    return functools.partial(prctl, 1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
 
 
 def versions_line() -> str:

@@ -167,11 +167,12 @@ def test_a_command_in_the_same_process_does_not_inherit_an_earlier_commands_stop
 
 
 @pytest.mark.e2e
-def test_a_hung_up_run_stops_its_temporary_prefect_server(serve, tmp_path: Path):
-    """SIGHUP (a closed terminal) here, sent as a terminal sends it: to the command's whole process group, which
-    must not stop the server under the run (the run would then retry a dead API for minutes); SIGTERM and SIGINT
-    stop a sweep in test_faults."""
-    signum = signal.SIGHUP
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL], ids=["hung-up", "killed"])
+def test_a_hung_up_or_killed_run_stops_its_temporary_prefect_server(serve, tmp_path: Path, signum: int):
+    """SIGHUP (a closed terminal), sent as a terminal sends it: to the command's whole process group, which must
+    not stop the server under the run (the run would then retry a dead API for minutes); SIGKILL (kill -9, or
+    the system out of memory) to the command alone, which then stops nothing itself. SIGTERM and SIGINT stop a
+    sweep in test_faults."""
     stalled = serve(make_kaggle_zip(tmp_path / "k.zip").read_bytes())
     stalled.behaviour.stall_after = [100] * 20  # the download hangs, so the run is busy when the signal comes
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CATSDOGS_", "PREFECT_API"))}
@@ -186,7 +187,10 @@ def test_a_hung_up_run_stops_its_temporary_prefect_server(serve, tmp_path: Path)
             time.sleep(0.5)
         started = children_of(process.pid)
         assert started, "the temporary server runs as a child process"
-        os.killpg(process.pid, signum)
+        if signum == signal.SIGKILL:
+            process.kill()
+        else:
+            os.killpg(process.pid, signum)
         assert process.wait(timeout=120) != 0
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in started) and time.monotonic() < deadline:
