@@ -180,10 +180,11 @@ def _build_arrays(folder: Path, settings: Settings, subsets: Subsets) -> Dataset
     return build_arrays(subsets, folder, settings.image_size, settings.batch_size)
 
 
-def _train(folder: Path, settings: Settings, arrays: DatasetArrays, on_epoch: Any = None) -> TrainedModel:
+def _train(folder: Path, settings: Settings, arrays: DatasetArrays, on_epoch: Any = None,
+           on_start: Any = None) -> TrainedModel:
     from catsdogs.train import train_model
 
-    return train_model(settings, arrays, folder, on_epoch=on_epoch)
+    return train_model(settings, arrays, folder, on_epoch=on_epoch, on_start=on_start)
 
 
 def _evaluate(folder: Path, settings: Settings, trained: TrainedModel, arrays: DatasetArrays) -> Metrics:

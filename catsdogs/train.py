@@ -46,14 +46,21 @@ log = logging.getLogger(__name__)
 EpochHook = Callable[[int, int, dict[str, float]], None]
 
 
-def train_model(settings: Settings, arrays: DatasetArrays, run_dir: Path,
-                on_epoch: EpochHook | None = None) -> TrainedModel:
+def train_model(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: EpochHook | None = None,
+                on_start: Callable[[], None] | None = None) -> TrainedModel:
     """Train the variant SETTINGS selects, keeping the checkpoint with the lowest validation loss.
 
-    An interrupted run left in RUN_DIR resumes from its last finished epoch.
+    An interrupted run left in RUN_DIR resumes from its last finished epoch. ON_START is called as the
+    training starts or resumes, under RUN_DIR's lock: whoever trained there before has ended.
     """
     run_dir = Path(run_dir)
-    return store.run_once(run_dir, lambda: _train(settings, arrays, run_dir, on_epoch), lambda _: load_trained(run_dir))
+
+    def build() -> TrainedModel:
+        if on_start:
+            on_start()
+        return _train(settings, arrays, run_dir, on_epoch)
+
+    return store.run_once(run_dir, build, lambda _: load_trained(run_dir))
 
 
 def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: EpochHook | None) -> TrainedModel:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -16,7 +17,7 @@ from prefect.states import Completed
 from catsdogs import download, store
 from catsdogs.settings import Settings
 from catsdogs.steps import BY_NAME, DOWNLOAD, Step
-from tasks._cache import PRODUCER_FILE, remember_producer
+from tasks._cache import PRODUCER_FILE, producer, remember_producer
 
 MAX_RETRY_AFTER_S = 300.0
 
@@ -34,7 +35,7 @@ def run_step(step: str, folder: Path, inputs: dict[str, Any], settings: Settings
     if store.is_complete(folder):
         result = declared.make(folder, inputs, settings, *needed)  # read back under the step's lock
         return Completed(name="Cached", data=result, message=f"taken from {folder}, made earlier")
-    with PREFECT_SIDE.get(step, _nothing)(settings) as hooks:
+    with PREFECT_SIDE.get(step, _nothing)(settings, Path(folder)) as hooks:
         result = declared.make(folder, inputs, settings, *needed, **hooks)
     if not (Path(folder) / PRODUCER_FILE).exists():  # the first run to finish the folder produced it
         remember_producer(folder)
@@ -56,12 +57,12 @@ def step_task(step: Step, folder: Path, inputs: dict[str, Any], settings: Settin
 # ---------------------------------------------------------------- what a step does in Prefect besides its work
 
 
-def _nothing(_settings: Settings) -> AbstractContextManager[dict[str, Any]]:
+def _nothing(_settings: Settings, _folder: Path) -> AbstractContextManager[dict[str, Any]]:
     return nullcontext({})
 
 
 @contextmanager
-def _download_tries(settings: Settings) -> Iterator[dict[str, Any]]:
+def _download_tries(settings: Settings, _folder: Path) -> Iterator[dict[str, Any]]:
     """Each failed try in the run's log; the last one says it gave up; a server's Retry-After honoured."""
     try:
         yield {}
@@ -78,17 +79,45 @@ def _download_tries(settings: Settings) -> Iterator[dict[str, Any]]:
 
 
 @contextmanager
-def _training_progress(settings: Settings) -> Iterator[dict[str, Any]]:
-    """A progress artifact that moves as epochs finish."""
+def _training_progress(settings: Settings, folder: Path) -> Iterator[dict[str, Any]]:
+    """A progress artifact that moves as epochs finish; the run that trained here before and died, closed."""
     progress = create_progress_artifact(0.0, key="training-progress",
                                         description=f"Epochs finished, {settings.variant} model (%)")
 
     def on_epoch(epoch: int, epochs: int, row: dict[str, float]) -> None:
         update_progress_artifact(progress, 100.0 * epoch / epochs)
 
-    yield {"on_epoch": on_epoch}
+    yield {"on_epoch": on_epoch, "on_start": lambda: take_over_training(folder)}
     update_progress_artifact(progress, 100.0)  # early stopping ends before the last planned epoch
 
 
-PREFECT_SIDE: dict[str, Callable[[Settings], AbstractContextManager[dict[str, Any]]]] = {
+def take_over_training(folder: Path) -> None:
+    """As a training starts or resumes in FOLDER, under its lock: the flow run recorded as training there before
+    has ended, whatever Prefect says. One killed (kill -9, out of memory, a lost machine or worker) ran no
+    handler and stays Running in the UI for good: it is marked Crashed, naming this run. Then this run is
+    recorded as FOLDER's producer."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.runtime import flow_run
+    from prefect.states import Crashed
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    before = producer(folder).get("flow_run_id", "")
+    if before and before != str(flow_run.id or ""):
+        with get_client(sync_client=True) as client:
+            try:
+                earlier = client.read_flow_run(UUID(before))
+            except (ObjectNotFound, ValueError):  # another server's run, or not an id
+                earlier = None
+            if earlier and earlier.state and not earlier.state.is_final():
+                client.set_flow_run_state(earlier.id, Crashed(message=(
+                    "its process ended before the training finished (killed, out of memory, or its machine or "
+                    f"worker stopped); run {flow_run.name} took the training up from its last finished epoch")),
+                    force=True)
+                get_run_logger().warning("run %s (%s), which trained here before, ended without finishing: marked "
+                                         "Crashed; this run takes its training up", earlier.name, earlier.id)
+    remember_producer(folder)
+
+
+PREFECT_SIDE: dict[str, Callable[[Settings, Path], AbstractContextManager[dict[str, Any]]]] = {
     "download": _download_tries, "train": _training_progress}

@@ -40,8 +40,11 @@ def cli_env(api_url: str) -> dict[str, str]:
 
 
 def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, sample_archive, tmp_path):
+    """SIGKILL: no handler runs. The next run resumes the training, and marks the killed run Crashed (it would
+    stay Running in the UI for good)."""
     args = cli_args(sample_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-199",
                     "--validation-range", "200-249", "--test-range", "250-269")
+    begun = datetime.now(UTC)
     first = subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 400
@@ -75,6 +78,12 @@ def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, sa
     import keras
 
     assert keras.models.load_model(result["model_path"]).output_shape == (None, 1)  # the checkpoint is whole
+    with get_client(sync_client=True) as client:
+        recent = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=begun)))
+    runs = {run.state_type.value: run for run in recent if str(tmp_path) in json.dumps(run.parameters, default=str)}
+    assert sorted(runs) == ["COMPLETED", "CRASHED"], [(run.name, run.state_type.value) for run in recent]
+    assert "took the training up from its last finished epoch" in runs["CRASHED"].state.message
 
 
 def test_two_runs_at_once_on_one_workdir(prefect_server, sample_archive, tmp_path):
