@@ -198,11 +198,13 @@ def _temporary_server_in_its_own_session() -> None:
 
     if get_current_settings().api.url:  # a server of the user's: no temporary one (and no second of imports)
         return
-    from prefect.server.api import server
-
-    start = server.SubprocessASGIServer._run_uvicorn_command
-    if getattr(start, "own_session", False):
+    try:
+        from prefect.server.api import server
+    except ImportError:
         return
+    start = getattr(server.SubprocessASGIServer, "_run_uvicorn_command", None)  # Prefect's private method:
+    if start is None or not hasattr(server, "subprocess") or getattr(start, "own_session", False):
+        return  # a Prefect without it starts its server as it does; runs work, only these two guards are lost
 
     def in_own_session(self: Any) -> Any:
         popen, options = server.subprocess.Popen, {"start_new_session": True}

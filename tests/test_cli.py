@@ -54,6 +54,20 @@ def test_a_training_too_large_for_the_memory_is_a_usage_error_before_any_work(tm
     assert not (tmp_path / "w").exists()
 
 
+def test_a_prefect_without_its_private_server_start_still_runs_the_command(monkeypatch):
+    """The command patches a private method of Prefect's temporary server (its own session, stopped with the
+    command): a Prefect release without that method must still run the command, without those guards."""
+    from prefect.server.api import server
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments import cli
+
+    monkeypatch.delattr(server.SubprocessASGIServer, "_run_uvicorn_command")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # as without a server of one's own
+        cli._temporary_server_in_its_own_session()
+    assert not hasattr(server.SubprocessASGIServer, "_run_uvicorn_command")
+
+
 def test_version_names_catsdogs_and_the_libraries_its_answers_depend_on():
     from importlib.metadata import version
 
