@@ -201,12 +201,26 @@ def check_precision(precision: str) -> None:
                             "unset ONEDNN_MAX_CPU_ISA")
 
 
+# The device files a GPU's driver makes (NVIDIA's, ROCm's, WSL's). On Linux, TensorFlow sees no GPU without one
+# of them, so a process that only names or checks a run (a sweep's coordinator, a run whose download fails) knows
+# its precision without the seconds of starting TensorFlow.
+DEV_ROOT = Path("/dev")
+GPU_DEVICE_FILES = ("nvidia[0-9]*", "kfd", "dxg")
+
+
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU; on Linux without a GPU driver's device files, known without starting it."""
+    if sys.platform.startswith("linux") and not any(any(DEV_ROOT.glob(name)) for name in GPU_DEVICE_FILES):
+        return False
+    return bool(tensorflow().config.list_physical_devices("GPU"))
+
+
 def resolve_precision(precision: str) -> str:
     """A concrete Keras dtype policy: auto is mixed_float16 on a GPU, mixed_bfloat16 on a BF16 CPU, else float32."""
     if precision != "auto":
         check_precision(precision)
         return precision
-    if tensorflow().config.list_physical_devices("GPU"):
+    if gpu_visible():
         return "mixed_float16"
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 

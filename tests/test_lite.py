@@ -255,7 +255,8 @@ def test_a_png_tensorflow_refuses_is_refused_here_too(tmp_path: Path):
 
 @pytest.mark.realdata
 def test_the_real_test_subset_gives_keras_answers_on_litert(shared_archive: Path, tmp_path: Path):
-    """The 2,000 real test images: pixels identical to the training's, probabilities within 1e-5 of Keras'."""
+    """The 2,000 real test images: pixels identical to the training's; on every eighth of them (both classes,
+    250 images; the runtimes' arithmetic does not depend on which), probabilities within 1e-5 of Keras'."""
     import keras
 
     from catsdogs.data import make_subsets, unzip_archive
@@ -273,9 +274,10 @@ def test_the_real_test_subset_gives_keras_answers_on_litert(shared_archive: Path
     keras.utils.set_random_seed(0)
     model = build_for(Settings(variant="baseline"), "float32", 1)
     model.export(str(tmp_path / "model.tflite"), format="litert", verbose=False)
-    expected = model.predict(images.astype("float32"), batch_size=64, verbose=0)[:, 0]
+    sample = ours[::8]
+    expected = model.predict(sample.astype("float32"), batch_size=64, verbose=0)[:, 0]
     predictor = lite.LitePredictor(tmp_path / "model.tflite", 180)
-    got = np.concatenate([predictor.predict_batch(ours[i:i + 64]) for i in range(0, 2000, 64)])
+    got = np.concatenate([predictor.predict_batch(sample[i:i + 64]) for i in range(0, len(sample), 64)])
     assert np.abs(got - expected).max() < 1e-5
     clear = np.abs(expected - 0.5) > 1e-5
     assert np.array_equal((got > 0.5)[clear], (expected > 0.5)[clear])

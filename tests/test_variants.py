@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -294,13 +295,34 @@ def test_bfloat16_asked_for_under_a_cap_without_it_is_refused_naming_the_fix(mon
     (["GPU:0"], True, "mixed_float16"), (["GPU:0"], False, "mixed_float16"),
     ([], True, "mixed_bfloat16"), ([], False, "float32"),
 ])
-def test_auto_precision_follows_the_machine(monkeypatch, gpus, bf16, expected):
+def test_auto_precision_follows_the_machine(monkeypatch, tmp_path, gpus, bf16, expected):
     assert runtime.resolve_precision("float32") == "float32"
     assert runtime.resolve_precision("mixed_float16") == "mixed_float16"
     tf = runtime.tensorflow()
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    monkeypatch.setattr(runtime, "DEV_ROOT", tmp_path)
+    (tmp_path / "nvidia0").touch()  # a driver's device file: TensorFlow is asked
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda cpuinfo=None: bf16)
     assert runtime.resolve_precision("auto") == expected
+
+
+@pytest.mark.parametrize("device_files, asked", [([], False), (["nvidia0"], True), (["nvidiactl"], False),
+                                                 (["kfd"], True), (["dxg"], True)])
+def test_without_a_gpu_drivers_device_file_auto_precision_does_not_start_tensorflow(monkeypatch, tmp_path,
+                                                                                   device_files, asked):
+    """A run that fails before training, or a sweep's coordinator, needs auto's precision only to name its runs:
+    starting TensorFlow to look for a GPU took it 3 s. On Linux no device file means no GPU to find."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(runtime, "DEV_ROOT", tmp_path)
+    for name in device_files:
+        (tmp_path / name).touch()
+    started = []
+    tf = runtime.tensorflow()
+    monkeypatch.setattr(runtime, "tensorflow", lambda *a, **k: started.append(1) or tf)
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # a driver, no CUDA build
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda cpuinfo=None: False)
+    assert runtime.resolve_precision("auto") == "float32"
+    assert bool(started) is asked
 
 
 # ---------------------------------------------------------------- models
