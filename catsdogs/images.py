@@ -12,6 +12,11 @@ Then one of two routes makes the uint8 HxWx3 pixels the model was trained on:
   - PNG, GIF, BMP: lossless formats that Pillow and TensorFlow decode to the same values (checked too).
   - The resize: a numpy port of TensorFlow's bilinear kernel, in float32 and in its order of operations.
 
+A photo whose EXIF orientation says the camera was turned (a phone held upright, say) is turned as every
+viewer shows it, after the resize, by both routes alike (as_shown): the model sees the cat the person sees. The
+training's decoding keeps image_dataset_from_directory's, which ignores EXIF; the shared archive's images carry
+no orientation.
+
 Each failure a file can have is an ImageError whose message says what is wrong with it.
 """
 
@@ -72,6 +77,36 @@ def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
         raise ImageError(f"{'palette' if header.mode == 'P' else '1-bit'} BMP: TensorFlow, which the training "
                          "decodes with, does not read its colours; save it as PNG or as a 24-bit BMP")
     return data, header
+
+
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation (2-8) -> the turn or mirror that shows the stored pixels upright, as Pillow's
+# ImageOps.exif_transpose does (tests/test_lite.py checks each); 1 and unknown values leave them as stored.
+_TURNS = {
+    2: lambda a: a[:, ::-1],  # mirrored left to right
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1, :],  # mirrored top to bottom
+    5: lambda a: np.swapaxes(a, 0, 1),  # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, -1),  # camera turned right: a quarter turn clockwise shows it
+    7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),  # mirrored along the other diagonal
+    8: lambda a: np.rot90(a, 1),  # camera turned left: a quarter turn counter-clockwise
+}
+
+
+def orientation(header: Image.Image) -> int:
+    """The EXIF orientation the file's header names (1, as stored, where it names none or cannot be read)."""
+    if header.format == "PNG" and "exif" not in header.info:
+        return 1  # an eXIf chunk after the pixels: Pillow would decode the whole image to find it; cameras write JPEG
+    try:
+        return int(header.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001  a broken EXIF block is the file's metadata, not its picture
+        return 1
+
+
+def as_shown(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Square HxWx3 PIXELS turned as a viewer shows the photo, by its EXIF ORIENTATION."""
+    turn = _TURNS.get(orientation)
+    return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
 def pixel_count(path: Path) -> int:
@@ -143,9 +178,10 @@ def load_with_tensorflow(path: Path, image_size: int) -> np.ndarray:
     BMP); Pillow, converting to RGB, for the rest (WebP, TIFF).
     """
     data, header = read_image_file(path)
+    turned = orientation(header)
     if header.format in DECODABLE_FORMATS:
-        return decode_image(data, image_size).numpy()  # the training path itself
-    return resize_like_training(pillow_rgb(header), image_size).numpy()
+        return as_shown(decode_image(data, image_size).numpy(), turned)  # the training path itself, then turned
+    return as_shown(resize_like_training(pillow_rgb(header), image_size).numpy(), turned)
 
 
 # ---------------------------------------------------------------- without TensorFlow: the same pixels
@@ -153,7 +189,10 @@ def load_with_tensorflow(path: Path, image_size: int) -> np.ndarray:
 
 def decode_rgb(path: Path) -> np.ndarray:
     """The file's pixels as uint8 HxWx3, as TensorFlow's decode_image(channels=3) gives them; or ImageError."""
-    data, header = read_image_file(path)
+    return _decode_rgb(*read_image_file(path))
+
+
+def _decode_rgb(data: bytes, header: Image.Image) -> np.ndarray:
     if header.format in ("JPEG", "MPO"):  # MPO: a JPEG with more pictures after it; the first is the photo
         import simplejpeg
 
@@ -236,6 +275,9 @@ def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_without_tensorflow(path: Path, image_size: int) -> np.ndarray:
-    """One file decoded and resized exactly as the training data was (uint8 HxWx3), or ImageError."""
-    resized = resize_bilinear(decode_rgb(path), image_size)
-    return np.round(resized).astype(np.uint8)  # round half to even, as tf.round
+    """One file decoded and resized exactly as the training data was (uint8 HxWx3), turned as it is shown;
+    or ImageError."""
+    data, header = read_image_file(path)
+    turned = orientation(header)
+    resized = resize_bilinear(_decode_rgb(data, header), image_size)
+    return as_shown(np.round(resized).astype(np.uint8), turned)  # round half to even, as tf.round

@@ -155,6 +155,44 @@ def test_both_decoding_routes_give_the_same_pixels_or_the_same_refusal_for_every
                                              "read its colours; save it as PNG")
 
 
+def with_orientation(image: Image.Image, fmt: str, orientation: int | None) -> bytes:
+    """IMAGE saved as FMT, its EXIF naming ORIENTATION (none when None), as a camera writes a turned photo."""
+    out, exif = io.BytesIO(), Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(out, format=fmt, exif=exif.tobytes(), **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_is_seen_turned_as_its_exif_shows_it_by_both_routes(tmp_path: Path, orientation: int):
+    """A phone photo stores its pixels as the sensor read them and names the turn in EXIF; every viewer (and the
+    web page's preview) shows it turned. Both prediction routes must see it as Pillow's exif_transpose shows it."""
+    from PIL import ImageOps
+
+    from catsdogs.images import load_with_tensorflow
+
+    path = tmp_path / "photo.png"  # lossless, square at the model's size: the pixels themselves are compared
+    path.write_bytes(with_orientation(picture(32, 32), "PNG", orientation))
+    with Image.open(path) as stored:
+        shown = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"))
+    assert np.array_equal(load_without_tensorflow(path, 32), shown)
+    assert np.array_equal(load_with_tensorflow(path, 32), shown)
+
+
+def test_a_turned_jpeg_is_its_untagged_twin_turned_at_any_size(tmp_path: Path):
+    """The camera's usual case: a landscape JPEG tagged 6 (turned right). The same compressed pixels without the
+    tag, resized to the model's size, are what both routes see turned a quarter clockwise."""
+    from catsdogs.images import load_with_tensorflow
+
+    image = picture(30, 50)
+    (tmp_path / "turned.jpg").write_bytes(with_orientation(image, "JPEG", 6))
+    (tmp_path / "stored.jpg").write_bytes(with_orientation(image, "JPEG", None))
+    for load in (load_without_tensorflow, load_with_tensorflow):
+        stored = load(tmp_path / "stored.jpg", 24)
+        assert np.array_equal(load(tmp_path / "turned.jpg", 24), np.rot90(stored, -1)), load.__name__
+
+
 @pytest.fixture(scope="module")
 def registered(tiny_models, tmp_path_factory):
     """A tiny baseline and a tiny bfloat16 xception, trained, evaluated and registered (and so exported)."""
