@@ -104,7 +104,7 @@ def orientation(header: Image.Image) -> int:
 
 
 def as_shown(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """Square HxWx3 PIXELS turned as a viewer shows the photo, by its EXIF ORIENTATION."""
+    """HxWx3 PIXELS turned as a viewer shows the photo, by its EXIF ORIENTATION."""
     turn = _TURNS.get(orientation)
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 

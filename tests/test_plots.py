@@ -58,3 +58,24 @@ def test_the_accuracy_history_of_one_model_spans_hours_not_years(tmp_path: Path)
     card = SimpleNamespace(variant="baseline", created_at=made.isoformat(), test_accuracy=0.7)
     with Image.open(plot_accuracy_over_time([card], tmp_path / "history.png")) as image:
         assert image.format == "PNG"
+
+
+def test_the_gallery_shows_a_turned_photo_upright(tmp_path: Path, monkeypatch):
+    """A phone photo stored sideways with its EXIF turn: the prediction gallery shows it as the model saw it."""
+    import matplotlib.axes
+    import numpy as np
+
+    from catsdogs.plots import plot_gallery
+
+    upright = np.zeros((40, 20, 3), np.uint8)
+    upright[:10] = 255  # white at the top of the picture as it is shown
+    exif = Image.Exif()
+    exif[0x0112] = 6  # camera turned right: the stored pixels need a quarter turn clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(tmp_path / "p.png", exif=exif.tobytes())
+    shown = []
+    original = matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda self, x, *a, **k: shown.append(x) or original(
+        self, x, *a, **k))
+    plot_gallery([(tmp_path / "p.png", "dog 0.9")], tmp_path / "gallery.png")
+    [thumbnail] = shown
+    assert thumbnail.shape[0] > thumbnail.shape[1] and thumbnail[0].min() == 255 and thumbnail[-1].max() == 0
