@@ -193,6 +193,27 @@ def test_a_turned_jpeg_is_its_untagged_twin_turned_at_any_size(tmp_path: Path):
         assert np.array_equal(load(tmp_path / "turned.jpg", 24), np.rot90(stored, -1)), load.__name__
 
 
+def test_an_iphone_heic_photo_is_answered_upright_and_training_says_it_reads_none(tmp_path: Path):
+    """HEIC is what iPhones take photos in. Prediction reads it (pillow-heif, turned as its EXIF says), and a
+    folder's .heic files are asked about; training, which reads what TensorFlow reads, names the format."""
+    import pillow_heif
+
+    from catsdogs.images import image_problem, load_with_tensorflow
+    from catsdogs.predict import collect_inputs
+
+    upright = np.zeros((48, 32, 3), np.uint8)
+    upright[:12] = 255  # white along the top of the picture as it is shown
+    exif = Image.Exif()
+    exif[0x0112] = 6  # held upright: stored a quarter turn counter-clockwise, shown turned back
+    pillow_heif.from_pillow(Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))).save(
+        tmp_path / "IMG_0001.HEIC", quality=-1, exif=exif.tobytes())
+    seen = load_without_tensorflow(tmp_path / "IMG_0001.HEIC", 32)
+    assert np.array_equal(seen, load_with_tensorflow(tmp_path / "IMG_0001.HEIC", 32))
+    assert seen[:4].min() > 200 and seen[-4:].max() < 50  # upright: white at the top, black at the bottom
+    assert [path for _, path, _ in collect_inputs([str(tmp_path)])] == [tmp_path / "IMG_0001.HEIC"]
+    assert image_problem(tmp_path / "IMG_0001.HEIC").startswith("unsupported format HEIF: training reads")
+
+
 @pytest.fixture(scope="module")
 def registered(tiny_models, tmp_path_factory):
     """A tiny baseline and a tiny bfloat16 xception, trained, evaluated and registered (and so exported)."""
