@@ -44,7 +44,11 @@ MAX_FILE_BYTES = 100 * 2**20
 
 
 class ImageError(ValueError):
-    """This file can not be used as an image; the message says why."""
+    """This file can not be used as an image; the message says why, in one line (a decoder's own message may
+    run over several)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
 
 
 def read_image_file(path: Path) -> tuple[bytes, Image.Image]:

@@ -225,15 +225,21 @@ def labelled(path: str, dog_probability: float) -> Prediction:
 
 
 def format_table(predictions: list[Prediction]) -> str:
-    """A plain aligned table: path, label, probability (or the error)."""
-    width = max([len(p.path) for p in predictions] + [4])
+    """A plain aligned table, one line an input: path, label, probability (or the error). A control character in
+    a path (a file named with a newline) is shown escaped, as Python writes it, so that it cannot start a line."""
+    paths = [_printable(p.path) for p in predictions]
+    width = max([len(path) for path in paths] + [4])
     lines = [f"{'path':<{width}}  label  probability"]
-    for p in predictions:
+    for path, p in zip(paths, predictions, strict=True):
         if p.error:
-            lines.append(f"{p.path:<{width}}  error: {p.error}")
+            lines.append(f"{path:<{width}}  error: {' '.join(p.error.split())}")
         else:
-            lines.append(f"{p.path:<{width}}  {p.label:<5}  {p.probability:.3f}")
+            lines.append(f"{path:<{width}}  {p.label:<5}  {p.probability:.3f}")
     return "\n".join(lines)
+
+
+def _printable(path: str) -> str:
+    return path if path.isprintable() else repr(path)[1:-1]
 
 
 def as_json_line(prediction: Prediction) -> str:

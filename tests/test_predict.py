@@ -95,6 +95,26 @@ def test_every_bad_input_gets_its_own_error_and_the_rest_goes_on(trained, tmp_pa
     assert "more than the" in by_name["huge.jpg"]["error"] and "bytes" in by_name["huge.jpg"]["error"]
 
 
+def test_the_table_keeps_one_line_an_input_whatever_a_name_or_a_decoder_says(trained, tmp_path: Path):
+    """A file named with a newline, and a HEIC cut short (libheif's message ends in a newline): the table keeps
+    one line for each input, and the JSON one object a line."""
+    import pillow_heif
+
+    odd = tmp_path / "two\nlines.jpg"
+    odd.write_bytes(encoded(Image.new("RGB", (50, 50), (200, 50, 50)), "JPEG"))
+    pillow_heif.from_pillow(Image.new("RGB", (64, 64), (10, 200, 10))).save(tmp_path / "cut.heic", quality=50)
+    (tmp_path / "cut.heic").write_bytes((tmp_path / "cut.heic").read_bytes()[:-10])
+    model = str(trained["card"].path)
+    table = run_cli("predict", str(odd), str(tmp_path / "cut.heic"), "--model", model)
+    lines = table.stdout.splitlines()
+    assert table.returncode == 1 and len(lines) == 3, table.stdout
+    assert "two\\nlines.jpg" in lines[1] and lines[2].split()[1:3] == ["error:", "corrupt"], lines
+    answers = run_cli("predict", str(odd), str(tmp_path / "cut.heic"), "--model", model, "--json").stdout
+    rows = [json.loads(line) for line in answers.splitlines()]
+    assert [row["path"] for row in rows] == [str(odd), str(tmp_path / "cut.heic")]
+    assert "\n" not in rows[1]["error"] and "truncated" in rows[1]["error"]
+
+
 def test_exit_statuses(trained, tmp_path: Path):
     good = tmp_path / "good.jpg"
     good.write_bytes(encoded(Image.new("RGB", (50, 50), (200, 50, 50)), "JPEG"))
