@@ -87,6 +87,9 @@ def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
 
 
 EXIF_ORIENTATION = 0x0112
+# A photo's broken EXIF block is its metadata, not its picture: Pillow's parser warns about it (two lines of
+# "Corrupt EXIF data" on the terminal, for a photo that is answered); the orientation then reads as stored.
+warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
 # EXIF orientation (2-8) -> the turn or mirror that shows the stored pixels upright, as Pillow's
 # ImageOps.exif_transpose does (tests/test_lite.py checks each); 1 and unknown values leave them as stored.
 _TURNS = {
