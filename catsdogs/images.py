@@ -64,8 +64,7 @@ def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     data = Path(path).read_bytes()
-    if data[4:8] == b"ftyp":  # an ISO media file: perhaps an iPhone's HEIC photo
-        _read_heif()
+    _formats_for(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -119,6 +118,12 @@ def as_shown(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
+def _formats_for(head: bytes) -> None:
+    """Make sure Pillow can open a file that begins with HEAD: an ISO media file may be an iPhone's HEIC photo."""
+    if head[4:8] == b"ftyp":
+        _read_heif()
+
+
 @functools.cache
 def _read_heif() -> None:
     """Teach Pillow HEIF, the format iPhones take photos in (pillow-heif), when the first such file comes: the
@@ -131,6 +136,8 @@ def _read_heif() -> None:
 def pixel_count(path: Path) -> int:
     """The pixels the image file at PATH holds, from its header (nothing decoded); 0 for what is not an image."""
     try:
+        with open(path, "rb") as file:
+            _formats_for(file.read(12))
         with Image.open(path) as header:
             return header.width * header.height
     except Exception:  # noqa: BLE001  not an image, or a broken one: reading it says what is wrong, later

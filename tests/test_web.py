@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -134,6 +135,25 @@ def test_a_request_over_the_pixel_budget_is_413_naming_it(registered):
     assert over.status_code == 413
     assert over.json()["error"] == ("the images hold 80,000 pixels together, more than the 50,000 a request may; "
                                     "send fewer or smaller images")
+
+
+def test_heic_photos_count_in_the_pixel_budget_from_the_first(registered, monkeypatch):
+    """The budget is read from each file's header before anything is decoded: a HEIC's too, even when it is the
+    first this process meets (Pillow learns HEIC only then), or two large iPhone photos would pass as none."""
+    import pillow_heif
+    from PIL import Image
+
+    from catsdogs import images
+
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(Image.new("RGB", (200, 200), (200, 60, 60))).save(heic, quality=50)  # 40,000 pixels
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "HEIF"])  # as in a new process
+    images._read_heif.cache_clear()
+    client = TestClient(create_app(registered["workdir"], max_request_pixels=50_000))
+    photo = ("files", ("IMG_0001.HEIC", heic.getvalue(), "image/heic"))
+    over = client.post("/predict", files=[photo, photo])
+    assert over.status_code == 413 and "80,000 pixels" in over.json()["error"]
+    assert client.post("/predict", files=[photo]).json()[0]["label"] in ("cat", "dog")
 
 
 def test_client_file_names_never_touch_the_servers_files(client, tmp_path: Path):
