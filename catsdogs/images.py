@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import warnings
 import zlib
 from pathlib import Path
@@ -150,6 +151,9 @@ def image_problem(path: Path) -> str | None:
         data, header = read_image_file(path)
         if header.format not in DECODABLE_FORMATS:
             return f"unsupported format {header.format}: training reads {', '.join(sorted(DECODABLE_FORMATS))}"
+        if _animated_webp(header):
+            return ("animated WebP: training reads still images (TensorFlow decodes no animated WebP in RGB); save "
+                    "a frame of it as PNG or JPEG")
         tf_decode(data)
     except ImageError as err:
         return str(err)
@@ -181,8 +185,17 @@ def tf_decode(data: bytes) -> Any:
     try:
         return tf.io.decode_image(data, channels=3, expand_animations=False)
     except tf.errors.OpError as err:
-        reason = (err.message or str(err)).strip().splitlines()[-1][:200]
+        reason = (err.message or str(err)).strip().splitlines()[-1]
+        reason = TF_OP_NOISE.sub("", reason).strip()[:200]  # the graph node and op names say nothing to a user
         raise ImageError(f"corrupt or truncated image: TensorFlow cannot decode it ({reason})") from None
+
+
+TF_OP_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]")
+
+
+def _animated_webp(header: Image.Image) -> bool:
+    """An animated WebP, which TensorFlow refuses in RGB: prediction reads its first frame with Pillow (both routes)."""
+    return header.format == "WEBP" and bool(getattr(header, "is_animated", False))
 
 
 def resize_like_training(image: Any, image_size: int) -> Any:
@@ -202,11 +215,11 @@ def load_with_tensorflow(path: Path, image_size: int) -> np.ndarray:
     raise ImageError.
 
     One decoder decides per file: TensorFlow, the training's own, for the formats it reads (JPEG, PNG, GIF,
-    BMP, WebP); Pillow, converting to RGB, for the rest (TIFF, AVIF, HEIC).
+    BMP, still WebP); Pillow, converting to RGB, for the rest (TIFF, AVIF, HEIC, an animated WebP's first frame).
     """
     data, header = read_image_file(path)
     turned = orientation(header)
-    if header.format in DECODABLE_FORMATS:
+    if header.format in DECODABLE_FORMATS and not _animated_webp(header):
         return as_shown(decode_image(data, image_size).numpy(), turned)  # the training path itself, then turned
     return as_shown(resize_like_training(pillow_rgb(header), image_size).numpy(), turned)
 

@@ -193,6 +193,20 @@ def test_a_turned_jpeg_is_its_untagged_twin_turned_at_any_size(tmp_path: Path):
         assert np.array_equal(load(tmp_path / "turned.jpg", 24), np.rot90(stored, -1)), load.__name__
 
 
+def test_an_animated_webp_is_its_first_frame_to_both_routes_and_training_says_why_it_reads_none(tmp_path: Path):
+    """TensorFlow decodes no animated WebP in RGB: the TensorFlow route answered nothing where the other answered
+    the first frame. Both read that frame with Pillow now; training says what it reads instead."""
+    from catsdogs.images import image_problem, load_with_tensorflow
+
+    frames = [picture(20, 24, seed) for seed in range(3)]
+    path = tmp_path / "sticker.webp"
+    frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True)
+    first = resize_bilinear(np.asarray(frames[0]), 32).round().astype(np.uint8)
+    assert np.array_equal(load_without_tensorflow(path, 32), first)
+    assert np.array_equal(load_with_tensorflow(path, 32), first)
+    assert image_problem(path).startswith("animated WebP: training reads still images")
+
+
 def test_an_iphone_heic_photo_is_answered_upright_and_training_says_it_reads_none(tmp_path: Path):
     """HEIC is what iPhones take photos in. Prediction reads it (pillow-heif, turned as its EXIF says), and a
     folder's .heic files are asked about; training, which reads what TensorFlow reads, names the format."""

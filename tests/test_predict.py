@@ -199,6 +199,23 @@ def test_load_errors_are_image_errors(tmp_path: Path):
         load_with_tensorflow(path, 78)
 
 
+def test_tensorflows_refusal_names_the_problem_without_its_graph_and_op_names(tmp_path: Path):
+    """What TensorFlow says of a broken JPEG, without "{{function_node __wrapped__DecodeImage_device_/job:localhost/
+    replica:0/task:0/device:CPU:0}}" and "[Op:DecodeImage]" around it: the training's skip line and a Keras
+    model's answer both show it."""
+    from catsdogs.images import image_problem
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    jpeg = encoded(Image.fromarray(noise), "JPEG")  # its header whole, half its scan
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg[: len(jpeg) // 2])
+    with pytest.raises(ImageError) as refused:
+        load_with_tensorflow(path, 78)
+    for message in (str(refused.value), image_problem(path)):
+        assert message.startswith("corrupt or truncated image: TensorFlow cannot decode it (") and "JPEG" in message
+        assert "function_node" not in message and "[Op:" not in message and "job:localhost" not in message
+
+
 def test_predict_flow_publishes_a_table_and_a_gallery(prefect_server, trained, tmp_path: Path, monkeypatch):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
