@@ -4,7 +4,8 @@ Every file is read by read_image_file first (size, format and pixel-count limits
 Then one of two routes makes the uint8 HxWx3 pixels the model was trained on:
 
 - load_with_tensorflow: the training pipeline itself (tf.io.decode_image and tf.image.resize, rounded), with
-  Pillow for the formats TensorFlow does not read (TIFF, AVIF; HEIC through pillow-heif). KerasPredictor uses it.
+  Pillow for what TensorFlow does not read (TIFF, AVIF, HEIC through pillow-heif, an animated WebP's first
+  frame). KerasPredictor uses it.
 - load_without_tensorflow: the same pixels without importing TensorFlow, for `catsdogs predict` on LiteRT,
   which starts in a fraction of a second. TensorFlow decodes JPEG with libjpeg's fast integer DCT and fancy
   upsampling and resizes bilinearly (half-pixel centres, no antialiasing) before rounding; here:
@@ -129,8 +130,10 @@ def _formats_for(head: bytes) -> None:
 def _read_heif() -> None:
     """Teach Pillow HEIF, the format iPhones take photos in (pillow-heif), when the first such file comes: the
     30 ms it takes to load are not spent on any other. It applies the photo's turn itself (EXIF then says 1)."""
-    from pillow_heif import register_heif_opener
-
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # an environment without it: such a file is "not an image file", as before
+        return
     register_heif_opener()
 
 
