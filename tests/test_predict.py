@@ -102,13 +102,16 @@ def test_the_table_keeps_one_line_an_input_whatever_a_name_or_a_decoder_says(tra
 
     odd = tmp_path / "two\nlines.jpg"
     odd.write_bytes(encoded(Image.new("RGB", (50, 50), (200, 50, 50)), "JPEG"))
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.jpg")  # a name that is not UTF-8: a terminal cannot print it as is
+    latin1.write_bytes(odd.read_bytes())
     pillow_heif.from_pillow(Image.new("RGB", (64, 64), (10, 200, 10))).save(tmp_path / "cut.heic", quality=50)
     (tmp_path / "cut.heic").write_bytes((tmp_path / "cut.heic").read_bytes()[:-10])
     model = str(trained["card"].path)
-    table = run_cli("predict", str(odd), str(tmp_path / "cut.heic"), "--model", model)
+    table = run_cli("predict", str(odd), str(tmp_path / "cut.heic"), str(latin1), "--model", model)
     lines = table.stdout.splitlines()
-    assert table.returncode == 1 and len(lines) == 3, table.stdout
+    assert table.returncode == 1 and len(lines) == 4 and all(line.isprintable() for line in lines), table.stdout
     assert "two\\nlines.jpg" in lines[1] and lines[2].split()[1:3] == ["error:", "corrupt"], lines
+    assert "caf\\udce9.jpg" in lines[3]
     answers = run_cli("predict", str(odd), str(tmp_path / "cut.heic"), "--model", model, "--json").stdout
     rows = [json.loads(line) for line in answers.splitlines()]
     assert [row["path"] for row in rows] == [str(odd), str(tmp_path / "cut.heic")]
