@@ -194,8 +194,8 @@ PAGE = """<!doctype html>
 <h1>Cat or dog?</h1>
 <p class="model">Answered by model <span id="model">{{MODEL}}</span>.</p>
 <label id="drop">Drop photos here, click to pick them, or paste one
- <small>JPEG, PNG, GIF, BMP, WEBP, TIFF · up to {{MAX_FILES}} at once</small>
- <input id="pick" type="file" accept="image/*" multiple hidden></label>
+ <small>JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC (iPhone) · up to {{MAX_FILES}} at once</small>
+ <input id="pick" type="file" accept="image/*,.heic,.heif" multiple hidden></label>
 <div id="examples" hidden>Or try one: </div>
 <div id="answers"></div>
 <script>
@@ -235,7 +235,7 @@ function show(caption, answer, ms) {
   caption.append(label, bar, detail);
 }
 function preview(file) {
-  // A file the browser cannot draw (not an image, or a TIFF) gets a plain box, not a broken-image icon
+  // A file the browser cannot draw (not an image, a TIFF, a HEIC) gets a plain box, not a broken-image icon
   const figure = document.createElement("figure");
   const img = document.createElement("img"); img.alt = file.name;
   img.onload = () => URL.revokeObjectURL(img.src);
