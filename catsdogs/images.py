@@ -120,6 +120,16 @@ def as_shown(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
+def thumbnail(path: Path, size: int) -> Image.Image:
+    """The picture in the file at PATH as a viewer shows it (turned by its EXIF), at most SIZE pixels a side: the
+    prediction gallery's, and the page's preview of a photo the browser cannot draw (HEIC, TIFF). Or ImageError."""
+    header = read_image_file(path)[1]  # the checks every input passes
+    turned = orientation(header)
+    image = Image.fromarray(as_shown(pillow_rgb(header), turned))
+    image.thumbnail((size, size))
+    return image
+
+
 def _formats_for(head: bytes) -> None:
     """Make sure Pillow can open a file that begins with HEAD: an ISO media file may be an iPhone's HEIC photo."""
     if head[4:8] == b"ftyp":

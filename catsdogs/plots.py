@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 
 from catsdogs import store  # noqa: E402
 from catsdogs.datasets import DatasetArrays  # noqa: E402
-from catsdogs.images import as_shown, orientation, pillow_rgb, read_image_file  # noqa: E402
+from catsdogs.images import thumbnail  # noqa: E402
 from catsdogs.model import build_augmentation  # noqa: E402
 from catsdogs.results import best_row, validated  # noqa: E402
 
@@ -164,10 +164,7 @@ def plot_gallery(items: list[tuple[Path, str]], path: Path, columns: int = 4, th
     for axis in axes.flat:
         axis.axis("off")
     for axis, (image_path, caption) in zip(axes.flat, items, strict=False):
-        header = read_image_file(image_path)[1]  # the checks every input passes
-        image = Image.fromarray(as_shown(pillow_rgb(header), orientation(header)))  # upright, as the model saw it
-        image.thumbnail((thumb, thumb))
-        axis.imshow(np.asarray(image))
+        axis.imshow(np.asarray(thumbnail(image_path, thumb)))  # upright, as the model saw it
         axis.set_title(caption, fontsize=7)
     figure.tight_layout()
     return _save(figure, path)

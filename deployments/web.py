@@ -2,6 +2,8 @@
 
     GET  /          the page: drop or pick photos, see each one's thumbnail, label and probability
     POST /predict   multipart/form-data, one or more `files`: one answer per file, as `predict --json` gives
+    POST /thumbnail multipart/form-data, one file: a small JPEG of it as a viewer shows it, for the page to show
+                    what the browser cannot draw (an iPhone's HEIC, a TIFF); 4xx with {"error"} otherwise
     GET  /healthz   {"status": "ok", "model": ..., "runtime": "litert" | "tensorflow"}
     GET  /examples  a few validation photos to try: [{"name": "cat-1", "url": "examples/cat-1"}, ...]
 
@@ -12,6 +14,7 @@ with it: nothing a client sends names a file on the server.
 from __future__ import annotations
 
 import html
+import io
 import tempfile
 import threading
 from pathlib import Path
@@ -19,14 +22,14 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from catsdogs import store
 from catsdogs.data import CLASS_NAMES
-from catsdogs.images import pixel_count
+from catsdogs.images import ImageError, pixel_count, thumbnail
 from catsdogs.predict import Predictor, open_predictor, predict_files
 
 MAX_FILES = 32  # files per request
@@ -34,6 +37,7 @@ MAX_REQUEST_BYTES = 64 * 2**20  # a request body larger than this is refused bef
 MAX_REQUEST_PIXELS = 200_000_000  # the pixels a request's images may hold together (413): about 8 s of decoding
 MAX_WAITING = 8  # requests waiting for the workers at once; more are told to come back (503)
 UNSURE = 0.6  # the page says "not sure" when the answer's probability is below this
+THUMBNAIL = 320  # pixels a side of /thumbnail's previews: sharp in the page's 160-pixel boxes on a phone
 EXAMPLES_PER_CLASS = 3  # photos to try on the page, from the validation subset
 
 
@@ -71,29 +75,62 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
             raise HTTPException(404, f"no example named {name!r}")
         return FileResponse(examples[name])
 
-    @app.post("/predict")
-    async def predict(request: Request) -> JSONResponse:
+    async def read_uploads(request: Request, most: int) -> tuple[Any, list[UploadFile], JSONResponse | None]:
+        """The request's form and files, or the answer that refuses it: 415, 411, 413, 400, or 503 while MAX_WAITING
+        requests already wait (else it takes a place among them, which `finished` gives back)."""
         refused = _refuse(request, max_request_bytes)
         if refused is not None:
-            return refused
+            return None, [], refused
         try:
-            form = await request.form(max_files=max_files, max_fields=max_files, max_part_size=max_request_bytes)
+            form = await request.form(max_files=most, max_fields=most, max_part_size=max_request_bytes)
         except (MultiPartException, HTTPException) as err:  # Starlette turns the first into the second
             reason = str(getattr(err, "message", None) or getattr(err, "detail", "") or "").rstrip(".")
             if reason.startswith("Too many"):
-                return _error(400, f"{reason}; send at most {max_files} files per request")
-            return _error(400, f"malformed multipart/form-data body ({reason or 'unreadable'}); send images as "
-                               "multipart/form-data fields named files")
+                return None, [], _error(400, f"{reason}; send at most {most} file{'s' * (most > 1)} per request")
+            return None, [], _error(400, f"malformed multipart/form-data body ({reason or 'unreadable'}); send "
+                                         "images as multipart/form-data fields named files")
         uploads = [item for _, item in form.multi_items() if isinstance(item, UploadFile)]
         if not uploads:
-            return _error(400, "no files: send one or more images as multipart/form-data fields named files")
+            await form.close()
+            return None, [], _error(400, "no files: send one or more images as multipart/form-data fields named "
+                                         "files")
         with counting:
             busy = waiting["requests"] >= max_waiting
             waiting["requests"] += 0 if busy else 1
         if busy:
             await form.close()
-            return JSONResponse({"error": f"busy: {max_waiting} requests are waiting to be answered; try "
-                                          "again in a moment"}, status_code=503, headers={"Retry-After": "1"})
+            return None, [], JSONResponse({"error": f"busy: {max_waiting} requests are waiting to be answered; "
+                                                    "try again in a moment"}, status_code=503,
+                                          headers={"Retry-After": "1"})
+        return form, uploads, None
+
+    async def finished(form: Any) -> None:
+        with counting:
+            waiting["requests"] -= 1
+        await form.close()
+
+    @app.post("/thumbnail")
+    async def preview(request: Request) -> Response:
+        form, uploads, refused = await read_uploads(request, 1)
+        if refused is not None:
+            return refused
+        try:
+            with tempfile.TemporaryDirectory(prefix="catsdogs-web-") as folder:
+                path = Path(folder) / "upload-0"  # the server's name, never the client's
+                path.write_bytes(await uploads[0].read())
+                try:
+                    small = await anyio.to_thread.run_sync(lambda: _jpeg(thumbnail(path, THUMBNAIL)))
+                except ImageError as err:
+                    return _error(422, f"{uploads[0].filename or 'the file'}: {err}")
+        finally:
+            await finished(form)
+        return Response(small, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        form, uploads, refused = await read_uploads(request, max_files)
+        if refused is not None:
+            return refused
         try:
             with tempfile.TemporaryDirectory(prefix="catsdogs-web-") as folder:
                 saved = []
@@ -109,9 +146,7 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
                 answers = await anyio.to_thread.run_sync(lambda: list(predict_files(
                     predictor, [(shown, path, None) for shown, path in saved], workers=1)))
         finally:
-            with counting:
-                waiting["requests"] -= 1
-            await form.close()
+            await finished(form)
         return JSONResponse([answer.model_dump(exclude_none=True) for answer in answers])
 
     return app
@@ -163,6 +198,12 @@ class TakingTurns:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _jpeg(image: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
 
 
 PAGE = """<!doctype html>
@@ -235,14 +276,23 @@ function show(caption, answer, ms) {
   caption.append(label, bar, detail);
 }
 function preview(file) {
-  // A file the browser cannot draw (not an image, a TIFF, a HEIC) gets a plain box, not a broken-image icon
+  // A file the browser cannot draw gets the server's drawing of it, or, not an image, a plain box (never a
+  // broken-image icon)
   const figure = document.createElement("figure");
   const img = document.createElement("img"); img.alt = file.name;
   img.onload = () => URL.revokeObjectURL(img.src);
-  img.onerror = () => {
-    URL.revokeObjectURL(img.src);
+  const noPreview = () => {
     const box = document.createElement("div"); box.className = "nopreview"; box.textContent = "no preview";
     box.setAttribute("role", "img"); box.setAttribute("aria-label", file.name); img.replaceWith(box);
+  };
+  img.onerror = async () => {  // the server draws what it reads (an iPhone's HEIC, a TIFF) as it was answered
+    URL.revokeObjectURL(img.src); img.onerror = noPreview;
+    const form = new FormData(); form.append("files", file, file.name);
+    try {
+      const response = await fetch("thumbnail", { method: "POST", body: form });
+      if (!response.ok) throw new Error(response.statusText);
+      img.src = URL.createObjectURL(await response.blob());
+    } catch (err) { noPreview(); }
   };
   img.src = URL.createObjectURL(file);
   const caption = document.createElement("figcaption"); caption.textContent = "asking…";

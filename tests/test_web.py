@@ -158,6 +158,29 @@ def test_heic_photos_count_in_the_pixel_budget_from_the_first(registered, monkey
     assert client.post("/predict", files=[photo]).json()[0]["label"] in ("cat", "dog")
 
 
+def test_a_thumbnail_is_the_photo_as_shown_and_anything_else_a_clear_error(client):
+    """The page asks for the drawings of what the browser cannot draw: an iPhone's HEIC, turned as its EXIF says."""
+    import pillow_heif
+
+    upright = np.zeros((600, 400, 3), np.uint8)
+    upright[:150] = 255  # white along the top of the picture as it is shown
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))).save(
+        heic, quality=90, exif=exif.tobytes())
+    drawn = client.post("/thumbnail", files=[("files", ("IMG_0002.HEIC", heic.getvalue(), "image/heic"))])
+    assert drawn.status_code == 200 and drawn.headers["content-type"] == "image/jpeg"
+    picture = np.asarray(Image.open(io.BytesIO(drawn.content)).convert("RGB"))
+    assert picture.shape[:2] == (320, 213) and picture[:40].min() > 200 and picture[-40:].max() < 60
+
+    text = client.post("/thumbnail", files=[("files", ("notes.jpg", b"plain text", "image/jpeg"))])
+    assert text.status_code == 422 and text.json()["error"] == "notes.jpg: not an image file (unrecognised format)"
+    two = client.post("/thumbnail", files=[("files", ("a.jpg", jpeg_bytes((1, 2, 3)), "image/jpeg"))] * 2)
+    assert two.status_code == 400 and "send at most 1 file per request" in two.json()["error"]
+    assert client.post("/thumbnail", content=b"x", headers={"content-type": "image/jpeg"}).status_code == 415
+
+
 def test_client_file_names_never_touch_the_servers_files(client, tmp_path: Path):
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
@@ -225,6 +248,7 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
 
     if not chromium_available() and os.environ.get("CATSDOGS_REQUIRE_BROWSER") != "1":
         pytest.skip("the page check needs Debian's chromium (.ci/run installs it)")
+    import pillow_heif
     from playwright.sync_api import sync_playwright
 
     port = free_port()
@@ -243,17 +267,25 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
             Image.fromarray(np.full((90, 90, 3), (200, 60, 60), np.uint8)).save(cat)
             notes = tmp_path / "notes.jpg"
             notes.write_text("not a photo")
+            iphone = tmp_path / "IMG_0001.HEIC"  # Chromium draws no HEIC: the server draws it, upright
+            exif = Image.Exif()
+            exif[0x0112] = 6  # a portrait photo, stored as the sensor read it: on its side
+            pillow_heif.from_pillow(Image.new("RGB", (100, 60), (90, 160, 90))).save(iphone, exif=exif.tobytes())
             # each answer under its own photo, in the order picked; a file that is no image, in a plain box
-            page.set_input_files("#pick", [str(cat), str(photo), str(notes)])
-            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 2",
+            page.set_input_files("#pick", [str(cat), str(photo), str(iphone), str(notes)])
+            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 3",
                                    timeout=30_000)
             page.locator("figure .nopreview").wait_for(timeout=30_000)
+            drawn = page.wait_for_function("() => { const i = document.querySelectorAll('figure')[2].firstChild;"
+                                           " return i.tagName == 'IMG' && i.complete && i.naturalWidth > 0 &&"
+                                           " [i.naturalWidth, i.naturalHeight]; }", timeout=30_000).json_value()
+            assert drawn == [60, 100]  # upright: taller than wide
             names = page.evaluate("() => [...document.querySelectorAll('figure')].map(f => f.firstChild.alt"
                                   " || f.firstChild.getAttribute('aria-label'))")
-            assert names == ["a cat.png", "my dog.jpg", "notes.jpg"]
+            assert names == ["a cat.png", "my dog.jpg", "IMG_0001.HEIC", "notes.jpg"]
             for figure, name in zip(page.locator("figure").all(), names, strict=True):
                 assert name in figure.locator("figcaption").inner_text()
-            assert "not an image file" in page.locator("figcaption").nth(2).inner_text()
+            assert "not an image file" in page.locator("figcaption").nth(3).inner_text()
             assert page.evaluate("() => [...document.images].filter(i => i.complete && !i.naturalWidth).length") == 0
             label = page.locator("figcaption .label").first
             assert label.inner_text() in ("cat", "dog", "not sure: cat?", "not sure: dog?")
@@ -262,8 +294,8 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
             width = page.locator("figcaption .bar span").first.evaluate("e => e.style.width")
             assert 50 <= float(width.rstrip("%")) <= 100  # the confidence bar: the answer's probability
             page.locator("#examples button").first.click()  # a validation photo to try
-            page.locator("figure").nth(3).wait_for(timeout=30_000)
-            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 3",
+            page.locator("figure").nth(4).wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelectorAll('figcaption .label').length == 4",
                                    timeout=30_000)
             assert "cat-1.jpg" in page.locator("figcaption").first.inner_text()
             for viewport in (1280, 390):  # a desktop and a phone
