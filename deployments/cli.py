@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -183,7 +184,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     metrics = run_and_show(lambda: train_flow(settings), args.json, lambda m: (
         f"{m.variant}: test accuracy {m.test_accuracy:.4f}, test loss {m.test_loss:.4f}, best epoch "
-        f"{m.best_epoch} of {m.epochs}; model {m.model_path}"))
+        f"{m.best_epoch} of {m.epochs}; model {m.model_path}"), failure_said_once=True)
     return 0 if metrics is not None else 1
 
 
@@ -256,9 +257,12 @@ def announce(what: str) -> None:
     print(f"catsdogs: {what}, with {server}", file=sys.stderr, flush=True)
 
 
-def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[Any], str]) -> Any | None:
-    """Run a flow, an expected failure ending in its one line (None); show its result as JSON or as text."""
-    _terminal_shows_expected_failures_in_one_line()
+def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[Any], str],
+                 failure_said_once: bool = False) -> Any | None:
+    """Run a flow, an expected failure ending in its one line (None); show its result as JSON or as text.
+    FAILURE_SAID_ONCE: Prefect's own lines restating that failure stay off the terminal (one run: its last line
+    says it; a sweep keeps them, as they say which of its runs failed while it goes on)."""
+    _terminal_shows_expected_failures_in_one_line(failure_said_once)
     _temporary_server_in_its_own_session()
     try:
         result = start()
@@ -279,8 +283,9 @@ def expected_failures() -> tuple[type[Exception], ...]:
     return DownloadError, ArchiveError, SettingsError, EngineError, DiskFullError
 
 
-def _terminal_shows_expected_failures_in_one_line() -> None:
-    """Keep Prefect's tracebacks of expected failures (no network, a bad archive) off the terminal.
+def _terminal_shows_expected_failures_in_one_line(said_once: bool = False) -> None:
+    """Keep Prefect's tracebacks of expected failures (no network, a bad archive) off the terminal, and where
+    SAID_ONCE, its lines that restate them (_NotRestated).
 
     The run's logs in the UI keep them; on the terminal the command's own one-line message says it all.
     """
@@ -288,7 +293,11 @@ def _terminal_shows_expected_failures_in_one_line() -> None:
 
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
     for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
-        if type(handler).__name__ != "PrefectConsoleHandler" or getattr(handler, "_catsdogs_quiet", False):
+        if type(handler).__name__ != "PrefectConsoleHandler":
+            continue
+        if said_once and not any(isinstance(f, _NotRestated) for f in handler.filters):
+            handler.addFilter(_NotRestated())
+        if getattr(handler, "_catsdogs_quiet", False):
             continue
         original = handler.format
 
@@ -299,6 +308,31 @@ def _terminal_shows_expected_failures_in_one_line() -> None:
 
         handler.format = format_record  # type: ignore[method-assign]
         handler._catsdogs_quiet = True  # type: ignore[attr-defined]
+
+
+# How Prefect's own lines restate a failure: the task's, the flow's, and each one's final state.
+PREFECT_FAILURE_LINES = ("Task run failed with exception: ", "Finished in state Failed(",
+                         "Encountered exception during execution: ")
+
+
+class _NotRestated(logging.Filter):
+    """Prefect's restatements of an expected failure, off the terminal: a `catsdogs run` without a network printed
+    its reason eleven times (each try's line, Prefect's line for it, four lines at the end), then its own line.
+    The library's line for each failed try stays, and the command's last line says the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failures = expected_failures()
+        if record.exc_info and isinstance(record.exc_info[1], failures):
+            return False
+        message = record.getMessage()
+        if not message.startswith(PREFECT_FAILURE_LINES):
+            return True
+        names = {kind.__name__ for failure in failures for kind in (failure, *_subclasses(failure))}
+        return not any(f"{name}(" in message or f"{name}:" in message for name in names)
+
+
+def _subclasses(kind: type) -> list[type]:
+    return [sub for direct in kind.__subclasses__() for sub in (direct, *_subclasses(direct))]
 
 
 def check_workdir(workdir: Path) -> None:

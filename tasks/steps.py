@@ -72,9 +72,12 @@ def _download_tries(settings: Settings, _folder: Path) -> Iterator[dict[str, Any
             tries = f"{attempts} tries" if attempts > 1 else "one try (download_retries is 0)"
             raise download.DownloadError(f"{err}; gave up after {tries}: try again later, or raise "
                                          "--download-retries") from None
-        get_run_logger().warning("download try %d of %d failed: %s; will retry", attempt, attempts, err)
-        if err.retry_after:  # the server said when to come back: honour it before Prefect's own delay
-            time.sleep(min(err.retry_after, MAX_RETRY_AFTER_S))
+        asked = min(err.retry_after, MAX_RETRY_AFTER_S) if err.retry_after else 0.0
+        delay = asked + settings.download_backoff_s * 2 ** (attempt - 1)  # then Prefect's, as step_task sets it
+        get_run_logger().warning("download try %d of %d failed: %s; trying again in %g s", attempt, attempts, err,
+                                 round(delay, 1))
+        if asked:  # the server said when to come back: honour it before Prefect's own delay
+            time.sleep(asked)
         raise
 
 

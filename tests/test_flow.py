@@ -183,7 +183,7 @@ def test_the_last_failed_download_try_says_it_gave_up_not_that_it_will_retry(pre
     assert state.is_failed() and len(served_archive.behaviour.requests) == 2
     with pytest.raises(Exception, match=r"HTTP 503; gave up after 2 tries") as caught:
         state.result()
-    assert "will retry" not in str(caught.value)
+    assert "trying again" not in str(caught.value)
     import time
 
     said: list[str] = []
@@ -192,9 +192,10 @@ def test_the_last_failed_download_try_says_it_gave_up_not_that_it_will_retry(pre
         with get_client(sync_client=True) as client:
             logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
                 any_=[state.state_details.flow_run_id])))
-        said = [log.message for log in logs if "will retry" in log.message]
+        said = [log.message for log in logs if "trying again" in log.message]
         time.sleep(0.5)
-    assert len(said) == 1 and "try 1 of 2" in said[0]  # only the first try, which was retried
+    assert len(said) == 1 and "try 1 of 2" in said[0]  # only the first try, which was retried...
+    assert said[0].endswith("trying again in 0.1 s")  # ...after download_backoff_s
 
 
 def test_precision_is_part_of_the_trained_model_key(tmp_path: Path):
