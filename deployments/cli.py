@@ -317,7 +317,7 @@ PREFECT_FAILURE_LINES = ("Task run failed with exception: ", "Finished in state 
 
 class _NotRestated(logging.Filter):
     """Prefect's restatements of an expected failure, off the terminal: a `catsdogs run` without a network printed
-    its reason eleven times (each try's line, Prefect's line for it, four lines at the end), then its own line.
+    its reason ten times (each try's line, Prefect's line for it, four lines at the end), then its own line.
     The library's line for each failed try stays, and the command's last line says the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
