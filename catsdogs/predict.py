@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from catsdogs import store
 from catsdogs.data import CLASS_NAMES
@@ -35,6 +35,12 @@ class Prediction(BaseModel):
     label: str | None = None
     probability: float | None = None
     error: str | None = None
+
+    @field_validator("error")
+    @classmethod
+    def _one_line(cls, error: str | None) -> str | None:
+        """An error is one line wherever it is shown, whatever raised it (a decoder's message may run over lines)."""
+        return None if error is None else " ".join(error.split())
 
 
 class Predictor(Protocol):
@@ -232,7 +238,7 @@ def format_table(predictions: list[Prediction]) -> str:
     lines = [f"{'path':<{width}}  label  probability"]
     for path, p in zip(paths, predictions, strict=True):
         if p.error:
-            lines.append(f"{path:<{width}}  error: {' '.join(p.error.split())}")
+            lines.append(f"{path:<{width}}  error: {p.error}")
         else:
             lines.append(f"{path:<{width}}  {p.label:<5}  {p.probability:.3f}")
     return "\n".join(lines)

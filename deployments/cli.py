@@ -262,13 +262,16 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     """Run a flow, an expected failure ending in its one line (None); show its result as JSON or as text.
     FAILURE_SAID_ONCE: Prefect's own lines restating that failure stay off the terminal (one run: its last line
     says it; a sweep keeps them, as they say which of its runs failed while it goes on)."""
-    _terminal_shows_expected_failures_in_one_line(failure_said_once)
+    quieted = _terminal_shows_expected_failures_in_one_line(failure_said_once)
     _temporary_server_in_its_own_session()
     try:
         result = start()
     except expected_failures() as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return None
+    finally:
+        for handler, restated in quieted:  # this command's: a later one in this process shows them again
+            handler.removeFilter(restated)
     print(json.dumps(result.model_dump(mode="json")) if as_json else describe(result))
     return result
 
@@ -283,20 +286,20 @@ def expected_failures() -> tuple[type[Exception], ...]:
     return DownloadError, ArchiveError, SettingsError, EngineError, DiskFullError
 
 
-def _terminal_shows_expected_failures_in_one_line(said_once: bool = False) -> None:
+def _terminal_shows_expected_failures_in_one_line(said_once: bool = False) -> list[tuple[Any, _NotRestated]]:
     """Keep Prefect's tracebacks of expected failures (no network, a bad archive) off the terminal, and where
-    SAID_ONCE, its lines that restate them (_NotRestated).
+    SAID_ONCE, its lines that restate them: returns the (handler, filter) pairs added for that, to remove after.
 
     The run's logs in the UI keep them; on the terminal the command's own one-line message says it all.
     """
-    import logging
-
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    added = []
     for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
         if type(handler).__name__ != "PrefectConsoleHandler":
             continue
-        if said_once and not any(isinstance(f, _NotRestated) for f in handler.filters):
-            handler.addFilter(_NotRestated())
+        if said_once:
+            added.append((handler, _NotRestated()))
+            handler.addFilter(added[-1][1])
         if getattr(handler, "_catsdogs_quiet", False):
             continue
         original = handler.format
@@ -308,6 +311,7 @@ def _terminal_shows_expected_failures_in_one_line(said_once: bool = False) -> No
 
         handler.format = format_record  # type: ignore[method-assign]
         handler._catsdogs_quiet = True  # type: ignore[attr-defined]
+    return added
 
 
 # How Prefect's own lines restate a failure: the task's, the flow's, and each one's final state.

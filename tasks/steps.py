@@ -48,10 +48,14 @@ def step_task(step: Step, folder: Path, inputs: dict[str, Any], settings: Settin
     named after it, Cached where its folder was complete; the download retried as the settings say."""
     options: dict[str, Any] = {"name": step.name}
     if step is DOWNLOAD:
-        backoff = [settings.download_backoff_s * 2**i for i in range(settings.download_retries)]
-        options |= {"retries": settings.download_retries, "retry_delay_seconds": backoff or 0}
+        options |= {"retries": settings.download_retries, "retry_delay_seconds": retry_delays(settings) or 0}
     state = run_step.with_options(**options)(step.name, folder, inputs, settings, needed, return_state=True)
     return state.result()  # the step's result, Completed or Cached; its error, Failed
+
+
+def retry_delays(settings: Settings) -> list[float]:
+    """Seconds Prefect waits before each retry of the download: download_backoff_s, doubling each time."""
+    return [settings.download_backoff_s * 2**i for i in range(settings.download_retries)]
 
 
 # ---------------------------------------------------------------- what a step does in Prefect besides its work
@@ -73,7 +77,7 @@ def _download_tries(settings: Settings, _folder: Path) -> Iterator[dict[str, Any
             raise download.DownloadError(f"{err}; gave up after {tries}: try again later, or raise "
                                          "--download-retries") from None
         asked = min(err.retry_after, MAX_RETRY_AFTER_S) if err.retry_after else 0.0
-        delay = asked + settings.download_backoff_s * 2 ** (attempt - 1)  # then Prefect's, as step_task sets it
+        delay = asked + retry_delays(settings)[attempt - 1]  # then Prefect's own
         get_run_logger().warning("download try %d of %d failed: %s; trying again in %g s", attempt, attempts, err,
                                  round(delay, 1))
         if asked:  # the server said when to come back: honour it before Prefect's own delay

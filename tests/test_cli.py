@@ -126,3 +126,30 @@ def test_settings_checked_together_are_named_in_their_message():
         load_settings({"train_range": "0-1200"})
     assert str(caught.value) == ("invalid settings: train_range 0-1200 overlaps validation_range 1000-1499: an image "
                                  "must not be in two subsets")
+
+
+def test_a_runs_quieting_of_prefects_restatements_ends_with_it(monkeypatch, capsys):
+    """`catsdogs run` keeps Prefect's restatements of its failure off the terminal for its own run only: a later
+    command in the same process (a sweep, a test's next command) sees Prefect's lines again."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from catsdogs.download import DownloadError
+    from deployments import cli
+
+    console = PrefectConsoleHandler()  # as Prefect's logging setup gives the terminal
+    logging.getLogger("prefect.flow_runs").addHandler(console)
+    monkeypatch.setattr(cli, "_temporary_server_in_its_own_session", lambda: None)
+    seen = []
+
+    def fails() -> None:
+        seen.append([f for f in console.filters if isinstance(f, cli._NotRestated)])
+        raise DownloadError("could not reach the archive")
+
+    try:
+        assert cli.run_and_show(fails, False, str, failure_said_once=True) is None
+    finally:
+        logging.getLogger("prefect.flow_runs").removeHandler(console)
+    assert capsys.readouterr().err.strip() == "catsdogs: could not reach the archive"
+    assert seen[0] and not [f for f in console.filters if isinstance(f, cli._NotRestated)]  # during the run only
