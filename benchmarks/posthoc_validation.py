@@ -4,8 +4,8 @@ statistics. Chosen here, on the validation subset, never on the test subset.
 - Views (the settings tta_flip and tta_crop): each image as it is, mirrored, and its centre crop (a fraction of
   each side, resized back to the input size with the training's bilinear kernel), mirrored too; a view set is
   scored by the mean of its views' probabilities of dog, as evaluation and prediction score it. Candidate
-  sets no setting names yet are scored beside them: a second centre crop, the images moved by 8 px, and the
-  four corner crops with the centre one.
+  sets no setting names yet are scored beside them: a second centre crop, the images moved by 8 px, the
+  four corner crops with the centre one, and the images zoomed out (shrunk, the border filled by reflection).
 - BatchNorm statistics: as training left them (moving averages of augmented, MixUp-blended batches under the
   raw weights, while the checkpoint holds the weights' moving average), or recomputed for the checkpoint's
   own weights over the clean training images.
@@ -44,6 +44,11 @@ CANDIDATE_SETS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
         view for shifted in shifts(images, 8)[1:] for view in test_time_views(shifted, True))],
     "flip+five-crops0.8": lambda images: [*test_time_views(images, True), *(
         view for crop in corner_crops(images, 0.8) for view in test_time_views(crop, True))],
+    # zoomed out as well as in: the two ends of the training's RandomZoom (a fifth each way), mirrored too
+    "flip+crop0.8+zoomout0.89": lambda images: [*test_time_views(images, True, 0.8),
+                                                *test_time_views(zoomed_out(images, 0.89), True)],
+    "flip+crop0.8+zoomout0.83": lambda images: [*test_time_views(images, True, 0.8),
+                                                *test_time_views(zoomed_out(images, 0.83), True)],
 }
 
 
@@ -54,6 +59,16 @@ def shifts(images: np.ndarray, pixels: int) -> list[np.ndarray]:
     size, p = images.shape[1], pixels
     return [images, *(padded[:, p + dy:p + dy + size, p + dx:p + dx + size]
                       for dy, dx in ((-p, 0), (p, 0), (0, -p), (0, p)))]
+
+
+def zoomed_out(images: np.ndarray, fraction: float) -> np.ndarray:
+    """Each image shrunk to FRACTION of each side (the training's bilinear kernel, rounded to whole values) in
+    the middle of its own size, the border filled by reflection as RandomZoom fills when it zooms out."""
+    size = images.shape[1]
+    side = round(size * fraction)
+    before, after = (size - side) // 2, size - side - (size - side) // 2
+    small = np.round(resize_bilinear(images, side))
+    return np.pad(small, ((0, 0), (before, after), (before, after), (0, 0)), mode="reflect")
 
 
 def corner_crops(images: np.ndarray, fraction: float) -> list[np.ndarray]:

@@ -188,24 +188,25 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return 0 if metrics is not None else 1
 
 
-def _temporary_server_in_its_own_session() -> None:
+def _temporary_server_in_its_own_session() -> bool:
     """Start Prefect's temporary server outside this command's process group. A terminal's Ctrl-C reaches the
     whole group: it stopped the server at once, and the interrupted run then spent minutes retrying a dead API
-    with tracebacks before it could end. This command stops the server itself as it exits (Prefect's atexit);
-    where it cannot (killed: kill -9, the system out of memory), Linux stops the server (_ends_with_this_process)."""
+    with tracebacks before it could end. This command stops the server itself as its work ends
+    (_stop_temporary_server; Prefect's atexit otherwise); where it cannot (killed: kill -9, the system out of
+    memory), Linux stops the server (_ends_with_this_process). Returns whether a temporary server is used."""
     import threading
 
     from prefect.settings import get_current_settings
 
     if get_current_settings().api.url:  # a server of the user's: no temporary one (and no second of imports)
-        return
+        return False
     try:
         from prefect.server.api import server
     except ImportError:
-        return
+        return True
     start = getattr(server.SubprocessASGIServer, "_run_uvicorn_command", None)  # Prefect's private method:
     if start is None or not hasattr(server, "subprocess") or getattr(start, "own_session", False):
-        return  # a Prefect without it starts its server as it does; runs work, only these two guards are lost
+        return True  # a Prefect without it starts its server as it does; runs work, only these two guards are lost
 
     def in_own_session(self: Any) -> Any:
         popen, options = server.subprocess.Popen, {"start_new_session": True}
@@ -221,6 +222,25 @@ def _temporary_server_in_its_own_session() -> None:
 
     in_own_session.own_session = True  # type: ignore[attr-defined]
     server.SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]
+    return True
+
+
+def _stop_temporary_server() -> None:
+    """Stop the temporary Prefect server now that the command's runs are over, once their logs and events are
+    sent (as Prefect's test harness does): its "Stopping temporary server" line then comes before the command's
+    last line, the answer or the reason it has none, instead of after it at exit."""
+    server = sys.modules.get("prefect.server.api.server")
+    instances = getattr(getattr(server, "SubprocessASGIServer", None), "_instances", {})  # Prefect's private map
+    running = [instance for instance in list(instances.values()) if getattr(instance, "server_process", None)]
+    if not running:
+        return  # none started (the command failed first), or a Prefect without that map: its atexit stops it
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=5)
+    for instance in running:
+        instance.stop()
 
 
 def _ends_with_this_process() -> Callable[[], None] | None:
@@ -263,15 +283,20 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     FAILURE_SAID_ONCE: Prefect's own lines restating that failure stay off the terminal (one run: its last line
     says it; a sweep keeps them, as they say which of its runs failed while it goes on)."""
     quieted = _terminal_shows_expected_failures_in_one_line(failure_said_once)
-    _temporary_server_in_its_own_session()
+    temporary = _temporary_server_in_its_own_session()
+    failure = None
     try:
         result = start()
     except expected_failures() as err:
-        print(f"catsdogs: {err}", file=sys.stderr)
-        return None
+        failure = err
     finally:
         for handler, restated in quieted:  # this command's: a later one in this process shows them again
             handler.removeFilter(restated)
+        if temporary:
+            _stop_temporary_server()
+    if failure is not None:
+        print(f"catsdogs: {failure}", file=sys.stderr)
+        return None
     print(json.dumps(result.model_dump(mode="json")) if as_json else describe(result))
     return result
 

@@ -128,6 +128,38 @@ def test_settings_checked_together_are_named_in_their_message():
                                  "must not be in two subsets")
 
 
+@pytest.mark.parametrize("outcome", ["answer", "failure"])
+def test_the_temporary_server_stops_before_the_commands_last_line(monkeypatch, capsys, outcome):
+    """Prefect stops its temporary server at exit, with a line of its own: that line came after the command's
+    answer or reason. The command stops it as its runs end, once their logs are sent, and then says its line."""
+    from prefect.server.api import server
+
+    from catsdogs.download import DownloadError
+    from deployments import cli
+
+    class Started:  # what SubprocessASGIServer holds while its process runs
+        server_process = object()
+
+        def stop(self) -> None:
+            print("Stopping temporary server", file=sys.stderr)
+            self.server_process = None
+
+    monkeypatch.setattr(cli, "_temporary_server_in_its_own_session", lambda: True)
+    monkeypatch.setitem(server.SubprocessASGIServer._instances, 8765, Started())
+
+    def work() -> str:
+        if outcome == "failure":
+            raise DownloadError("could not reach the archive")
+        return "the answer"
+
+    shown = cli.run_and_show(work, False, lambda result: f"catsdogs: {result}")
+    said = capsys.readouterr()
+    lines = said.err.strip().splitlines() + said.out.strip().splitlines()  # stderr is shown as it comes
+    last = "catsdogs: the answer" if outcome == "answer" else "catsdogs: could not reach the archive"
+    assert lines == ["Stopping temporary server", last]
+    assert (shown is None) == (outcome == "failure")
+
+
 def test_a_runs_quieting_of_prefects_restatements_ends_with_it(monkeypatch, capsys):
     """`catsdogs run` keeps Prefect's restatements of its failure off the terminal for its own run only: a later
     command in the same process (a sweep, a test's next command) sees Prefect's lines again."""
