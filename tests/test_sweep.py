@@ -315,8 +315,8 @@ def test_a_sweep_on_a_dask_cluster_survives_a_killed_worker(prefect_server, samp
             Client(cluster) as client:
         args = [sys.executable, "-m", "deployments.cli", "sweep", "--json", "--dask-address", cluster.scheduler_address,
                 "--data-url", sample_archive.as_uri(), "--data-sha256", SAMPLE_SHA256, "--workdir", str(workdir),
-                "--image-size", "78", "--batch-size", "8", "--epochs", "4", "--train-range", "0-149",
-                "--validation-range", "150-199", "--test-range", "200-219", "--threads", "1", "--seed", "0,1"]
+                "--image-size", "78", "--batch-size", "8", "--epochs", "4", "--train-range", "0-79",
+                "--validation-range", "80-99", "--test-range", "100-119", "--threads", "1", "--seed", "0,1"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")} | {
             "PREFECT_API_URL": prefect_server}
         process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
