@@ -25,13 +25,13 @@ class LitePredictor:
     runtime = "litert"
 
     def __init__(self, model_path: Path, image_size: int, tta_flip: bool = False, tta_crop: float = 0.0,
-                 name: str | None = None):
+                 tta_zoom_out: float = 0.0, name: str | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(model_path)
         self.name = name or self.path.name
         self.image_size = image_size
-        self.tta_flip, self.tta_crop = tta_flip, tta_crop
+        self.tta_flip, self.tta_crop, self.tta_zoom_out = tta_flip, tta_crop, tta_zoom_out
         with native_stderr_without(native_noise()):  # LiteRT's INFO line on every start
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=os.cpu_count() or 1)
         entry, exit_ = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
@@ -57,4 +57,4 @@ class LitePredictor:
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities that each image is a dog (averaged over the test-time views the model's settings name)."""
-        return views_averaged(self._run, images, self.tta_flip, self.tta_crop)
+        return views_averaged(self._run, images, self.tta_flip, self.tta_crop, self.tta_zoom_out)

@@ -21,7 +21,7 @@ from catsdogs.images import ImageError, load_with_tensorflow
 from catsdogs.model import load_keras_model
 from catsdogs.registry import ModelCard, card_for_file, resolve_model
 from catsdogs.runtime import error_line, tensorflow
-from catsdogs.views import views_averaged
+from catsdogs.views import views_averaged, views_of
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class KerasPredictor:
     runtime = "tensorflow"
 
     def __init__(self, model_path: Path, image_size: int | None = None, tta_flip: bool = False,
-                 tta_crop: float = 0.0, name: str | None = None):
+                 tta_crop: float = 0.0, tta_zoom_out: float = 0.0, name: str | None = None):
         tensorflow()
 
         self.path = Path(model_path)
@@ -82,13 +82,13 @@ class KerasPredictor:
         if image_size is not None and image_size != trained_size:
             raise ValueError(f"{self.path} was saved with image_size {image_size} but takes {trained_size}")
         self.image_size = trained_size
-        self.tta_flip, self.tta_crop = tta_flip, tta_crop
+        self.tta_flip, self.tta_crop, self.tta_zoom_out = tta_flip, tta_crop, tta_zoom_out
 
     @classmethod
     def for_model(cls, path: Path, card: ModelCard | None) -> KerasPredictor:
         """The model file PATH with its card's settings, or, for a file outside the registry, its run's."""
         saved = card.settings if card else _run_settings(path)
-        return cls(path, saved.get("image_size"), *test_time_settings(saved), name=card.name if card else None)
+        return cls(path, saved.get("image_size"), *views_of(saved), name=card.name if card else None)
 
     def load(self, path: Path) -> np.ndarray:
         """One file decoded and resized as the training data was."""
@@ -97,7 +97,7 @@ class KerasPredictor:
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities that each image is a dog (averaged over the test-time views the model's settings name)."""
         return views_averaged(lambda batch: self.model.predict_on_batch(batch), images, self.tta_flip,
-                              self.tta_crop)
+                              self.tta_crop, self.tta_zoom_out)
 
 
 def open_predictor(choice: str | None, workdir: Path) -> Predictor:
@@ -119,7 +119,7 @@ def open_predictor(choice: str | None, workdir: Path) -> Predictor:
         from catsdogs.lite import LitePredictor
 
         try:
-            return LitePredictor(card.litert_path, card.image_size, *test_time_settings(card.settings),
+            return LitePredictor(card.litert_path, card.image_size, *views_of(card.settings),
                                  name=card.name)
         except Exception as err:  # noqa: BLE001  any export that does not load or fit is set aside, saying why
             reason = f"its LiteRT export does not load or fit its card ({type(err).__name__}: {err})"[:300]
@@ -136,11 +136,6 @@ def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | N
     card = resolve_model(workdir, choice)
     return card.path, card
 
-
-def test_time_settings(saved: dict[str, Any]) -> tuple[bool, float]:
-    """tta_flip and tta_crop of a model's saved settings (a card or a run's settings.json; older ones lack
-    tta_crop: no crop)."""
-    return bool(saved.get("tta_flip")), float(saved.get("tta_crop") or 0.0)
 
 
 def _run_settings(model_path: Path) -> dict[str, Any]:

@@ -56,17 +56,18 @@ def models_dir(workdir: Path) -> Path:
     return Path(workdir).resolve() / "models"
 
 
-def model_folder(workdir: Path, run_dir: Path, tta_flip: bool, tta_crop: float) -> Path:
+def model_folder(workdir: Path, run_dir: Path, tta_flip: bool, tta_crop: float, tta_zoom_out: float = 0.0) -> Path:
     """Where the model of RUN_DIR, evaluated over those views, is registered: named after the run and the views,
     so that each card's views and metrics are its own."""
-    return models_dir(workdir) / views_name(Path(run_dir).name, tta_flip, tta_crop)
+    return models_dir(workdir) / views_name(Path(run_dir).name, tta_flip, tta_crop, tta_zoom_out)
 
 
 def register_model(trained: TrainedModel, metrics: Metrics, settings: Settings, data_sha256: str,
                    folder: Path | None = None) -> ModelCard:
     """Copy an evaluated model into the registry (into FOLDER, by default its model_folder) with its card;
     registering the same run and views twice is a no-op."""
-    folder = folder or model_folder(settings.workdir, trained.run_dir, metrics.tta_flip, metrics.tta_crop)
+    folder = folder or model_folder(settings.workdir, trained.run_dir, metrics.tta_flip, metrics.tta_crop,
+                                    metrics.tta_zoom_out)
     return store.run_once(folder, lambda: _register(folder, trained, metrics, settings, data_sha256),
                           lambda _: load_card(folder))
 

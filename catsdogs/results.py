@@ -50,6 +50,7 @@ class Metrics(BaseModel):
     confusion: list[list[int]]  # rows: true cat, true dog; columns: predicted cat, predicted dog
     tta_flip: bool = False  # each image's score averaged with its mirror image's
     tta_crop: float = 0.0  # ... and with its centre crop of this fraction (0: none)
+    tta_zoom_out: float = 0.0  # ... and with the image shrunk to this fraction, its border reflected (0: none)
     predictions_path: Path  # per test image: file, true label, probability of dog
 
 

@@ -60,8 +60,8 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {name: spec.defaults for name, spe
 COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
-    "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "translate": 0.0, "mixup": 0.0, "cutmix": 0.0,
-    "ema": 0.0,
+    "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "tta_zoom_out": 0.0, "translate": 0.0,
+    "mixup": 0.0, "cutmix": 0.0, "ema": 0.0,
     "resize_from": 0, "whiten_stem": False, "one_warp": False, "alternating_flips": False, "validate_last": 0,
     "fine_tune_epochs": 0,
     "fine_tune_layers": 0, "fine_tune_learning_rate": 1e-5,
@@ -171,6 +171,10 @@ class Settings(BaseSettings):
     tta_crop: float | None = Field(None, description="also average with the centre crop of this fraction of "
                                    "each side, resized back (and its mirror image where tta_flip is on); 0 = off "
                                    f"{_defaults('tta_crop')}")
+    tta_zoom_out: float | None = Field(None, description="also average with the image shrunk to this fraction of "
+                                       "each side, its border filled by reflection as the training's zoom fills it "
+                                       "(and its mirror image where tta_flip is on); 0 = off "
+                                       f"{_defaults('tta_zoom_out')}")
     translate: float | None = Field(None, ge=0, le=0.5, description="augmentation: also shift images by up to "
                                     "this fraction each way (0 = the reference's flips, rotation and zoom only)")
     mixup: float | None = Field(None, ge=0, le=10, description="MixUp: blend pairs of training images and their "
@@ -286,11 +290,12 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("tta_crop")
+    @field_validator("tta_crop", "tta_zoom_out")
     @classmethod
-    def _tta_crop(cls, value: float | None) -> float | None:
+    def _tta_fraction(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and value != 0 and not 0.5 <= value < 1:
-            raise ValueError(f"a centre crop keeps a fraction of each side from 0.5 to below 1 (0 = off), got {value}")
+            view = "a centre crop keeps" if info.field_name == "tta_crop" else "zooming out shrinks the image to"
+            raise ValueError(f"{view} a fraction of each side from 0.5 to below 1 (0 = off), got {value}")
         return value
 
     @field_validator("resize_from", "whiten_stem", "one_warp", "alternating_flips")
@@ -399,7 +404,7 @@ class Settings(BaseSettings):
         """The recipe settings (and batch size and the test-time views) that differ from this variant's defaults:
         what tells two runs of one variant, size and seed apart."""
         defaults = variant_defaults(self.variant)
-        names = [n for n in ("batch_size", *RECIPE_FIELDS, "tta_flip", "tta_crop") if n != "precision"
+        names = [n for n in ("batch_size", *RECIPE_FIELDS, "tta_flip", "tta_crop", "tta_zoom_out") if n != "precision"
                  and (self.spec.pretrained_base or n not in BACKBONE_FIELDS)]
         return {name: getattr(self, name) for name in names
                 if getattr(self, name) != defaults.get(name, Settings.model_fields[name].default)}

@@ -124,22 +124,25 @@ def _train_inputs(settings: Settings, arrays: DatasetArrays) -> dict[str, Any]:
 
 
 def _views_inputs(settings: Settings, trained: TrainedModel, *_: Any) -> dict[str, Any]:
-    return {"run": trained.run_dir, "tta_flip": bool(settings.tta_flip), "tta_crop": float(settings.tta_crop or 0.0)}
+    zoom_out = float(settings.tta_zoom_out or 0.0)  # named only where used: the keys of before stay as they were
+    return {"run": trained.run_dir, "tta_flip": bool(settings.tta_flip), "tta_crop": float(settings.tta_crop or 0.0),
+            **({"tta_zoom_out": zoom_out} if zoom_out else {})}
 
 
 def _evaluation_place(workdir: Path, inputs: dict[str, Any], version: int) -> Path:
     """Inside its run's folder, named for its views and, from version 2 on, its version."""
-    from catsdogs.views import views_name
+    from catsdogs.views import views_name, views_of
 
     name = "evaluation" if version == 1 else f"evaluation-v{version}"
-    return Path(inputs["run"]) / views_name(name, inputs["tta_flip"], inputs["tta_crop"])
+    return Path(inputs["run"]) / views_name(name, *views_of(inputs))
 
 
 def _register_place(workdir: Path, inputs: dict[str, Any], version: int) -> Path:
     """WORKDIR/models/RUN-VIEWS (the name predict and web show), with -vN from version 2 on."""
     from catsdogs.registry import model_folder
+    from catsdogs.views import views_of
 
-    folder = model_folder(workdir, inputs["run"], inputs["tta_flip"], inputs["tta_crop"])
+    folder = model_folder(workdir, inputs["run"], *views_of(inputs))
     return folder if version == 1 else folder.with_name(f"{folder.name}-v{version}")
 
 
@@ -189,9 +192,9 @@ def _train(folder: Path, settings: Settings, arrays: DatasetArrays, on_epoch: An
 
 def _evaluate(folder: Path, settings: Settings, trained: TrainedModel, arrays: DatasetArrays) -> Metrics:
     from catsdogs.train import evaluate_model
+    from catsdogs.views import views_of
 
-    return evaluate_model(trained, arrays, settings.batch_size, folder, bool(settings.tta_flip),
-                          float(settings.tta_crop or 0.0))
+    return evaluate_model(trained, arrays, settings.batch_size, folder, *views_of(settings.model_dump()))
 
 
 def _register(folder: Path, settings: Settings, trained: TrainedModel, metrics: Metrics,

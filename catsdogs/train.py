@@ -287,20 +287,23 @@ def best_so_far(history: list[dict[str, float]]) -> float | None:
 
 
 def evaluate_model(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
-                   tta_flip: bool = False, tta_crop: float = 0.0) -> Metrics:
+                   tta_flip: bool = False, tta_crop: float = 0.0, tta_zoom_out: float = 0.0) -> Metrics:
     """Load the best checkpoint and measure loss and accuracy on the test subset, each image's score averaged
-    over its test-time views (TTA_FLIP: with mirror images; TTA_CROP: with a centre crop of that fraction)."""
+    over its test-time views (TTA_FLIP: with mirror images; TTA_CROP: with a centre crop of that fraction;
+    TTA_ZOOM_OUT: with the image shrunk to that fraction)."""
     out_dir = Path(out_dir)
-    return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir, tta_flip, tta_crop),
+    views = (tta_flip, tta_crop, tta_zoom_out)
+    return store.run_once(out_dir, lambda: _evaluate(trained, arrays, batch_size, out_dir, *views),
                           lambda _: load_metrics(out_dir, trained.model_path))
 
 
 def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out_dir: Path,
-              tta_flip: bool, tta_crop: float) -> Metrics:
+              tta_flip: bool, tta_crop: float, tta_zoom_out: float) -> Metrics:
     tensorflow()
 
     model = load_keras_model(trained.model_path)
-    dog_probability = predict_probabilities(model, load_split(arrays, "test", batch_size), tta_flip, tta_crop)
+    dog_probability = predict_probabilities(model, load_split(arrays, "test", batch_size), tta_flip, tta_crop,
+                                            tta_zoom_out)
     labels = np.load(arrays.labels("test")).astype(int)
     predicted = (dog_probability > 0.5).astype(int)  # Keras' binary accuracy threshold
     accuracy = float(np.mean(predicted == labels))
@@ -314,7 +317,7 @@ def _evaluate(trained: TrainedModel, arrays: DatasetArrays, batch_size: int, out
     metrics = Metrics(variant=trained.variant, test_accuracy=float(accuracy), test_loss=float(loss),
                       test_images=arrays.counts["test"], best_epoch=trained.best_epoch, epochs=trained.epochs,
                       model_path=trained.model_path, confusion=confusion, tta_flip=tta_flip, tta_crop=tta_crop,
-                      predictions_path=out_dir / PREDICTIONS)
+                      tta_zoom_out=tta_zoom_out, predictions_path=out_dir / PREDICTIONS)
     store.mark_complete(out_dir, metrics.model_dump(mode="json") | {"evaluated_at": _now()})
     log.info("test accuracy %.4f, test loss %.4f on %d images (best epoch %d)", metrics.test_accuracy,
              metrics.test_loss, metrics.test_images, metrics.best_epoch)
@@ -327,15 +330,16 @@ def binary_crossentropy(labels: np.ndarray, dog_probability: np.ndarray) -> floa
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
-def predict_probabilities(model: Any, images: Any, tta_flip: bool = False, tta_crop: float = 0.0) -> np.ndarray:
+def predict_probabilities(model: Any, images: Any, tta_flip: bool = False, tta_crop: float = 0.0,
+                          tta_zoom_out: float = 0.0) -> np.ndarray:
     """Each image's probability of dog: a tf.data (images, labels) or an image batch; averaged over the test-time
-    views TTA_FLIP and TTA_CROP name, as every predictor averages them (catsdogs.views.views_averaged)."""
+    views TTA_FLIP, TTA_CROP and TTA_ZOOM_OUT name, as every predictor averages them (catsdogs.views)."""
     tf = tensorflow()
     if not isinstance(images, tf.data.Dataset):
         images = tf.data.Dataset.from_tensor_slices(np.asarray(images, "float32")).batch(256)
     else:
         images = images.map(lambda x, *_: x)
-    batches = [views_averaged(model.predict_on_batch, batch, tta_flip, tta_crop)
+    batches = [views_averaged(model.predict_on_batch, batch, tta_flip, tta_crop, tta_zoom_out)
                for batch in images.as_numpy_iterator()]
     return np.concatenate(batches) if batches else np.zeros(0)
 

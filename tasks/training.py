@@ -86,6 +86,7 @@ def publish_metrics(metrics: Metrics, settings: Settings) -> dict[str, str]:
         f"| test loss | {metrics.test_loss:.4f} |\n| test images | {metrics.test_images} |\n"
         f"| test-time flip averaging | {'on' if metrics.tta_flip else 'off'} |\n"
         f"| test-time centre crop | {f'{metrics.tta_crop:g} of each side' if metrics.tta_crop else 'off'} |\n"
+        f"| test-time zoom out | {f'to {metrics.tta_zoom_out:g} of each side' if metrics.tta_zoom_out else 'off'} |\n"
         f"| best epoch | {metrics.best_epoch} of {metrics.epochs} |\n| seed | {settings.seed} |\n\n"
         f"Checkpoint: `{metrics.model_path}`",  # below the table: the UI shows a cell on one line
         key="test-metrics", description=f"test accuracy {metrics.test_accuracy:.4f}, loss {metrics.test_loss:.4f} "

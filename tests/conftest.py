@@ -418,7 +418,7 @@ def tiny_models(tmp_path_factory, worker_id: str) -> dict:
     shared = (base if worker_id == "master" else base.parent) / "tiny-models"  # one folder for every worker
     with store.locked(shared):
         return train_and_register(shared, TINY_RANGES, {"epochs": 2}, {"seed": 1},
-                                  {"variant": "xception", "precision": TINY_XCEPTION_PRECISION})
+                                  {"variant": "xception", "precision": TINY_XCEPTION_PRECISION, "tta_zoom_out": 0.89})
 
 
 TINY_RANGES = {"train": (0, 11), "validation": (12, 13), "test": (14, 17)}  # images a class, of tiny_models

@@ -93,6 +93,24 @@ def test_test_time_views_are_the_images_mirrors_and_centre_crops():
     score = lambda batch: batch.mean(axis=(1, 2, 3))[:, None] / 255  # noqa: E731
     expected = np.mean([score(view)[:, 0] for view in four], axis=0)
     np.testing.assert_allclose(views.views_averaged(score, images, True, 0.8), expected)
+    six = views.test_time_views(images, tta_flip=True, tta_crop=0.8, tta_zoom_out=0.9)
+    assert len(six) == 6 and all(np.array_equal(a, b) for a, b in zip(six[:4], four, strict=True))
+    assert np.array_equal(six[4], views.zoomed_out(images, 0.9)) and np.array_equal(six[5], six[4][:, :, ::-1])
+
+
+@pytest.mark.parametrize("size, fraction", [(144, 0.89), (78, 0.89), (20, 0.9), (21, 0.5)])
+def test_zooming_out_shrinks_the_image_into_its_middle_and_reflects_the_border(size: int, fraction: float):
+    import tensorflow as tf
+
+    images = np.random.default_rng(5).integers(0, 256, (2, size, size, 3)).astype(np.uint8)
+    side = round(size * fraction)
+    before = (size - side) // 2
+    out = views.zoomed_out(images, fraction)
+    assert out.shape == images.shape
+    small = tf.round(tf.image.resize(images, (side, side), method="bilinear")).numpy()
+    assert np.array_equal(out[:, before:before + side, before:before + side], small)
+    assert np.array_equal(out[:, before - 1, before:before + side], small[:, 1])  # mirrored about the edge row
+    assert np.array_equal(out[:, before + side, before:before + side], small[:, -2])
 
 
 def test_other_formats_use_pillow_within_a_tolerance(tmp_path: Path):
@@ -267,6 +285,8 @@ def predict_in_process(model: str, registered) -> tuple[dict[str, dict], int, st
 def test_predict_answers_as_keras_did_without_importing_tensorflow(registered, variant: str, tmp_path: Path):
     card, metrics = registered["cards"][variant]
     assert card.litert_path and card.litert_path.is_file() and card.litert_error is None
+    if variant == "xception":  # evaluated over six views (zoomed in and out, each mirrored): answered over them too
+        assert card.name.endswith("-tta-crop0.8-out0.89") and metrics.tta_zoom_out == card.settings["tta_zoom_out"]
     broken_exif = tmp_path / "broken-exif.jpg"  # its EXIF block cut short: Pillow's parser warns on reading it
     Image.new("RGB", (40, 30), (200, 10, 10)).save(broken_exif, exif=bytes.fromhex(
         "457869660000" "4d4d002a00000008" "0005" "011200030000000100060000") + b"\xff" * 7)

@@ -172,8 +172,9 @@ def test_registry_best_latest_and_crashed_runs(trained, tmp_path: Path):
 def test_each_set_of_views_of_one_run_is_registered_apart(trained, tmp_path: Path):
     from catsdogs.views import views_name
 
-    assert [views_name("r1", *views) for views in [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)]] == [
-        "r1", "r1-tta", "r1-crop0.8", "r1-tta-crop0.8"]
+    assert [views_name("r1", *views) for views in [(False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8),
+                                                   (True, 0.8, 0.89), (False, 0.0, 0.9)]] == [
+        "r1", "r1-tta", "r1-crop0.8", "r1-tta-crop0.8", "r1-tta-crop0.8-out0.89", "r1-out0.9"]
     settings, name = trained["settings"], trained["card"].name
     folder = settings.workdir / "runs" / name
     written = {path: path.stat().st_mtime_ns for path in folder.rglob("*")}

@@ -80,6 +80,8 @@ def test_range_from_environment(monkeypatch):
         ({"tta_crop": "-0.8"}, ["tta_crop", "got -0.8"]),
         ({"tta_crop": "nan"}, ["tta_crop"]),
         ({"tta_crop": "most"}, ["tta_crop"]),
+        ({"tta_zoom_out": "1.2"}, ["tta_zoom_out", "zooming out shrinks the image to", "from 0.5 to below 1"]),
+        ({"tta_zoom_out": "0.2"}, ["tta_zoom_out", "got 0.2"]),
     ],
 )
 def test_invalid_values_name_the_field_and_what_is_allowed(overrides, words):
