@@ -225,13 +225,19 @@ def _temporary_server_in_its_own_session() -> bool:
     return True
 
 
-def _stop_temporary_server() -> None:
-    """Stop the temporary Prefect server now that the command's runs are over, once their logs and events are
-    sent (as Prefect's test harness does): its "Stopping temporary server" line then comes before the command's
-    last line, the answer or the reason it has none, instead of after it at exit."""
+def _running_servers() -> list[Any]:
+    """The temporary Prefect servers running in this process (Prefect's private map of them; none without it)."""
     server = sys.modules.get("prefect.server.api.server")
-    instances = getattr(getattr(server, "SubprocessASGIServer", None), "_instances", {})  # Prefect's private map
-    running = [instance for instance in list(instances.values()) if getattr(instance, "server_process", None)]
+    instances = getattr(getattr(server, "SubprocessASGIServer", None), "_instances", {})
+    return [instance for instance in list(instances.values()) if getattr(instance, "server_process", None)]
+
+
+def _stop_temporary_servers(but: list[Any]) -> None:
+    """Stop the temporary Prefect server the command started (any running now, BUT those that ran before it: a
+    caller's own, in the same process), once the runs' logs and events are sent, as Prefect's test harness does:
+    its "Stopping temporary server" line then comes before the command's last line (the answer, or the reason it
+    has none) instead of after it, at exit."""
+    running = [instance for instance in _running_servers() if not any(instance is other for other in but)]
     if not running:
         return  # none started (the command failed first), or a Prefect without that map: its atexit stops it
     from prefect.events.worker import EventsWorker
@@ -284,6 +290,7 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     says it; a sweep keeps them, as they say which of its runs failed while it goes on)."""
     quieted = _terminal_shows_expected_failures_in_one_line(failure_said_once)
     temporary = _temporary_server_in_its_own_session()
+    running_before = _running_servers()
     failure = None
     try:
         result = start()
@@ -293,7 +300,7 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
         for handler, restated in quieted:  # this command's: a later one in this process shows them again
             handler.removeFilter(restated)
         if temporary:
-            _stop_temporary_server()
+            _stop_temporary_servers(but=running_before)
     if failure is not None:
         print(f"catsdogs: {failure}", file=sys.stderr)
         return None
