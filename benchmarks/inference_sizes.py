@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from posthoc_validation import VIEW_SETS
 
 from catsdogs import store
 from catsdogs.data import CLASS_NAMES
@@ -27,8 +28,6 @@ from catsdogs.runtime import tensorflow
 from catsdogs.settings import Settings
 from catsdogs.train import binary_crossentropy
 from catsdogs.views import views_averaged
-
-VIEW_SETS = {"plain": (False, 0.0), "flip": (True, 0.0), "flip+crop0.9": (True, 0.9), "flip+crop0.8": (True, 0.8)}
 
 
 def subsets_of(run_dir: Path) -> Path:

@@ -30,7 +30,7 @@ from validation_scores import validation_arrays
 from catsdogs.images import resize_bilinear
 from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
-from catsdogs.views import centre_crop, mean_over_views, test_time_views, views_averaged
+from catsdogs.views import centre_crop, mean_over_views, test_time_views, views_averaged, zoomed_out
 
 # Each view set the settings tta_flip and tta_crop can name, as those settings.
 VIEW_SETS = {"plain": (False, 0.0), "flip": (True, 0.0), "flip+crop0.9": (True, 0.9), "flip+crop0.8": (True, 0.8),
@@ -59,16 +59,6 @@ def shifts(images: np.ndarray, pixels: int) -> list[np.ndarray]:
     size, p = images.shape[1], pixels
     return [images, *(padded[:, p + dy:p + dy + size, p + dx:p + dx + size]
                       for dy, dx in ((-p, 0), (p, 0), (0, -p), (0, p)))]
-
-
-def zoomed_out(images: np.ndarray, fraction: float) -> np.ndarray:
-    """Each image shrunk to FRACTION of each side (the training's bilinear kernel, rounded to whole values) in
-    the middle of its own size, the border filled by reflection as RandomZoom fills when it zooms out."""
-    size = images.shape[1]
-    side = round(size * fraction)
-    before, after = (size - side) // 2, size - side - (size - side) // 2
-    small = np.round(resize_bilinear(images, side))
-    return np.pad(small, ((0, 0), (before, after), (before, after), (0, 0)), mode="reflect")
 
 
 def corner_crops(images: np.ndarray, fraction: float) -> list[np.ndarray]:

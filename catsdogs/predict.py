@@ -137,7 +137,6 @@ def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | N
     return card.path, card
 
 
-
 def _run_settings(model_path: Path) -> dict[str, Any]:
     """The settings.json a training run leaves beside its checkpoint, if any."""
     settings = model_path.parent / "settings.json"

@@ -124,9 +124,11 @@ def _train_inputs(settings: Settings, arrays: DatasetArrays) -> dict[str, Any]:
 
 
 def _views_inputs(settings: Settings, trained: TrainedModel, *_: Any) -> dict[str, Any]:
-    zoom_out = float(settings.tta_zoom_out or 0.0)  # named only where used: the keys of before stay as they were
-    return {"run": trained.run_dir, "tta_flip": bool(settings.tta_flip), "tta_crop": float(settings.tta_crop or 0.0),
-            **({"tta_zoom_out": zoom_out} if zoom_out else {})}
+    from catsdogs.views import views_of
+
+    flip, crop, zoom_out = views_of(settings.model_dump())
+    zoomed = {"tta_zoom_out": zoom_out} if zoom_out else {}  # named only where used: earlier keys stay as they were
+    return {"run": trained.run_dir, "tta_flip": flip, "tta_crop": crop, **zoomed}
 
 
 def _evaluation_place(workdir: Path, inputs: dict[str, Any], version: int) -> Path:

@@ -188,25 +188,25 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return 0 if metrics is not None else 1
 
 
-def _temporary_server_in_its_own_session() -> bool:
+def _temporary_server_in_its_own_session() -> None:
     """Start Prefect's temporary server outside this command's process group. A terminal's Ctrl-C reaches the
     whole group: it stopped the server at once, and the interrupted run then spent minutes retrying a dead API
     with tracebacks before it could end. This command stops the server itself as its work ends
-    (_stop_temporary_server; Prefect's atexit otherwise); where it cannot (killed: kill -9, the system out of
-    memory), Linux stops the server (_ends_with_this_process). Returns whether a temporary server is used."""
+    (_stop_temporary_servers; Prefect's atexit otherwise); where it cannot (killed: kill -9, the system out of
+    memory), Linux stops the server (_ends_with_this_process)."""
     import threading
 
     from prefect.settings import get_current_settings
 
     if get_current_settings().api.url:  # a server of the user's: no temporary one (and no second of imports)
-        return False
+        return
     try:
         from prefect.server.api import server
     except ImportError:
-        return True
+        return
     start = getattr(server.SubprocessASGIServer, "_run_uvicorn_command", None)  # Prefect's private method:
     if start is None or not hasattr(server, "subprocess") or getattr(start, "own_session", False):
-        return True  # a Prefect without it starts its server as it does; runs work, only these two guards are lost
+        return  # a Prefect without it starts its server as it does; runs work, only these two guards are lost
 
     def in_own_session(self: Any) -> Any:
         popen, options = server.subprocess.Popen, {"start_new_session": True}
@@ -222,7 +222,6 @@ def _temporary_server_in_its_own_session() -> bool:
 
     in_own_session.own_session = True  # type: ignore[attr-defined]
     server.SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]
-    return True
 
 
 def _running_servers() -> list[Any]:
@@ -234,9 +233,9 @@ def _running_servers() -> list[Any]:
 
 def _stop_temporary_servers(but: list[Any]) -> None:
     """Stop the temporary Prefect server the command started (any running now, BUT those that ran before it: a
-    caller's own, in the same process), once the runs' logs and events are sent, as Prefect's test harness does:
-    its "Stopping temporary server" line then comes before the command's last line (the answer, or the reason it
-    has none) instead of after it, at exit."""
+    caller's own, in the same process; none where the user gave a server), once the runs' logs and events are
+    sent, as Prefect's test harness does: its "Stopping temporary server" line then comes before the command's
+    last line (the answer, or the reason it has none) instead of after it, at exit."""
     running = [instance for instance in _running_servers() if not any(instance is other for other in but)]
     if not running:
         return  # none started (the command failed first), or a Prefect without that map: its atexit stops it
@@ -289,7 +288,7 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     FAILURE_SAID_ONCE: Prefect's own lines restating that failure stay off the terminal (one run: its last line
     says it; a sweep keeps them, as they say which of its runs failed while it goes on)."""
     quieted = _terminal_shows_expected_failures_in_one_line(failure_said_once)
-    temporary = _temporary_server_in_its_own_session()
+    _temporary_server_in_its_own_session()
     running_before = _running_servers()
     failure = None
     try:
@@ -299,8 +298,7 @@ def run_and_show(start: Callable[[], Any], as_json: bool, describe: Callable[[An
     finally:
         for handler, restated in quieted:  # this command's: a later one in this process shows them again
             handler.removeFilter(restated)
-        if temporary:
-            _stop_temporary_servers(but=running_before)
+        _stop_temporary_servers(but=running_before)
     if failure is not None:
         print(f"catsdogs: {failure}", file=sys.stderr)
         return None

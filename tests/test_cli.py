@@ -147,7 +147,7 @@ def test_the_temporary_server_stops_before_the_commands_last_line(monkeypatch, c
     # a server that ran before the command (a caller's own, in this process) is not the command's to stop
     before = Started()
     monkeypatch.setattr(server.SubprocessASGIServer, "_instances", {None: before})
-    monkeypatch.setattr(cli, "_temporary_server_in_its_own_session", lambda: True)
+    monkeypatch.setattr(cli, "_temporary_server_in_its_own_session", lambda: None)
 
     def work() -> str:
         server.SubprocessASGIServer._instances[8765] = Started()  # the run starts the temporary server
