@@ -25,6 +25,7 @@ from catsdogs.datasets import DatasetArrays, load_arrays
 from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
 from catsdogs.train import best_row, binary_crossentropy, predict_probabilities, read_history
+from catsdogs.views import views_name, views_of
 
 
 def validation_arrays(run_dir: Path, image_size: int) -> DatasetArrays:
@@ -54,10 +55,11 @@ def scores(run_dir: Path) -> dict[str, object]:
     labels = np.load(arrays.labels("validation"))
     model = load_keras_model(run_dir / "best.keras")
     best = best_row(read_history(run_dir / "history.json"))
-    dog = predict_probabilities(model, images, bool(settings.get("tta_flip")), float(settings.get("tta_crop") or 0))
+    dog = predict_probabilities(model, images, *views_of(settings))
     return {
         "run": run_dir.name, "seed": settings["seed"], "mixup": settings.get("mixup"), "ema": settings.get("ema"),
-        "best_epoch": int(best["epoch"]), "val_loss": round(best["val_loss"], 4),
+        "views": views_name("views", *views_of(settings)), "best_epoch": int(best["epoch"]),
+        "val_loss": round(best["val_loss"], 4),
         "val_accuracy": float(np.mean((predict_probabilities(model, images) > 0.5) == labels)),
         "val_accuracy_flips": float(np.mean((predict_probabilities(model, images, tta_flip=True) > 0.5) == labels)),
         "val_accuracy_views": float(np.mean((dog > 0.5) == labels)),

@@ -191,7 +191,7 @@ def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect
     epochs = 24
     args = [sys.executable, "-m", "deployments.cli", "sweep", "--data-url", sample_archive.as_uri(), "--workdir",
             str(tmp_path / "w"), "--image-size", "78", "--batch-size", "16", "--epochs", f"{epochs},2",
-            "--train-range", "0-79", "--validation-range", "80-99", "--test-range", "100-119"]
+            "--train-range", "0-39", "--validation-range", "40-49", "--test-range", "50-59"]
     history = tmp_path / "w" / "runs"
     stopped_at = 0
     for signum in (signal.SIGTERM, signal.SIGINT):
