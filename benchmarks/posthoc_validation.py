@@ -49,6 +49,10 @@ CANDIDATE_SETS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
                                                 *test_time_views(zoomed_out(images, 0.89), True)],
     "flip+crop0.8+zoomout0.83": lambda images: [*test_time_views(images, True, 0.8),
                                                 *test_time_views(zoomed_out(images, 0.83), True)],
+    "flip+crop0.8+zoomout0.89+0.83": lambda images: [*test_time_views(images, True, 0.8), *(
+        view for fraction in (0.89, 0.83) for view in test_time_views(zoomed_out(images, fraction), True))],
+    "flip+crop0.8+crop0.9+zoomout0.89": lambda images: [*test_time_views(images, True, 0.8), *test_time_views(
+        centre_crop(images, 0.9), True), *test_time_views(zoomed_out(images, 0.89), True)],
 }
 
 
