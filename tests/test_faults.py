@@ -42,8 +42,8 @@ def cli_env(api_url: str) -> dict[str, str]:
 def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, sample_archive, tmp_path):
     """SIGKILL: no handler runs. The next run resumes the training, and marks the killed run Crashed (it would
     stay Running in the UI for good)."""
-    args = cli_args(sample_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-199",
-                    "--validation-range", "200-249", "--test-range", "250-269")
+    args = cli_args(sample_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-79",
+                    "--validation-range", "80-99", "--test-range", "100-119")
     begun = datetime.now(UTC)
     first = subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
