@@ -1,0 +1,67 @@
+"""The benchmarks run by hand, never in the suite: each name one imports from the project must still exist, so
+that a change to the library that renames or removes it fails here, not weeks later in a measurement."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+PROJECT_PACKAGES = {"catsdogs", "tasks", "flows", "deployments"}
+
+
+def defined_names(path: Path) -> set[str]:
+    """The names a module file defines or imports at its top level, read without running it."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {target.id for target in targets if isinstance(target, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
+def project_imports(path: Path) -> list[tuple[str, str]]:
+    """(module, name) for each `from MODULE import NAME` of PATH that names the project or another benchmark."""
+    siblings = {other.stem for other in BENCHMARKS.glob("*.py")}
+    return [(node.module, alias.name) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module
+            and (node.module.split(".")[0] in PROJECT_PACKAGES or node.module in siblings)
+            for alias in node.names]
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("*.py")), ids=lambda path: path.name)
+def test_every_project_name_a_benchmark_imports_exists(path: Path):
+    for module, name in project_imports(path):
+        sibling = BENCHMARKS / f"{module}.py"
+        if sibling.is_file():  # another benchmark: read, not run (some train when imported)
+            assert name in defined_names(sibling), f"{path.name}: {module}.py has no {name}"
+        else:
+            assert exists(module, name), f"{path.name}: {module} has no {name}"
+
+
+def exists(module: str, name: str) -> bool:
+    """Whether `from MODULE import NAME` works: NAME defined in MODULE, or a submodule of it."""
+    if hasattr(importlib.import_module(module), name):
+        return True
+    try:
+        importlib.import_module(f"{module}.{name}")
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+def test_a_missing_name_is_caught(tmp_path: Path, monkeypatch):
+    """The check fails where it should: a benchmark importing a name the library lacks."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("from catsdogs.views import no_such_view\nfrom validation_scores import no_such_score\n")
+    assert project_imports(broken) == [("catsdogs.views", "no_such_view"), ("validation_scores", "no_such_score")]
+    with pytest.raises(AssertionError, match="catsdogs.views has no no_such_view"):
+        test_every_project_name_a_benchmark_imports_exists(broken)
+    assert "no_such_score" not in defined_names(BENCHMARKS / "validation_scores.py")
