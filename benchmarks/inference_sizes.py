@@ -4,7 +4,7 @@ FixRes (Touvron et al., 2019) found that a network trained on random crops sees 
 in testing, and scores higher tested at a larger size than it trained at. catsdogs' from-scratch networks end
 in global average pooling, so their weights run at any size: each run's weights are put in its network built
 for each size, and its validation images (decoded from its own subsets at that size, as its dataset step
-decodes them) are scored over the view sets the settings tta_flip and tta_crop can name. Chosen on the
+decodes them) are scored over the view sets the settings tta_flip, tta_crop and tta_zoom_out can name. Chosen on the
 validation subset, never on the test subset.
 
     python benchmarks/inference_sizes.py [--sizes 128 144 160 176 192] WORKDIR/runs/RUN [WORKDIR/runs/RUN ...]
@@ -65,8 +65,8 @@ def scores(run_dir: Path, sizes: list[int]) -> list[dict[str, object]]:
         def run(view: np.ndarray, model=model) -> np.ndarray:
             return model.predict(view, batch_size=100, verbose=0)
 
-        for name, (flip, crop) in VIEW_SETS.items():
-            dog = views_averaged(run, images, flip, crop)
+        for name, views in VIEW_SETS.items():
+            dog = views_averaged(run, images, *views)
             row[name] = round(float(np.mean((dog > 0.5) == labels)), 4)
             row[f"{name}_loss"] = round(float(binary_crossentropy(labels, dog)), 4)
         rows.append(row)

@@ -1,11 +1,12 @@
 """Validation accuracy of trained runs under choices made after training: test-time views and BatchNorm
 statistics. Chosen here, on the validation subset, never on the test subset.
 
-- Views (the settings tta_flip and tta_crop): each image as it is, mirrored, and its centre crop (a fraction of
-  each side, resized back to the input size with the training's bilinear kernel), mirrored too; a view set is
-  scored by the mean of its views' probabilities of dog, as evaluation and prediction score it. Candidate
-  sets no setting names yet are scored beside them: a second centre crop, the images moved by 8 px, the
-  four corner crops with the centre one, and the images zoomed out (shrunk, the border filled by reflection).
+- Views (the settings tta_flip, tta_crop and tta_zoom_out): each image as it is, mirrored, its centre crop (a
+  fraction of each side, resized back to the input size with the training's bilinear kernel) and the image
+  zoomed out (shrunk, the border filled by reflection), mirrored too; a view set is scored by the mean of its
+  views' probabilities of dog, as evaluation and prediction score it. Candidate sets no setting names yet are
+  scored beside them: a second centre crop, the images moved by 8 px, the four corner crops with the centre
+  one, and two zoomed-out views at once.
 - BatchNorm statistics: as training left them (moving averages of augmented, MixUp-blended batches under the
   raw weights, while the checkpoint holds the weights' moving average), or recomputed for the checkpoint's
   own weights over the clean training images.
@@ -32,9 +33,11 @@ from catsdogs.model import load_keras_model
 from catsdogs.runtime import tensorflow
 from catsdogs.views import centre_crop, mean_over_views, test_time_views, views_averaged, zoomed_out
 
-# Each view set the settings tta_flip and tta_crop can name, as those settings.
-VIEW_SETS = {"plain": (False, 0.0), "flip": (True, 0.0), "flip+crop0.9": (True, 0.9), "flip+crop0.8": (True, 0.8),
-             "flip+crop0.7": (True, 0.7)}
+# Each view set the settings tta_flip, tta_crop and tta_zoom_out can name, as those settings. The zoomed-out
+# ones take the far end of the training's RandomZoom (a fifth each way) as the crops take the near end.
+VIEW_SETS = {"plain": (False, 0.0, 0.0), "flip": (True, 0.0, 0.0), "flip+crop0.9": (True, 0.9, 0.0),
+             "flip+crop0.8": (True, 0.8, 0.0), "flip+crop0.7": (True, 0.7, 0.0),
+             "flip+crop0.8+zoomout0.89": (True, 0.8, 0.89), "flip+crop0.8+zoomout0.83": (True, 0.8, 0.83)}
 # Candidates no setting names yet, each a function of a batch to its views: are they worth a setting?
 CANDIDATE_SETS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
     "flip+crop0.8+crop0.9": lambda images: [*test_time_views(images, True, 0.8), *test_time_views(
@@ -44,11 +47,6 @@ CANDIDATE_SETS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
         view for shifted in shifts(images, 8)[1:] for view in test_time_views(shifted, True))],
     "flip+five-crops0.8": lambda images: [*test_time_views(images, True), *(
         view for crop in corner_crops(images, 0.8) for view in test_time_views(crop, True))],
-    # zoomed out as well as in: the two ends of the training's RandomZoom (a fifth each way), mirrored too
-    "flip+crop0.8+zoomout0.89": lambda images: [*test_time_views(images, True, 0.8),
-                                                *test_time_views(zoomed_out(images, 0.89), True)],
-    "flip+crop0.8+zoomout0.83": lambda images: [*test_time_views(images, True, 0.8),
-                                                *test_time_views(zoomed_out(images, 0.83), True)],
     "flip+crop0.8+zoomout0.89+0.83": lambda images: [*test_time_views(images, True, 0.8), *(
         view for fraction in (0.89, 0.83) for view in test_time_views(zoomed_out(images, fraction), True))],
     "flip+crop0.8+crop0.9+zoomout0.89": lambda images: [*test_time_views(images, True, 0.8), *test_time_views(
@@ -84,7 +82,7 @@ def dog_probabilities(model, images: np.ndarray) -> dict[str, np.ndarray]:
             seen[key] = model.predict(view, batch_size=100, verbose=0)
         return seen[key]
 
-    averaged = {name: views_averaged(run, images, flip, crop) for name, (flip, crop) in VIEW_SETS.items()}
+    averaged = {name: views_averaged(run, images, *views) for name, views in VIEW_SETS.items()}
     for name, views_of in CANDIDATE_SETS.items():
         averaged[name] = mean_over_views(run, views_of(np.asarray(images)))
     return averaged
