@@ -3,8 +3,8 @@
 Each shape trains on random 0-255 images held in memory (batch 32, the reference augmentation inside the
 model, as the issue measured), in a fresh process, for a few timed steps after two warm-up steps. Side by
 side: the book's mini-Xception (separable convolutions, stride-1 stem, 180 px) and catsdogs' xception
-(plain convolutions, stride-2 stem) at several input sizes. Prints one JSON line per shape, then one
-object with each shape's images/s relative to the book's.
+(plain convolutions, stride-2 stem) at several input sizes, and the patch_stem setting's 4x4 stride-4 stem.
+Prints one JSON line per shape, then one object with each shape's images/s relative to the book's.
 
     python benchmarks/xception_throughput.py [--steps 20] [--precision mixed_bfloat16] [--shapes NAME ...]
 """
@@ -17,13 +17,17 @@ import subprocess
 import sys
 
 SHAPES = {
-    # name: (separable, stem strides, image size)
-    "book-separable-180": (True, 1, 180),
-    "plain-stride2-180": (False, 2, 180),
-    "plain-stride2-160": (False, 2, 160),
-    "plain-stride2-128": (False, 2, 128),
-    "separable-stride2-180": (True, 2, 180),
-    "separable-stride2-160": (True, 2, 160),
+    # name: (separable, stem strides, image size, patch stem)
+    "book-separable-180": (True, 1, 180, False),
+    "plain-stride2-180": (False, 2, 180, False),
+    "plain-stride2-160": (False, 2, 160, False),
+    "plain-stride2-128": (False, 2, 128, False),
+    "separable-stride2-180": (True, 2, 180, False),
+    "separable-stride2-160": (True, 2, 160, False),
+    "separable-stride2-144": (True, 2, 144, False),  # fast's last size
+    "separable-patch4-144": (True, 4, 144, True),  # the patch_stem setting
+    "separable-stride2-96": (True, 2, 96, False),  # fast's first size
+    "separable-patch4-96": (True, 4, 96, True),
 }
 
 ONE_SHAPE = """
@@ -33,12 +37,12 @@ from catsdogs.runtime import tensorflow
 tensorflow()
 import keras
 from catsdogs.model import build_augmentation, xception_network
-separable, strides, size, steps, precision = (sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3]),
-                                              int(sys.argv[4]), sys.argv[5])
+separable, strides, size, steps, precision, patch = (sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3]),
+                                                     int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1")
 keras.utils.set_random_seed(0)
 inputs = keras.Input(shape=(size, size, 3))
 x = keras.layers.Rescaling(1 / 255, dtype=precision)(build_augmentation(0)(inputs))
-x = xception_network(x, separable=separable, stem_strides=strides, precision=precision)
+x = xception_network(x, separable=separable, stem_strides=strides, precision=precision, patch_stem=patch)
 outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(keras.layers.Dropout(0.5)(x))
 model = keras.Model(inputs, outputs)
 model.compile(optimizer="adam", loss="binary_crossentropy")
@@ -62,9 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     for name in args.shapes:
-        separable, strides, size = SHAPES[name]
+        separable, strides, size, patch = SHAPES[name]
         out = subprocess.run([sys.executable, "-c", ONE_SHAPE, "1" if separable else "0", str(strides), str(size),
-                              str(args.steps), args.precision], check=True, capture_output=True, text=True)
+                              str(args.steps), args.precision, "1" if patch else "0"], check=True, capture_output=True,
+                             text=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(json.dumps({"shape": name, "precision": args.precision, **results[name]}), flush=True)
     book = results.get("book-separable-180", {}).get("images_per_s")

@@ -102,18 +102,21 @@ def _reference_network(variant: str, image_size: int, seed: int | None, precisio
 # faster than plain 3x3 convolutions in the same place (which have 7x the weights).
 XCEPTION_WIDTHS = (32, 64, 128, 256, 512)
 STEM, STEM_KERNEL = "stem", 5
+PATCH = 4  # patch_stem's kernel and stride: the first block's 2x2 pooling folded into the stem
 TRAINING_RESIZE = "training_resize"
 
 
 def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separable: bool = True,
-                     stem_strides: int = 2, precision: str = "float32") -> Any:
-    """Stem, then per width: BN, ReLU, conv twice, max-pool(3, 2) plus a strided 1x1 residual; then pooled."""
+                     stem_strides: int = 2, precision: str = "float32", patch_stem: bool = False) -> Any:
+    """Stem, then per width: BN, ReLU, conv twice, max-pool(3, 2) plus a strided 1x1 residual; then pooled.
+    With PATCH_STEM, a PATCHxPATCH stride-PATCH stem of the first width replaces the stem and the first block."""
     from keras import layers
 
     conv = layers.SeparableConv2D if separable else layers.Conv2D
-    x = layers.Conv2D(widths[0], STEM_KERNEL, strides=stem_strides, padding="same", use_bias=False, name=STEM,
+    kernel, strides = (PATCH, PATCH) if patch_stem else (STEM_KERNEL, stem_strides)
+    x = layers.Conv2D(widths[0], kernel, strides=strides, padding="same", use_bias=False, name=STEM,
                       dtype=precision)(x)
-    for width in widths:
+    for width in widths[1:] if patch_stem else widths:
         residual = x
         for _ in range(2):
             x = layers.BatchNormalization(dtype=precision)(x)
@@ -162,7 +165,7 @@ def _xception(settings: Settings, precision: str) -> Any:
     from keras import layers
 
     return _with_head(settings, precision, lambda x, size: xception_network(
-        layers.Rescaling(1.0 / 255, dtype=precision)(x), precision=precision))
+        layers.Rescaling(1.0 / 255, dtype=precision)(x), precision=precision, patch_stem=bool(settings.patch_stem)))
 
 
 def _efficientnet(settings: Settings, precision: str) -> Any:

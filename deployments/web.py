@@ -88,12 +88,12 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
             if reason.startswith("Too many"):
                 return None, [], _error(400, f"{reason}; send at most {most} file{'s' * (most > 1)} per request")
             return None, [], _error(400, f"malformed multipart/form-data body ({reason or 'unreadable'}); send "
-                                         "images as multipart/form-data fields named files")
+                                         "images as multipart/form-data file fields, e.g. curl -F files=@photo.jpg")
         uploads = [item for _, item in form.multi_items() if isinstance(item, UploadFile)]
         if not uploads:
             await form.close()
-            return None, [], _error(400, "no files: send one or more images as multipart/form-data fields named "
-                                         "files")
+            return None, [], _error(400, "no files: send one or more images as multipart/form-data file "
+                                         "fields, e.g. curl -F files=@photo.jpg")
         with counting:
             busy = waiting["requests"] >= max_waiting
             waiting["requests"] += 0 if busy else 1
@@ -170,7 +170,8 @@ def validation_examples(workdir: Path, per_class: int = EXAMPLES_PER_CLASS) -> d
 def _refuse(request: Request, max_bytes: int) -> JSONResponse | None:
     """415 for anything but multipart/form-data, 411 without a length, 413 over the limit."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        return _error(415, "send the images as multipart/form-data, in fields named files")
+        return _error(415, "send the images as multipart/form-data file fields, e.g. curl -F "
+                           "files=@photo.jpg")
     length = request.headers.get("content-length")
     if length is None or not length.isdigit():
         return _error(411, "the request needs a Content-Length")

@@ -564,7 +564,8 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
                        ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented"),
                        ({"variant": "augmented", "one_warp": True}, "one_warp: for the .* not augmented"),
-                       ({"variant": "baseline", "alternating_flips": True}, "alternating_flips: for the .* not ba")]:
+                       ({"variant": "baseline", "alternating_flips": True}, "alternating_flips: for the .* not ba"),
+                       ({"variant": "baseline", "patch_stem": True}, "patch_stem: for the .* not baseline")]:
         with pytest.raises(SettingsError, match=words):
             load_settings(bad)
 
@@ -596,6 +597,30 @@ def test_a_model_with_one_warp_saves_and_loads_back(tmp_path: Path):
     assert type(layer).__name__ == "RandomRotateZoom" and (layer.rotation, layer.zoom) == (0.1, 0.2)
     images = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_a_patch_stem_replaces_the_stem_and_first_block_whitens_and_keys_the_run():
+    from catsdogs.model import STEM, whiten_stem
+
+    def separable_widths(model) -> list[int]:
+        return [layer.filters for layer in model.layers if type(layer).__name__ == "SeparableConv2D"]
+
+    def pooled_grid(model) -> tuple[int, int]:
+        pooling = next(layer for layer in model.layers if type(layer).__name__ == "GlobalAveragePooling2D")
+        return tuple(pooling.input.shape[1:3])
+
+    plain = build_network(Settings(variant="xception", image_size=96), "float32")
+    settings = Settings(variant="xception", image_size=96, patch_stem=True)
+    patched = build_network(settings, "float32")
+    stem = patched.get_layer(STEM)
+    assert (stem.kernel_size, stem.strides, stem.filters) == ((4, 4), (4, 4), 32)
+    assert separable_widths(plain)[2:] == separable_widths(patched) == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert pooled_grid(patched) == pooled_grid(plain) == (2, 2)  # 96 px: /4 then 4 pools, or /2 then 5
+    whiten_stem(patched, np.random.default_rng(0).integers(0, 255, (8, 96, 96, 3)).astype(np.uint8), seed=0)
+    np.testing.assert_allclose(stem.kernel.numpy()[..., 16:], -stem.kernel.numpy()[..., :16], rtol=1e-6)
+    assert settings.recipe_key()["patch_stem"] is True and "patch_stem" not in Settings(variant="xception").recipe_key()
+    images = np.random.default_rng(1).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    assert patched.predict(images, verbose=0).shape == (2, 1)
 
 
 def test_fast_trains_at_growing_sizes_from_a_whitened_stem_and_evaluates_at_full_size(arrays, tmp_path: Path,

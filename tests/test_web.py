@@ -66,6 +66,9 @@ def test_refusals_are_clear_4xx(client):
     assert form.status_code == 415
     no_files = client.post("/predict", files={"note": (None, "only a text field")})  # multipart, no file in it
     assert no_files.status_code == 400 and no_files.json()["error"].startswith("no files")
+    assert "file fields" in no_files.json()["error"]  # of any name, as the next request shows
+    other_name = client.post("/predict", files=[("photo", image[1])])
+    assert other_name.status_code == 200 and other_name.json()[0]["path"] == "a.jpg"
 
 
 def test_each_refusal_says_what_is_wrong_with_that_request(client):
