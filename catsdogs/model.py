@@ -107,25 +107,28 @@ TRAINING_RESIZE = "training_resize"
 
 
 def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separable: bool = True,
-                     stem_strides: int = 2, precision: str = "float32", patch_stem: bool = False) -> Any:
+                     stem_strides: int = 2, precision: str = "float32", patch_stem: bool = False,
+                     fused: bool = True) -> Any:
     """Stem, then per width: BN, ReLU, conv twice, max-pool(3, 2) plus a strided 1x1 residual; then pooled.
-    With PATCH_STEM, a PATCHxPATCH stride-PATCH stem of the first width replaces the stem and the first block."""
+    With PATCH_STEM, a PATCHxPATCH stride-PATCH stem of the first width replaces the stem and the first block.
+    FUSED: batch normalisation through TensorFlow's fused kernel in training (else Keras' own layer)."""
     from keras import layers
 
     conv = layers.SeparableConv2D if separable else layers.Conv2D
+    batch_normalization = custom_layers()["FusedBatchNormalization"] if fused else layers.BatchNormalization
     kernel, strides = (PATCH, PATCH) if patch_stem else (STEM_KERNEL, stem_strides)
     x = layers.Conv2D(widths[0], kernel, strides=strides, padding="same", use_bias=False, name=STEM,
                       dtype=precision)(x)
     for width in widths[1:] if patch_stem else widths:
         residual = x
         for _ in range(2):
-            x = layers.BatchNormalization(dtype=precision)(x)
+            x = batch_normalization(dtype=precision)(x)
             x = layers.Activation("relu", dtype=precision)(x)
             x = conv(width, 3, padding="same", use_bias=False, dtype=precision)(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same", dtype=precision)(x)
         residual = layers.Conv2D(width, 1, strides=2, padding="same", use_bias=False, dtype=precision)(residual)
         x = layers.add([x, residual], dtype=precision)
-    x = layers.BatchNormalization(dtype=precision)(x)  # the blocks end on an addition: normalise before pooling
+    x = batch_normalization(dtype=precision)(x)  # the blocks end on an addition: normalise before pooling
     x = layers.Activation("relu", dtype=precision)(x)
     return layers.GlobalAveragePooling2D(dtype=precision)(x)
 
@@ -260,12 +263,42 @@ def _rotate_zoom_class() -> Any:
     return RandomRotateZoom
 
 
+def _fused_batch_normalization_class() -> Any:
+    import keras
+
+    @keras.saving.register_keras_serializable(package="catsdogs")
+    class FusedBatchNormalization(keras.layers.BatchNormalization):
+        """Keras' BatchNormalization, trained through TensorFlow's fused kernel: one op each way instead of the
+        dozen Keras 3 runs (in float32, whatever the policy). The same statistics and moving averages; outside
+        training, and for what the kernel does not take, Keras' own path, so inference and export are Keras'."""
+
+        def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
+            if not (training and self.trainable) or mask is not None or len(inputs.shape) != 4 or self.renorm \
+                    or self.axis not in (-1, 3) or keras.backend.backend() != "tensorflow":
+                return super().call(inputs, training=training, mask=mask)
+            import tensorflow as tf
+
+            channels = inputs.shape[-1]
+            gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones((channels,), "float32")
+            beta = tf.cast(self.beta, "float32") if self.center else tf.zeros((channels,), "float32")
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            count = tf.cast(tf.size(inputs) // channels, "float32")
+            variance *= (count - 1.0) / count  # the kernel returns the unbiased variance; Keras keeps the biased
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+            return tf.cast(outputs, self.compute_dtype)
+
+    return FusedBatchNormalization
+
+
 @functools.cache
 def custom_layers() -> dict[str, Any]:
     """catsdogs' own Keras layers, registered with Keras: call before loading a saved model that may hold them.
     Defined on first use, so that importing this module does not start TensorFlow."""
     tensorflow()
-    return {"TrainingResize": _training_resize_class(), "RandomRotateZoom": _rotate_zoom_class()}
+    return {"TrainingResize": _training_resize_class(), "RandomRotateZoom": _rotate_zoom_class(),
+            "FusedBatchNormalization": _fused_batch_normalization_class()}
 
 
 def load_keras_model(path: Path) -> Any:

@@ -138,6 +138,41 @@ def test_one_warp_rotates_and_zooms_as_keras_layers_do():
     assert moved[0].shape == images.shape and np.abs(moved[0] - moved[1]).max() > 1  # a new draw each call
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_normalization_trains_as_keras_batch_normalization_does(policy):
+    """The same outputs, moving averages and gradients as Keras' layer, in training; its own path in inference."""
+    import keras
+    import tensorflow as tf
+
+    from catsdogs import runtime
+    from catsdogs.model import custom_layers
+
+    if policy == "mixed_bfloat16" and (cap := runtime.onednn_cap_without_bf16()):  # read once per process
+        pytest.skip(f"ONEDNN_MAX_CPU_ISA={cap} leaves this process without bfloat16 kernels (refused: test_variants)")
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(3.0, 2.0, (4, 6, 5, 8)).astype("float32"))
+    weights = tf.constant(rng.normal(0.0, 1.0, images.shape).astype("float32"))  # a sum alone has no gradient
+    layers = [keras.layers.BatchNormalization(momentum=0.9, dtype=policy),
+              custom_layers()["FusedBatchNormalization"](momentum=0.9, dtype=policy)]
+    results = []
+    for layer in layers:
+        layer.build(images.shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, 8, dtype="float32"))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 8, dtype="float32"))
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images, training=True)
+            loss = tf.reduce_sum(tf.cast(outputs, "float32") * weights)
+        gradients = tape.gradient(loss, [images, layer.gamma, layer.beta])
+        results.append([tf.cast(outputs, "float32"), layer.moving_mean, layer.moving_variance, *gradients,
+                        tf.cast(layer(images, training=False), "float32")])
+    assert results[1][0].dtype == results[0][0].dtype
+    tolerance = 1e-4 if policy == "float32" else 5e-2  # bfloat16 keeps 8 bits of mantissa
+    for keras_value, fused_value in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(fused_value), np.asarray(keras_value), rtol=tolerance, atol=tolerance)
+    assert float(np.abs(np.asarray(results[0][3])).max()) > 0.1  # the input gradient is not trivially zero
+
+
 def test_a_training_too_large_for_the_memory_is_refused_naming_what_to_lower(monkeypatch):
     from catsdogs import runtime
     from catsdogs.model import check_memory

@@ -1,0 +1,91 @@
+"""Training speed of the from-scratch networks with catsdogs' fused batch normalisation against Keras' own layer.
+
+Keras 3's BatchNormalization trains through a dozen TensorFlow ops in float32, whatever the policy; catsdogs'
+FusedBatchNormalization through TensorFlow's one fused kernel each way (the same statistics). For each variant
+and size, the real model (catsdogs.model.build_for: its augmentation, optimizer and weight average) trains on
+random 0-255 images held in memory, batch 32, in a fresh process per model, both kinds one after the other, a few
+timed steps after warm-up steps. With --arrays, each process instead runs catsdogs' own training (train_model:
+the input pipeline, MixUp, the callbacks) for --epochs epochs on a dataset step's folder built at that size, and
+counts the middle epochs (the first traces, the last validates). Prints one JSON line per model, then the fused
+layer's speed-up per case.
+
+    python benchmarks/batch_norm_throughput.py [--cases xception:180 fast:96 fast:144] [--steps 12] [--precision auto]
+    python benchmarks/batch_norm_throughput.py --cases fast:144 --arrays WORKDIR/datasets/KEY [--epochs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ONE = """
+import functools, json, statistics, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+from catsdogs.runtime import resolve_precision, tensorflow
+tensorflow()
+import keras
+from catsdogs import model as catsdogs_model
+from catsdogs.settings import Settings
+variant, size, fused, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
+precision, arrays_folder, epochs = resolve_precision(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+catsdogs_model.xception_network = functools.partial(catsdogs_model.xception_network, fused=fused)
+row = {"variant": variant, "size": size, "batch_norm": "fused" if fused else "keras", "precision": precision}
+keras.utils.set_random_seed(0)
+if arrays_folder:
+    from catsdogs.datasets import load_arrays
+    from catsdogs.train import train_model
+    arrays = load_arrays(Path(arrays_folder))
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings(variant=variant, image_size=size, epochs=epochs, resize_from=0, validate_last=1,
+                            precision=precision, workdir=folder)
+        seconds = [r["seconds"] for r in train_model(settings, arrays, Path(folder) / "run").history()][1:-1]
+    train_images = np.load(arrays.images("train"), mmap_mode="r").shape[0]
+    print(json.dumps(row | {"epoch_s": seconds, "images_per_s": round(train_images / statistics.median(seconds), 1)}))
+    sys.exit()
+settings = Settings(variant=variant, image_size=size, resize_from=0, whiten_stem=False)
+model = catsdogs_model.build_for(settings, precision, steps_per_epoch=100)
+images = np.random.default_rng(0).integers(0, 256, (32, size, size, 3)).astype("float32")
+labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
+for _ in range(3):
+    model.train_on_batch(images, labels)
+start = time.perf_counter()
+for _ in range(steps):
+    model.train_on_batch(images, labels)
+seconds = time.perf_counter() - start
+print(json.dumps(row | {"images_per_s": round(32 * steps / seconds, 1)}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", default=["xception:180", "fast:96", "fast:144"],
+                        help="VARIANT:SIZE, each a from-scratch variant at one image size")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--arrays", default="", help="a dataset step's folder (WORKDIR/datasets/KEY) at the cases' "
+                        "size: time catsdogs' own training on it instead")
+    parser.add_argument("--epochs", type=int, default=4, help="with --arrays: epochs per model (at least 3)")
+    args = parser.parse_args()
+    speeds: dict[str, dict[str, float]] = {}
+    for case in args.cases:
+        variant, size = case.split(":")
+        for fused in (False, True):
+            done = subprocess.run([sys.executable, "-c", ONE, variant, size, "1" if fused else "0", str(args.steps),
+                                   args.precision, args.arrays, str(args.epochs)], capture_output=True, text=True,
+                                  cwd=Path(__file__).resolve().parents[1])
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            print(json.dumps(row), flush=True)
+            speeds.setdefault(case, {})[row["batch_norm"]] = row["images_per_s"]
+    print(json.dumps({"fused_speedup": {case: round(s["fused"] / s["keras"], 2) for case, s in speeds.items()
+                                        if {"fused", "keras"} <= set(s)}}))
+
+
+if __name__ == "__main__":
+    main()
