@@ -1,13 +1,13 @@
 """Training speed of the from-scratch networks with catsdogs' fused batch normalisation against Keras' own layer.
 
 Keras 3's BatchNormalization trains through a dozen TensorFlow ops in float32, whatever the policy; catsdogs'
-FusedBatchNormalization through TensorFlow's one fused kernel each way (the same statistics). For each variant
-and size, the real model (catsdogs.model.build_for: its augmentation, optimizer and weight average) trains on
-random 0-255 images held in memory, batch 32, in a fresh process per model, both kinds one after the other, a few
-timed steps after warm-up steps. With --arrays, each process instead runs catsdogs' own training (train_model:
-the input pipeline, MixUp, the callbacks) for --epochs epochs on a dataset step's folder built at that size, and
-counts the middle epochs (the first traces, the last validates). Prints one JSON line per model, then the fused
-layer's speed-up per case.
+BatchNormalization (catsdogs.model) through TensorFlow's one fused kernel each way (the same statistics). For
+each variant and size, the real model (catsdogs.model.build_for: its augmentation, optimizer and weight
+average) trains on random 0-255 images held in memory, batch 32, in a fresh process per model, both kinds one
+after the other, a few timed steps after warm-up steps. With --arrays, each process instead runs catsdogs' own
+training (train_model: the input pipeline, MixUp, the callbacks) for --epochs epochs on a dataset step's folder
+built at that size, and counts the middle epochs (the first traces, the last validates). Prints one JSON line
+per model, then the fused layer's speed-up per case.
 
     python benchmarks/batch_norm_throughput.py [--cases xception:180 fast:96 fast:144] [--steps 12] [--precision auto]
     python benchmarks/batch_norm_throughput.py --cases fast:144 --arrays WORKDIR/datasets/KEY [--epochs 4]

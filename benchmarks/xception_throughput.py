@@ -30,7 +30,7 @@ SHAPES = {
     "separable-stride2-96": (True, 2, 96, False),  # fast's first size
     "separable-patch4-96": (True, 4, 96, True),
 }
-# Each shape trains with catsdogs' FusedBatchNormalization; --keras-batch-norm measures Keras' own layer instead.
+# Each shape trains with catsdogs' BatchNormalization (fused in training); --keras-batch-norm: Keras' own layer.
 
 ONE_SHAPE = """
 import json, sys, time

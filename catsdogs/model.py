@@ -115,7 +115,7 @@ def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separabl
     from keras import layers
 
     conv = layers.SeparableConv2D if separable else layers.Conv2D
-    batch_normalization = custom_layers()["FusedBatchNormalization"] if fused else layers.BatchNormalization
+    batch_normalization = custom_layers()["BatchNormalization"] if fused else layers.BatchNormalization
     kernel, strides = (PATCH, PATCH) if patch_stem else (STEM_KERNEL, stem_strides)
     x = layers.Conv2D(widths[0], kernel, strides=strides, padding="same", use_bias=False, name=STEM,
                       dtype=precision)(x)
@@ -267,10 +267,12 @@ def _fused_batch_normalization_class() -> Any:
     import keras
 
     @keras.saving.register_keras_serializable(package="catsdogs")
-    class FusedBatchNormalization(keras.layers.BatchNormalization):
+    class BatchNormalization(keras.layers.BatchNormalization):
         """Keras' BatchNormalization, trained through TensorFlow's fused kernel: one op each way instead of the
         dozen Keras 3 runs (in float32, whatever the policy). The same statistics and moving averages; outside
-        training, and for what the kernel does not take, Keras' own path, so inference and export are Keras'."""
+        training, and for what the kernel does not take, Keras' own path, so inference and export are Keras'.
+        Keras' class name too: weights files name layers by their class, so a network's weights saved with
+        Keras' layer (a backup of an interrupted run) load into this one."""
 
         def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
             if not (training and self.trainable) or mask is not None or len(inputs.shape) != 4 or self.renorm \
@@ -289,7 +291,7 @@ def _fused_batch_normalization_class() -> Any:
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
             return tf.cast(outputs, self.compute_dtype)
 
-    return FusedBatchNormalization
+    return BatchNormalization
 
 
 @functools.cache
@@ -298,7 +300,7 @@ def custom_layers() -> dict[str, Any]:
     Defined on first use, so that importing this module does not start TensorFlow."""
     tensorflow()
     return {"TrainingResize": _training_resize_class(), "RandomRotateZoom": _rotate_zoom_class(),
-            "FusedBatchNormalization": _fused_batch_normalization_class()}
+            "BatchNormalization": _fused_batch_normalization_class()}
 
 
 def load_keras_model(path: Path) -> Any:

@@ -153,7 +153,7 @@ def test_fused_batch_normalization_trains_as_keras_batch_normalization_does(poli
     images = tf.constant(rng.normal(3.0, 2.0, (4, 6, 5, 8)).astype("float32"))
     weights = tf.constant(rng.normal(0.0, 1.0, images.shape).astype("float32"))  # a sum alone has no gradient
     layers = [keras.layers.BatchNormalization(momentum=0.9, dtype=policy),
-              custom_layers()["FusedBatchNormalization"](momentum=0.9, dtype=policy)]
+              custom_layers()["BatchNormalization"](momentum=0.9, dtype=policy)]
     results = []
     for layer in layers:
         layer.build(images.shape)
@@ -171,6 +171,27 @@ def test_fused_batch_normalization_trains_as_keras_batch_normalization_does(poli
     for keras_value, fused_value in zip(*results, strict=True):
         np.testing.assert_allclose(np.asarray(fused_value), np.asarray(keras_value), rtol=tolerance, atol=tolerance)
     assert float(np.abs(np.asarray(results[0][3])).max()) > 0.1  # the input gradient is not trivially zero
+
+
+def test_weights_saved_with_keras_batch_normalization_load_into_the_fused_network(tmp_path):
+    """A backup written before the from-scratch networks trained fused resumes: weights files name layers by
+    their class, and catsdogs' layer keeps Keras' class name."""
+    from catsdogs.model import xception_network
+
+    def network(fused: bool):
+        import keras
+
+        inputs = keras.Input(shape=(64, 64, 3))
+        return keras.Model(inputs, xception_network(inputs, widths=(8, 16), fused=fused))
+
+    keras_layers, fused = network(False), network(True)
+    rng = np.random.default_rng(0)
+    for variable in keras_layers.weights:  # moving statistics too: every variable other than initialised
+        variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+    keras_layers.save_weights(tmp_path / "backup.weights.h5")
+    fused.load_weights(tmp_path / "backup.weights.h5")
+    images = rng.uniform(0, 1, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(fused.predict(images, verbose=0), keras_layers.predict(images, verbose=0), rtol=1e-5)
 
 
 def test_a_training_too_large_for_the_memory_is_refused_naming_what_to_lower(monkeypatch):
