@@ -186,7 +186,7 @@ def test_weights_saved_with_keras_batch_normalization_load_into_the_fused_networ
 
     keras_layers, fused = network(False), network(True)
     rng = np.random.default_rng(0)
-    for variable in keras_layers.weights:  # moving statistics too: every variable other than initialised
+    for variable in keras_layers.weights:  # every variable away from its initial value, moving statistics too
         variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
     keras_layers.save_weights(tmp_path / "backup.weights.h5")
     fused.load_weights(tmp_path / "backup.weights.h5")
