@@ -94,5 +94,6 @@ def main() -> None:
                       "fused_speedup": {case: round(s["fused"] / s["keras"], 2) for case, s in medians.items()
                                         if {"fused", "keras"} <= set(s)}}))
 
+
 if __name__ == "__main__":
     main()
