@@ -76,8 +76,8 @@ def build_model(variant: str, image_size: int, seed: int | None = None, precisio
     return build_for(settings.model_copy(update={"seed": seed}), precision, steps_per_epoch=1)
 
 
-def _reference_network(variant: str, image_size: int, seed: int | None, precision: str) -> Any:
-    """The reference experiment's convnet, uncompiled."""
+def _reference_network(variant: str, image_size: int, seed: int | None, precision: str, dropout: float = 0.5) -> Any:
+    """The reference experiment's convnet, uncompiled (DROPOUT: the augmented one's rate)."""
     import keras
     from keras import layers
 
@@ -91,7 +91,7 @@ def _reference_network(variant: str, image_size: int, seed: int | None, precisio
     x = layers.Conv2D(filters=256, kernel_size=3, activation="relu", dtype=precision)(x)
     x = layers.Flatten(dtype=precision)(x)
     if augments:
-        x = layers.Dropout(0.5, seed=layer_seeds(seed)["dropout"], dtype=precision)(x)
+        x = layers.Dropout(dropout, seed=layer_seeds(seed)["dropout"], dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{variant}")
 
@@ -144,7 +144,8 @@ def build_network(settings: Settings, precision: str) -> Any:
 
 
 def _reference(settings: Settings, precision: str) -> Any:
-    return _reference_network(settings.variant, int(settings.image_size), settings.seed, precision)  # type: ignore[arg-type]
+    return _reference_network(settings.variant, int(settings.image_size), settings.seed, precision,  # type: ignore[arg-type]
+                              float(settings.dropout))  # type: ignore[arg-type]
 
 
 def _with_head(settings: Settings, precision: str, body: Callable[[Any, int], Any]) -> Any:
@@ -159,7 +160,8 @@ def _with_head(settings: Settings, precision: str, body: Callable[[Any, int], An
         x = build_augmentation(settings.seed, float(settings.translate or 0.0), bool(settings.one_warp),
                                flip=not settings.alternating_flips)(x)
     x = body(x, size)
-    x = layers.Dropout(0.5, seed=layer_seeds(settings.seed)["dropout"], dtype=precision)(x)
+    x = layers.Dropout(float(settings.dropout), seed=layer_seeds(settings.seed)["dropout"],  # type: ignore[arg-type]
+                       dtype=precision)(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs=inputs, outputs=outputs, name=f"catsdogs_{settings.variant}")
 

@@ -61,15 +61,15 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": 180, "precision": "float32", "optimizer": "rmsprop", "learning_rate": 1e-3,
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
     "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "tta_zoom_out": 0.0, "translate": 0.0,
-    "mixup": 0.0, "cutmix": 0.0, "ema": 0.0,
+    "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "dropout": 0.5,
     "resize_from": 0, "whiten_stem": False, "patch_stem": False, "one_warp": False, "alternating_flips": False,
     "validate_last": 0, "fine_tune_epochs": 0,
     "fine_tune_layers": 0, "fine_tune_learning_rate": 1e-5,
 }
 # Settings that change the trained model beyond variant, epochs, batch size and seed. A run's key names them
 # only where they differ from the reference, so reference runs keep the folders they had.
-RECIPE_FIELDS = ("precision", "translate", "mixup", "cutmix", "ema", "resize_from", "whiten_stem", "patch_stem",
-                 "one_warp", "alternating_flips", "validate_last",
+RECIPE_FIELDS = ("precision", "translate", "mixup", "cutmix", "ema", "dropout", "resize_from", "whiten_stem",
+                 "patch_stem", "one_warp", "alternating_flips", "validate_last",
                  "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
                  "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
                  "fine_tune_learning_rate", "backbone_weights")
@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     ema: float | None = Field(None, ge=0, lt=1, description="keep a moving average of the weights with this "
                               "momentum; validation, checkpoints and the saved model use it; 0 = off "
                               f"{_defaults('ema')}")
+    dropout: float | None = Field(None, ge=0, lt=1, description="the rate of the dropout before the output layer "
+                                  f"(the baseline has none) {_defaults('dropout')}")
     # Speed-ups of the from-scratch networks (xception, fast, best).
     resize_from: int | None = Field(None, ge=0, le=1024, description="progressive resizing: train the first "
                                     "half of the epochs at this many pixels a side, then growing to image_size "

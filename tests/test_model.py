@@ -33,6 +33,21 @@ def test_augmented_adds_augmentation_and_dropout():
     assert model.count_params() == 991_041
 
 
+@pytest.mark.parametrize("variant", ["augmented", "fast"])
+def test_the_dropout_rate_is_a_setting_and_only_a_changed_one_keys_the_run(variant):
+    from catsdogs.model import build_network
+    from catsdogs.settings import Settings, variant_defaults
+
+    def rates(settings):
+        return [layer.rate for layer in build_network(settings, "float32").layers if type(layer).__name__ == "Dropout"]
+
+    default = Settings(variant=variant, whiten_stem=False)
+    assert rates(default) == [variant_defaults(variant)["dropout"]] and "dropout" not in default.changed_from_variant()
+    changed = default.model_copy(update={"dropout": 0.3})
+    assert rates(changed) == [0.3] and changed.recipe_key()["dropout"] == 0.3
+    assert "dropout" not in Settings(variant="augmented").recipe_key()  # the reference's runs keep their folders
+
+
 def test_reference_math_is_float32_everywhere():
     model = build_model("augmented", 78)
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
