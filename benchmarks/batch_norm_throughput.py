@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-from pathlib import Path
+
+from timing import run_fresh
 
 ONE = """
-import functools, json, statistics, sys, tempfile, time
+import functools, json, statistics, sys, tempfile
 from pathlib import Path
 import numpy as np
 from catsdogs.runtime import resolve_precision, tensorflow
@@ -33,6 +33,7 @@ tensorflow()
 import keras
 from catsdogs import model as catsdogs_model
 from catsdogs.settings import Settings
+from timing import training_images_per_s
 variant, size, fused, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
 precision, arrays_folder, epochs = resolve_precision(sys.argv[5]), sys.argv[6], int(sys.argv[7])
 catsdogs_model.xception_network = functools.partial(catsdogs_model.xception_network, fused=fused)
@@ -51,15 +52,7 @@ if arrays_folder:
     sys.exit()
 settings = Settings(variant=variant, image_size=size, resize_from=0, whiten_stem=False)
 model = catsdogs_model.build_for(settings, precision, steps_per_epoch=100)
-images = np.random.default_rng(0).integers(0, 256, (32, size, size, 3)).astype("float32")
-labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
-for _ in range(3):
-    model.train_on_batch(images, labels)
-start = time.perf_counter()
-for _ in range(steps):
-    model.train_on_batch(images, labels)
-seconds = time.perf_counter() - start
-print(json.dumps(row | {"images_per_s": round(32 * steps / seconds, 1)}))
+print(json.dumps(row | {"images_per_s": round(training_images_per_s(model, size, steps), 1)}))
 """
 
 
@@ -79,9 +72,8 @@ def main() -> None:
         for case in args.cases:
             variant, size = case.split(":")
             for fused in (False, True):
-                done = subprocess.run([sys.executable, "-c", ONE, variant, size, "1" if fused else "0",
-                                       str(args.steps), args.precision, args.arrays, str(args.epochs)],
-                                      capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                done = run_fresh(ONE, variant, size, "1" if fused else "0", str(args.steps), args.precision,
+                                 args.arrays, str(args.epochs))
                 if done.returncode != 0:
                     print(done.stderr[-2000:], file=sys.stderr)
                     continue

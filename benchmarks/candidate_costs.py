@@ -22,21 +22,9 @@ import functools
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
-BATCH = 32
-
-
-def images_per_s(step, steps: int, batch: int = BATCH) -> float:
-    for _ in range(3):  # tracing and warm-up
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return batch * steps / (time.perf_counter() - start)
+from timing import BATCH, images_per_s, random_batch, training_images_per_s
 
 
 def training_rate(width: int, sizes: list[int], steps: int, precision: str, batch: int = BATCH,
@@ -59,13 +47,10 @@ def training_rate(width: int, sizes: list[int], steps: int, precision: str, batc
         network = model.compile_model(network, settings, precision, 100)
     finally:
         model.xception_network = original
-    full = network.input_shape[1]
-    images = np.random.default_rng(0).integers(0, 256, (batch, full, full, 3)).astype("float32")
-    labels = np.random.default_rng(1).integers(0, 2, (batch, 1)).astype("float32")
     rates = {}
     for size in sizes:
         network.get_layer(model.TRAINING_RESIZE).size.assign(size)
-        rates[size] = images_per_s(lambda: network.train_on_batch(images, labels), steps, batch)
+        rates[size] = training_images_per_s(network, network.input_shape[1], steps, batch)
     return rates
 
 
@@ -79,7 +64,7 @@ def randaugment_rate(sizes: list[int], steps: int) -> dict[int, float]:
     augment = tf.function(lambda x: layer(x, training=True))
     rates = {}
     for size in sizes:
-        images = tf.constant(np.random.default_rng(0).integers(0, 256, (BATCH, size, size, 3)).astype("float32"))
+        images = tf.constant(random_batch(size)[0])
         rates[size] = images_per_s(lambda images=images: augment(images), steps)
     return rates
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from timing import run_fresh
 
 ONE = """
 import json, sys, time
@@ -28,23 +29,18 @@ tf = tensorflow()
 import keras
 from catsdogs.model import TRAINING_RESIZE, build_for
 from catsdogs.settings import Settings
+from timing import images_per_s, random_batch
 one_warp, steps, precision, sizes = sys.argv[1] == "1", int(sys.argv[2]), resolve_precision(sys.argv[3]), \
     [int(s) for s in sys.argv[4].split(",")]
 keras.utils.set_random_seed(0)
 settings = Settings(variant="fast", whiten_stem=False, one_warp=one_warp)
 full = int(settings.image_size)
 model = build_for(settings, precision, steps_per_epoch=100)
-images = np.random.default_rng(0).integers(0, 256, (32, full, full, 3)).astype("float32")
-labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
+images, labels = random_batch(full)
 rates = {}
 for size in sizes:
     model.get_layer(TRAINING_RESIZE).size.assign(size)
-    for _ in range(2):
-        model.train_on_batch(images, labels)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(images, labels)
-    rates[size] = 32 * steps / (time.perf_counter() - start)
+    rates[size] = images_per_s(lambda: model.train_on_batch(images, labels), steps, warmup=2)
 validation = np.repeat(images, 1000 // 32 + 1, axis=0)[:1000]
 model.evaluate(validation[:64], labels[:1].repeat(64, axis=0), batch_size=32, verbose=0)  # warm-up
 start = time.perf_counter()
@@ -72,9 +68,8 @@ def main() -> None:
     rounds: dict[bool, list[dict]] = {False: [], True: []}
     for round_ in range(args.rounds):
         for one_warp in (False, True) if round_ % 2 == 0 else (True, False):
-            done = subprocess.run([sys.executable, "-c", ONE, "1" if one_warp else "0", str(args.steps),
-                                   args.precision, ",".join(map(str, measured))], capture_output=True, text=True,
-                                  cwd=Path(__file__).resolve().parents[1])
+            done = run_fresh(ONE, "1" if one_warp else "0", str(args.steps), args.precision,
+                             ",".join(map(str, measured)))
             if done.returncode != 0:
                 sys.exit(done.stderr[-2000:])
             rounds[one_warp].append(json.loads(done.stdout.strip().splitlines()[-1]))

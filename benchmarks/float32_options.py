@@ -22,8 +22,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
+
+from timing import run_fresh
 
 # option: (environment, intra-op threads or 0 for the cores, inter-op threads or 0, augment (or "one-warp"), jit,
 # precision)
@@ -43,8 +43,7 @@ OPTIONS = {
 DEFAULT_OPTIONS = [name for name in OPTIONS if not name.startswith("bfloat16")]
 
 ONE_OPTION = """
-import json, sys, time
-import numpy as np
+import json, sys
 import tensorflow as tf
 intra, inter, augment, jit, precision, size, steps = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                                       sys.argv[4] == "1", sys.argv[5], int(sys.argv[6]),
@@ -55,6 +54,7 @@ if inter:
     tf.config.threading.set_inter_op_parallelism_threads(inter)
 import keras
 from catsdogs.model import build_augmentation, xception_network
+from timing import training_images_per_s
 keras.utils.set_random_seed(0)
 inputs = keras.Input(shape=(size, size, 3))
 x = build_augmentation(0, one_warp=sys.argv[3] == "one-warp")(inputs) if sys.argv[3] != "0" else inputs
@@ -62,15 +62,8 @@ x = xception_network(keras.layers.Rescaling(1 / 255, dtype=precision)(x), precis
 outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(keras.layers.Dropout(0.5)(x))
 model = keras.Model(inputs, outputs)
 model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="binary_crossentropy", jit_compile=jit)
-images = np.random.default_rng(0).integers(0, 256, (32, size, size, 3)).astype("float32")
-labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
-for _ in range(2):
-    model.train_on_batch(images, labels)
-start = time.perf_counter()
-for _ in range(steps):
-    model.train_on_batch(images, labels)
-seconds = time.perf_counter() - start
-print(json.dumps({"images_per_s": round(32 * steps / seconds, 2), "jit": bool(model.jit_compile)}))
+rate = training_images_per_s(model, size, steps, warmup=2)
+print(json.dumps({"images_per_s": round(rate, 2), "jit": bool(model.jit_compile)}))
 """
 
 
@@ -80,9 +73,8 @@ def measure(option: str, isa: str | None, size: int, steps: int) -> dict:
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
     augmentation = augment if isinstance(augment, str) else "1" if augment else "0"
-    out = subprocess.run([sys.executable, "-c", ONE_OPTION, str(intra), str(inter), augmentation,
-                          "1" if jit else "0", precision, str(size), str(steps)],
-                         capture_output=True, text=True, env=env)
+    out = run_fresh(ONE_OPTION, str(intra), str(inter), augmentation, "1" if jit else "0", precision, str(size),
+                    str(steps), env=env)
     if out.returncode:  # an option this CPU cannot run is a result too: say why, go on with the others
         errors = [line for line in out.stderr.splitlines() if "Error" in line or "message:" in line]
         return {"images_per_s": None, "failed": (errors or out.stderr.splitlines() or ["no output"])[-1][:300]}

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-from pathlib import Path
+
+from timing import run_fresh
 
 ONE = """
-import json, sys, time
-import numpy as np
+import json, sys
 from catsdogs.runtime import resolve_precision, tensorflow
 tf = tensorflow()
 import keras
 from catsdogs.model import TRAINING_RESIZE, build_for
 from catsdogs.settings import Settings
+from timing import training_images_per_s
 size, dynamic, steps, precision = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4]
 precision = resolve_precision(precision)
 keras.utils.set_random_seed(0)
@@ -33,16 +33,8 @@ settings = Settings(variant="fast", image_size=fed, resize_from=min(112, fed) if
 model = build_for(settings, precision, steps_per_epoch=100)
 if dynamic:
     model.get_layer(TRAINING_RESIZE).size.assign(size)
-images = np.random.default_rng(0).integers(0, 256, (32, fed, fed, 3)).astype("float32")
-labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
-for _ in range(3):
-    model.train_on_batch(images, labels)
-start = time.perf_counter()
-for _ in range(steps):
-    model.train_on_batch(images, labels)
-seconds = time.perf_counter() - start
 print(json.dumps({"size": size, "model": "in-model resize from 180" if dynamic else "built for the size",
-                  "precision": precision, "images_per_s": round(32 * steps / seconds, 1)}))
+                  "precision": precision, "images_per_s": round(training_images_per_s(model, fed, steps), 1)}))
 """
 
 
@@ -55,9 +47,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         for dynamic in (False, True):
-            done = subprocess.run([sys.executable, "-c", ONE, str(size), "1" if dynamic else "0", str(args.steps),
-                                   args.precision], capture_output=True, text=True,
-                                  cwd=Path(__file__).resolve().parents[1])
+            done = run_fresh(ONE, str(size), "1" if dynamic else "0", str(args.steps), args.precision)
             if done.returncode != 0:
                 print(done.stderr[-2000:], file=sys.stderr)
                 continue

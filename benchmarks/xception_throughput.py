@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
+
+from timing import run_fresh
 
 SHAPES = {
     # name: (separable, stem strides, image size, patch stem)
@@ -33,12 +34,12 @@ SHAPES = {
 # Each shape trains with catsdogs' BatchNormalization (fused in training); --keras-batch-norm: Keras' own layer.
 
 ONE_SHAPE = """
-import json, sys, time
-import numpy as np
+import json, sys
 from catsdogs.runtime import tensorflow
 tensorflow()
 import keras
 from catsdogs.model import build_augmentation, xception_network
+from timing import training_images_per_s
 separable, strides, size, steps, precision, patch, fused = (
     sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1",
     sys.argv[7] == "1")
@@ -50,15 +51,8 @@ x = xception_network(x, separable=separable, stem_strides=strides, precision=pre
 outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(keras.layers.Dropout(0.5)(x))
 model = keras.Model(inputs, outputs)
 model.compile(optimizer="adam", loss="binary_crossentropy")
-images = np.random.default_rng(0).integers(0, 256, (32, size, size, 3)).astype("float32")
-labels = np.random.default_rng(1).integers(0, 2, (32, 1)).astype("float32")
-for _ in range(2):
-    model.train_on_batch(images, labels)
-start = time.perf_counter()
-for _ in range(steps):
-    model.train_on_batch(images, labels)
-seconds = time.perf_counter() - start
-print(json.dumps({"images_per_s": round(32 * steps / seconds, 2), "params": model.count_params()}))
+rate = training_images_per_s(model, size, steps, warmup=2)
+print(json.dumps({"images_per_s": round(rate, 2), "params": model.count_params()}))
 """
 
 
@@ -73,9 +67,10 @@ def main() -> None:
     results = {}
     for name in args.shapes:
         separable, strides, size, patch = SHAPES[name]
-        out = subprocess.run([sys.executable, "-c", ONE_SHAPE, "1" if separable else "0", str(strides), str(size),
-                              str(args.steps), args.precision, "1" if patch else "0",
-                              "0" if args.keras_batch_norm else "1"], check=True, capture_output=True, text=True)
+        out = run_fresh(ONE_SHAPE, "1" if separable else "0", str(strides), str(size), str(args.steps),
+                        args.precision, "1" if patch else "0", "0" if args.keras_batch_norm else "1")
+        if out.returncode != 0:
+            sys.exit(out.stderr[-2000:])
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(json.dumps({"shape": name, "precision": args.precision, "keras_batch_norm": args.keras_batch_norm,
                           **results[name]}), flush=True)

@@ -27,10 +27,24 @@ def defined_names(path: Path) -> set[str]:
     return names
 
 
+def scripts(source: str) -> list[ast.AST]:
+    """SOURCE's syntax tree and those of the Python scripts it holds as strings (run with `python -c`)."""
+    tree = ast.parse(source)
+    held = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import " in node.value:
+            try:
+                held.append(ast.parse(node.value))
+            except SyntaxError:  # prose, not a script
+                continue
+    return [tree, *held]
+
+
 def project_imports(path: Path) -> list[tuple[str, str]]:
-    """(module, name) for each `from MODULE import NAME` of PATH that names the project or another benchmark."""
+    """(module, name) for each `from MODULE import NAME` of PATH, or of a script it runs, that names the project or
+    another benchmark."""
     siblings = {other.stem for other in BENCHMARKS.glob("*.py")}
-    return [(node.module, alias.name) for node in ast.walk(ast.parse(path.read_text()))
+    return [(node.module, alias.name) for tree in scripts(path.read_text()) for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and node.module
             and (node.module.split(".")[0] in PROJECT_PACKAGES or node.module in siblings)
             for alias in node.names]
@@ -60,8 +74,10 @@ def exists(module: str, name: str) -> bool:
 def test_a_missing_name_is_caught(tmp_path: Path, monkeypatch):
     """The check fails where it should: a benchmark importing a name the library lacks."""
     broken = tmp_path / "broken.py"
-    broken.write_text("from catsdogs.views import no_such_view\nfrom validation_scores import no_such_score\n")
-    assert project_imports(broken) == [("catsdogs.views", "no_such_view"), ("validation_scores", "no_such_score")]
+    broken.write_text("from catsdogs.views import no_such_view\nfrom validation_scores import no_such_score\n"
+                      'ONE = """\nimport sys\nfrom timing import no_such_timer\n"""\n')
+    assert project_imports(broken) == [("catsdogs.views", "no_such_view"), ("validation_scores", "no_such_score"),
+                                       ("timing", "no_such_timer")]
     with pytest.raises(AssertionError, match="catsdogs.views has no no_such_view"):
         test_every_project_name_a_benchmark_imports_exists(broken)
     assert "no_such_score" not in defined_names(BENCHMARKS / "validation_scores.py")

@@ -1,0 +1,48 @@
+"""What the in-memory throughput benchmarks share: a fixed batch of random images, timed steps, a fresh process.
+
+Each benchmark that times training on images held in memory builds its model its own way, then times it here,
+so that every one warms up, counts and divides the same way and their images/s can be compared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 32
+HERE = Path(__file__).resolve().parent
+
+
+def random_batch(size: int, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """BATCH random 0-255 RGB images of SIZE px and random 0/1 labels, the same on every call."""
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 2, (batch, 1)).astype("float32")
+    return images, labels
+
+
+def images_per_s(step: Callable[[], object], steps: int, batch: int = BATCH, warmup: int = 3) -> float:
+    """Images a second over STEPS calls of STEP (one batch each), after WARMUP untimed calls (tracing)."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def training_images_per_s(model, size: int, steps: int, batch: int = BATCH, warmup: int = 3) -> float:
+    """MODEL's training speed on one random batch of SIZE px images, held in memory."""
+    images, labels = random_batch(size, batch)
+    return images_per_s(lambda: model.train_on_batch(images, labels), steps, batch, warmup)
+
+
+def run_fresh(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """SCRIPT run by this Python in a fresh process with ARGS, the project and this folder importable."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), str(HERE), str(HERE.parent)]))
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env)
