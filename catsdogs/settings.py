@@ -315,6 +315,16 @@ class Settings(BaseSettings):
                              f"off; got {value}")
         return value
 
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, value: float | None, info: ValidationInfo) -> float | None:
+        variant = info.data.get("variant")
+        if value is not None and value != COMMON_DEFAULTS["dropout"] and variant in VARIANTS \
+                and not VARIANTS[variant].augments:
+            raise ValueError(f"the {variant} network has no dropout layer (the reference's augmented one has); "
+                             "leave it unset")
+        return value
+
     @field_validator("epochs")
     @classmethod
     def _epochs(cls, value: int | None) -> int | None:

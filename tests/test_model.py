@@ -48,6 +48,14 @@ def test_the_dropout_rate_is_a_setting_and_only_a_changed_one_keys_the_run(varia
     assert "dropout" not in Settings(variant="augmented").recipe_key()  # the reference's runs keep their folders
 
 
+def test_a_dropout_rate_for_the_baseline_which_has_no_dropout_is_refused_naming_why():
+    from catsdogs.settings import Settings
+
+    with pytest.raises(ValueError, match="the baseline network has no dropout layer.*leave it unset"):
+        Settings(variant="baseline", dropout=0.3)
+    assert Settings(variant="baseline", dropout=0.5).recipe_key() == {}  # the default, given: nothing changes
+
+
 def test_reference_math_is_float32_everywhere():
     model = build_model("augmented", 78)
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
