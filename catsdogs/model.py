@@ -76,7 +76,7 @@ def build_model(variant: str, image_size: int, seed: int | None = None, precisio
     return build_for(settings.model_copy(update={"seed": seed}), precision, steps_per_epoch=1)
 
 
-def _reference_network(variant: str, image_size: int, seed: int | None, precision: str, dropout: float = 0.5) -> Any:
+def _reference_network(variant: str, image_size: int, seed: int | None, precision: str, dropout: float) -> Any:
     """The reference experiment's convnet, uncompiled (DROPOUT: the augmented one's rate)."""
     import keras
     from keras import layers
