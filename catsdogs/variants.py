@@ -58,8 +58,8 @@ FAST = VariantSpec(
 # at random (a tie with MixUp alone on validation), rotated and zoomed in two warps, its weights averaged as
 # fast's are (ema 0.998). 400 epochs scored higher over the validation views than 200 for each seed measured,
 # with a lower validation loss; the longer average alone, at 200 epochs, was a tie. Its six views zoom out to
-# 0.83, the far end of its RandomZoom(0.2) (fast's 0.89 is its one warp's): the highest mean on validation
-# over three seeds, of its four views and both zoomed-out sets.
+# 0.83 (1/1.2, the far end of RandomZoom(0.2)): the highest mean on validation over three seeds, against its
+# four views and fast's six (zoomed out to 0.89).
 BEST = VariantSpec(
     "best", "from scratch, fast's recipe run longer", "xception",
     FAST.defaults | {"epochs": 400, "image_size": 180, "one_warp": False, "cutmix": 1.0, "tta_zoom_out": 0.83},
