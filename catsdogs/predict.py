@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
@@ -132,7 +133,11 @@ def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | N
     card, if it has one."""
     choice = choice or "champion"
     if choice.endswith(".keras") or os.sep in choice:
-        return Path(choice), card_for_file(Path(choice))
+        path = Path(choice)
+        if not path.is_file():  # said before TensorFlow is started to read it
+            raise FileNotFoundError(f"model file {path} is a folder; give the .keras file in it" if path.is_dir()
+                                    else f"model file {path} does not exist")
+        return path, card_for_file(path)
     card = resolve_model(workdir, choice)
     return card.path, card
 
@@ -144,34 +149,53 @@ def _run_settings(model_path: Path) -> dict[str, Any]:
 
 
 def collect_inputs(arguments: Iterable[str]) -> list[tuple[str, Path | None, str | None]]:
-    """Files, folders (recursively, image files only) and glob patterns to (shown path, path, error)."""
+    """Files, folders (recursively, image files only) and glob patterns to (shown path, path, error): whatever
+    cannot be read (a folder without permission, a name too long) is its own error, the rest is found."""
     found: list[tuple[str, Path | None, str | None]] = []
     for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            found += [(str(p), p, None) for p in files]
-            if not files:
-                found.append((argument, None, "folder holds no image files"))
-        elif path.is_file():
-            found.append((argument, path, None))
-        elif glob.has_magic(argument):
-            matches = sorted(Path(m) for m in glob.glob(argument, recursive=True) if Path(m).is_file())
-            found += [(str(p), p, None) for p in matches]
-            if not matches:
-                found.append((argument, None, "no file matches this pattern"))
-        else:
-            found.append((argument, None, _not_a_file(path)))
+        try:
+            found += _inputs_of(argument)
+        except OSError as err:
+            found.append((argument, None, f"could not read: {err.strerror or err}"))
     return found
 
 
-def _not_a_file(path: Path) -> str:
+def _inputs_of(argument: str) -> list[tuple[str, Path | None, str | None]]:
+    path = Path(argument)
+    if path.is_dir():
+        return _folder_inputs(argument, path)
+    if path.is_file():
+        return [(argument, path, None)]
+    if glob.has_magic(argument):
+        matches = sorted(Path(m) for m in glob.glob(argument, recursive=True) if Path(m).is_file())
+        return [(str(p), p, None) for p in matches] or [(argument, None, "no file matches this pattern")]
+    return [(argument, None, _not_a_file(argument, path))]
+
+
+def _folder_inputs(argument: str, folder: Path) -> list[tuple[str, Path | None, str | None]]:
+    """The image files under FOLDER, and an error for each folder in it that could not be read (its images
+    would otherwise be left out without a word). Symbolic links to folders are not followed."""
+    unreadable: list[OSError] = []
+    files = sorted(Path(root) / name for root, _, names in os.walk(folder, onerror=unreadable.append)
+                   for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    found: list[tuple[str, Path | None, str | None]] = [(str(p), p, None) for p in files if p.is_file()]
+    found += [(str(err.filename or folder), None, f"could not read this folder ({err.strerror or err}): its "
+               "images were not classified") for err in unreadable]
+    return found or [(argument, None, "folder holds no image files")]
+
+
+def _not_a_file(argument: str, path: Path) -> str:
     """Why PATH, neither a file nor a folder nor a pattern, cannot be read as an image."""
-    if path.is_symlink() and not path.exists():
-        return f"a broken symbolic link (to {os.readlink(path)})"
-    if not path.exists():
-        return "no such file or directory"
-    mode = path.stat().st_mode
+    if argument == "-":
+        return "images are not read from standard input; give image files, folders or patterns"
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a loop of symbolic links, which leads to no file"
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)})"
+        return "no such file or directory" if err.errno == errno.ENOENT else f"could not read: {err.strerror}"
     kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
     return f"{kind}, not an image file; give a regular file"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import tempfile
 import threading
 from pathlib import Path
@@ -26,11 +27,16 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from catsdogs import store
 from catsdogs.data import CLASS_NAMES
 from catsdogs.images import ImageError, pixel_count, thumbnail
 from catsdogs.predict import Predictor, open_predictor, predict_files
+
+# A malformed upload is answered 400 saying so; the multipart parser's own warning would repeat it on the
+# server's terminal, once per request a client can send.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 MAX_FILES = 32  # files per request
 MAX_REQUEST_BYTES = 64 * 2**20  # a request body larger than this is refused before it is read (413)
@@ -56,20 +62,23 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
     examples = validation_examples(workdir)
     app = FastAPI(title="catsdogs", description="Cat or dog?")
 
+    @app.exception_handler(HTTPException)
+    async def as_error(request: Request, err: HTTPException) -> JSONResponse:  # 404, 405: {"error"} as the rest
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, "runtime": runtime, "image_size": predictor.image_size}
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def page() -> str:
-        return (PAGE.replace("{{MODEL}}", html.escape(f"{model_name} ({runtime})"))
-                .replace("{{MAX_FILES}}", str(max_files)).replace("{{UNSURE}}", str(UNSURE)))
+        return PAGE.replace("{{MODEL}}", html.escape(f"{model_name} ({runtime})")).replace("{{UNSURE}}", str(UNSURE))
 
-    @app.get("/examples")
+    @app.api_route("/examples", methods=["GET", "HEAD"])
     def list_examples() -> list[dict[str, str]]:
         return [{"name": name, "url": f"examples/{name}"} for name in examples]
 
-    @app.get("/examples/{name}")
+    @app.api_route("/examples/{name}", methods=["GET", "HEAD"])
     def example(name: str) -> FileResponse:
         if name not in examples:  # only the names the server listed: nothing a client sends names a file
             raise HTTPException(404, f"no example named {name!r}")
@@ -83,6 +92,8 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
             return None, [], refused
         try:
             form = await request.form(max_files=most, max_fields=most, max_part_size=max_request_bytes)
+        except ClientDisconnect:  # a closed tab mid-upload: no one to answer, nothing to log
+            return None, [], Response(status_code=400)
         except (MultiPartException, HTTPException) as err:  # Starlette turns the first into the second
             reason = str(getattr(err, "message", None) or getattr(err, "detail", "") or "").rstrip(".")
             if reason.startswith("Too many"):
@@ -122,6 +133,9 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
                     small = await anyio.to_thread.run_sync(lambda: _jpeg(thumbnail(path, THUMBNAIL)))
                 except ImageError as err:
                     return _error(422, f"{uploads[0].filename or 'the file'}: {err}")
+                except Exception as err:  # noqa: BLE001  never a 500 for what a client sends
+                    return _error(422, f"{uploads[0].filename or 'the file'}: could not draw it: "
+                                       f"{type(err).__name__}: {err}"[:300])
         finally:
             await finished(form)
         return Response(small, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -236,12 +250,13 @@ PAGE = """<!doctype html>
 <h1>Cat or dog?</h1>
 <p class="model">Answered by model <span id="model">{{MODEL}}</span>.</p>
 <label id="drop">Drop photos here, click to pick them, or paste one
- <small>JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC (iPhone) · up to {{MAX_FILES}} at once</small>
+ <small>JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC (iPhone) · as many as you like</small>
  <input id="pick" type="file" accept="image/*,.heic,.heif" multiple hidden></label>
 <div id="examples" hidden>Or try one: </div>
 <div id="answers"></div>
 <script>
 const UNSURE = {{UNSURE}};  // below this probability of its label, an answer is "not sure"
+const AT_ONCE = 2;  // photos asked about at once
 const drop = document.getElementById("drop"), pick = document.getElementById("pick");
 const answers = document.getElementById("answers"), examples = document.getElementById("examples");
 drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
@@ -300,23 +315,33 @@ function preview(file) {
   figure.append(img, caption); return figure;
 }
 async function ask(files) {
+  // One request a photo, AT_ONCE at a time: a drop of phone photos never outgrows a request's limits, and each
+  // answer shows as soon as it is made
+  files = [...files];
   if (!files.length) return;
-  const form = new FormData();
-  for (const file of files) form.append("files", file, file.name);
-  const figures = [...files].map(preview);
-  answers.prepend(...figures);  // the newest on top, each batch in the order given
-  const captions = figures.map(figure => figure.querySelector("figcaption"));
+  const figures = files.map(preview);
+  answers.prepend(...figures);  // the newest on top, each drop in the order given
+  const queue = files.map((file, i) => [file, figures[i].querySelector("figcaption")]);
+  const work = async () => { for (let item; (item = queue.shift()); ) await answer(...item); };
+  await Promise.all(Array.from({ length: Math.min(AT_ONCE, queue.length) }, work));
+}
+async function answer(file, caption) {
+  const form = new FormData(); form.append("files", file, file.name);
   const started = performance.now();
-  let result;
-  try {
-    const response = await fetch("predict", { method: "POST", body: form });
-    result = await response.json();
-    if (!response.ok) throw new Error(result.error || response.statusText);
-  } catch (err) {
-    captions.forEach(c => { c.className = "error"; c.textContent = "error: " + err.message; }); return;
+  for (let tries = 1; ; tries++) {
+    try {
+      const response = await fetch("predict", { method: "POST", body: form });
+      const result = await response.json();
+      if (response.status === 503 && tries < 6) {  // busy with other people's photos: wait, then ask again
+        await new Promise(done => setTimeout(done, 1000 * tries)); continue;
+      }
+      if (!response.ok) throw new Error(result.error || response.statusText);
+      show(caption, result[0], Math.round(performance.now() - started));
+    } catch (err) {
+      caption.className = "error"; caption.textContent = file.name + ": " + err.message;
+    }
+    return;
   }
-  const ms = Math.round(performance.now() - started);
-  result.forEach((answer, i) => show(captions[i], answer, ms));
 }
 </script>
 </body></html>

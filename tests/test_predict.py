@@ -46,6 +46,13 @@ def bomb_jpeg() -> bytes:
     return bytes(data)
 
 
+def broken_avif() -> bytes:
+    """An AVIF photo with 16 bytes of its header zeroed: Pillow reads its size, then its decoder fails."""
+    data = bytearray(encoded(Image.new("RGB", (300, 200), (200, 100, 50)), "AVIF"))
+    data[96:112] = bytes(16)
+    return bytes(data)
+
+
 def bad_and_odd_inputs(folder: Path) -> dict[str, bool]:
     """Write one file per case; the value says whether it must be classified."""
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
@@ -62,6 +69,7 @@ def bad_and_odd_inputs(folder: Path) -> dict[str, bool]:
         "photo.webp": (encoded(rgb, "WEBP"), True),
         "plain.jpg": (jpeg, True),
         "crc.png": (png_with_bad_idat_crc(), False),  # Pillow accepts it, TensorFlow does not
+        "broken.avif": (broken_avif(), False),  # Pillow's AVIF plugin fails with a RuntimeError, not an OSError
         "huge.jpg": (None, False),  # too large to read: a sparse file, refused by its size
     }
     for name, (content, _) in cases.items():
@@ -89,7 +97,9 @@ def test_every_bad_input_gets_its_own_error_and_the_rest_goes_on(trained, tmp_pa
     assert "0 bytes" in by_name["zero.jpg"]["error"]
     assert "truncated" in by_name["truncated.jpg"]["error"]
     assert "not an image" in by_name["text.jpg"]["error"]
-    assert "decompression bomb" in by_name["bomb.jpg"]["error"]
+    assert by_name["bomb.jpg"]["error"] == ("image holds 400,000,000 pixels, more than the 89,478,485 allowed (a "
+                                            "decompression bomb?); resize it first")  # the limit that applies
+    assert by_name["broken.avif"]["error"].startswith("corrupt or truncated image: ")
     assert "no such file" in by_name["missing.jpg"]["error"]
     assert "TensorFlow cannot decode" in by_name["crc.png"]["error"]
     assert "more than the" in by_name["huge.jpg"]["error"] and "bytes" in by_name["huge.jpg"]["error"]
@@ -263,3 +273,47 @@ def test_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path: Path):
     assert errors == {"pipe.jpg": "a named pipe (FIFO), not an image file; give a regular file",
                       "dangling.jpg": f"a broken symbolic link (to {tmp_path / 'gone.jpg'})",
                       "missing.jpg": "no such file or directory"}
+
+
+def test_paths_that_cannot_be_read_are_each_an_error_and_the_rest_is_found(tmp_path: Path, monkeypatch):
+    """A name too long for the file system, a loop of symbolic links, "-", and a folder inside the one given that
+    cannot be listed (as a folder without permission is for anyone but root): each is its error line, the
+    other images are found, none is left out without a word."""
+    import os
+
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "photos" / "locked").mkdir(parents=True)
+    for name in ("photos/a.jpg", "photos/locked/b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def refuse_locked(path: object = ".") -> object:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)  # what os.walk lists folders with
+    long_name = str(tmp_path / ("x" * 300 + ".jpg"))
+    found = collect_inputs([long_name, str(tmp_path / "loop1"), "-", str(tmp_path / "photos"), str(tmp_path / "c.jpg")])
+    assert found == [
+        (long_name, None, "could not read: File name too long"),
+        (str(tmp_path / "loop1"), None, "a loop of symbolic links, which leads to no file"),
+        ("-", None, "images are not read from standard input; give image files, folders or patterns"),
+        (str(tmp_path / "photos" / "a.jpg"), tmp_path / "photos" / "a.jpg", None),
+        (str(tmp_path / "photos" / "locked"), None,
+         "could not read this folder (Permission denied): its images were not classified"),
+        (str(tmp_path / "c.jpg"), tmp_path / "c.jpg", None)]
+    locked = tmp_path / "photos" / "locked"  # given itself: its own error, not "holds no image files"
+    assert collect_inputs([str(locked)]) == [(str(locked), None, "could not read this folder (Permission denied): "
+                                                                 "its images were not classified")]
+
+
+def test_a_model_file_that_is_missing_or_a_folder_is_said_before_tensorflow_starts(tmp_path: Path):
+    from catsdogs.predict import chosen_model
+
+    with pytest.raises(FileNotFoundError, match=r"none\.keras does not exist$"):
+        chosen_model(str(tmp_path / "none.keras"), tmp_path)
+    (tmp_path / "run.keras").mkdir()
+    with pytest.raises(FileNotFoundError, match="is a folder; give the .keras file in it"):
+        chosen_model(str(tmp_path / "run.keras"), tmp_path)

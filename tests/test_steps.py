@@ -54,6 +54,7 @@ def test_a_given_sha256_keys_the_download_whatever_the_url_says():
     assert steps.DOWNLOAD.folder_for(unsigned[0]) != steps.DOWNLOAD.folder_for(unsigned[1])  # unverified: by URL
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_a_new_version_makes_that_step_and_the_later_ones_again_never_the_earlier(tmp_path: Path, monkeypatch):
     """The library pipeline, three times: after a new version of the training (a changed augmentation, say) the
     data steps are taken as they are and only the model trains (and is evaluated and registered) again."""

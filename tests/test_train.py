@@ -215,6 +215,7 @@ def test_validate_last_skips_early_validation_and_keeps_only_validated_epochs(ar
     assert chosen.recipe_key()["validate_last"] == 2
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_validating_fewer_epochs_trains_the_same_weights(arrays, tmp_path: Path):
     """Validation swaps the weight average in and out (Keras adds and subtracts to swap): with it and MixUp, a
     run must train to the same losses, and the same last epoch, whether it validates every epoch or the last."""
@@ -225,6 +226,7 @@ def test_validating_fewer_epochs_trains_the_same_weights(arrays, tmp_path: Path)
     assert runs[0][-1]["val_loss"] == runs[1][-1]["val_loss"] and "val_loss" not in runs[1][0]
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_alternating_flips_train_and_a_resumed_run_flips_from_its_resume_epoch(arrays, tmp_path: Path,
                                                                               monkeypatch):
     import catsdogs.train

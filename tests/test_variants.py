@@ -411,6 +411,7 @@ def test_cli_exits_2_for_efficientnet_without_weights(tmp_path: Path, monkeypatc
 # ---------------------------------------------------------------- training
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_efficientnet_trains_frozen_then_fine_tunes(arrays, tmp_path: Path):
     settings = tiny("efficientnet", tmp_path, epochs=1, fine_tune_epochs=1, fine_tune_layers=10)
     trained = train_model(settings, arrays, tmp_path / "run")

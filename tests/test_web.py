@@ -78,9 +78,41 @@ def test_each_refusal_says_what_is_wrong_with_that_request(client):
     assert "malformed multipart" in malformed.json()["error"] and "at most" not in malformed.json()["error"]
     no_boundary = client.post("/predict", content=b"abc", headers={"content-type": "multipart/form-data"})
     assert no_boundary.status_code == 400 and "at most" not in no_boundary.json()["error"]
-    for path in ("/", "/healthz"):  # HEAD is GET without the body (monitors and link checkers send it)
-        head = client.head(path)
+    for path in ("/", "/healthz", "/examples", "/examples/cat-1"):  # HEAD is GET without the body (monitors
+        head = client.head(path)                                       # and link checkers send it)
         assert head.status_code == 200 and head.content == b"", path
+    # the server's own refusals have the shape of the app's: {"error": ...}
+    missing = client.get("/nothing-here")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    wrong_method = client.delete("/predict")
+    assert wrong_method.status_code == 405 and wrong_method.json() == {"error": "Method Not Allowed"}
+    assert wrong_method.headers["allow"] == "POST"
+
+
+def test_a_client_that_leaves_mid_upload_is_let_go_without_an_error_in_the_log(client, caplog):
+    """A closed tab while its photos upload: Starlette's ClientDisconnect, which went to the log as an ERROR with
+    a 60-line traceback for each such request."""
+    import anyio
+
+    app, sent = client.app, []
+    messages = [{"type": "http.request", "more_body": True, "body": b'--x\r\nContent-Disposition: form-data; '
+                 b'name="files"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8\xff'},
+                {"type": "http.disconnect"}]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/predict", "raw_path": b"/predict", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"testserver"), (b"content-type", b"multipart/form-data; boundary=x"),
+                         (b"content-length", b"100000")], "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with caplog.at_level("WARNING"):
+        anyio.run(app, scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")]
 
 
 def test_health_answers_while_photos_are_classified_and_a_full_queue_gets_503(registered, monkeypatch):
@@ -139,6 +171,13 @@ def test_a_request_over_the_pixel_budget_is_413_naming_it(registered):
     assert over.status_code == 413
     assert over.json()["error"] == ("the images hold 80,000 pixels together, more than the 50,000 a request may; "
                                     "send fewer or smaller images")
+    # what will not be decoded is not counted: files refused on their own (bombs) leave the others their answers
+    from tests.test_predict import bomb_jpeg
+
+    bombs = [("files", (f"bomb{n}.jpg", bomb_jpeg(), "image/jpeg")) for n in (1, 2)]
+    answers = client.post("/predict", files=[*bombs, image]).json()
+    assert ["decompression bomb" in answer.get("error", "") for answer in answers] == [True, True, False]
+    assert answers[2]["label"] in ("cat", "dog")
 
 
 def test_heic_photos_count_in_the_pixel_budget_from_the_first(registered, monkeypatch):
@@ -179,6 +218,10 @@ def test_a_thumbnail_is_the_photo_as_shown_and_anything_else_a_clear_error(clien
 
     text = client.post("/thumbnail", files=[("files", ("notes.jpg", b"plain text", "image/jpeg"))])
     assert text.status_code == 422 and text.json()["error"] == "notes.jpg: not an image file (unrecognised format)"
+    from tests.test_predict import broken_avif  # a decoder that fails with a RuntimeError: 422 too, never 500
+
+    broken = client.post("/thumbnail", files=[("files", ("IMG_0003.avif", broken_avif(), "image/avif"))])
+    assert broken.status_code == 422 and broken.json()["error"].startswith("IMG_0003.avif: corrupt or truncated")
     two = client.post("/thumbnail", files=[("files", ("a.jpg", jpeg_bytes((1, 2, 3)), "image/jpeg"))] * 2)
     assert two.status_code == 400 and "send at most 1 file per request" in two.json()["error"]
     assert client.post("/thumbnail", content=b"x", headers={"content-type": "image/jpeg"}).status_code == 415
@@ -264,6 +307,8 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
             page = browser.new_page()
+            asked = []  # one request a photo: a drop of any number of large photos never outgrows one's limits
+            page.on("request", lambda request: asked.append(request) if request.url.endswith("/predict") else None)
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             assert registered["card"].name in page.locator("#model").inner_text()
             cat = tmp_path / "a cat.png"
@@ -289,6 +334,7 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
             for figure, name in zip(page.locator("figure").all(), names, strict=True):
                 assert name in figure.locator("figcaption").inner_text()
             assert "not an image file" in page.locator("figcaption").nth(3).inner_text()
+            assert len(asked) == 4  # four photos, four requests
             assert page.evaluate("() => [...document.images].filter(i => i.complete && !i.naturalWidth).length") == 0
             label = page.locator("figcaption .label").first
             assert label.inner_text() in ("cat", "dog", "not sure: cat?", "not sure: dog?")
