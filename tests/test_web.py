@@ -405,3 +405,32 @@ def test_no_file_a_client_sends_and_no_failure_in_the_model_makes_the_server_ans
     answers = ask()
     assert all("error" in answer for answer in answers.values())
     assert any("the model failed (ZeroDivisionError" in answer["error"] for answer in answers.values())
+
+
+def test_photos_are_decoded_no_more_at_once_than_there_are_cores(monkeypatch):
+    """Each decoding may hold a large photo's pixels: eight requests at once on two cores decode two at a time."""
+    import time
+
+    from deployments.web import TakingTurns
+
+    at_once, most, lock = [0], [0], threading.Lock()
+
+    class Slow:
+        name, runtime, image_size = "slow", "litert", 78
+
+        def load(self, path: Path) -> None:
+            with lock:
+                at_once[0] += 1
+                most[0] = max(most[0], at_once[0])
+            time.sleep(0.05)
+            with lock:
+                at_once[0] -= 1
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    predictor = TakingTurns(Slow())
+    threads = [threading.Thread(target=predictor.load, args=(Path("x.jpg"),)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2
