@@ -97,6 +97,8 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
             return None, [], Response(status_code=400)
         except (MultiPartException, HTTPException) as err:  # Starlette turns the first into the second
             reason = str(getattr(err, "message", None) or getattr(err, "detail", "") or "").rstrip(".")
+            if reason.startswith("Too many fields"):  # text fields: the API reads files only
+                return None, [], _error(400, f"{reason}; send only file fields, at most {most} per request")
             if reason.startswith("Too many"):
                 return None, [], _error(400, f"{reason}; send at most {most} file{'s' * (most > 1)} per request")
             return None, [], _error(400, f"malformed multipart/form-data body ({reason or 'unreadable'}); send "

@@ -76,6 +76,9 @@ def test_each_refusal_says_what_is_wrong_with_that_request(client):
                             headers={"content-type": "multipart/form-data; boundary=x"})
     assert malformed.status_code == 400, malformed.text
     assert "malformed multipart" in malformed.json()["error"] and "at most" not in malformed.json()["error"]
+    fields = client.post("/predict", data={f"note{n}": "x" for n in range(6)},
+                         files=[("files", ("a.jpg", jpeg_bytes((200, 60, 60)), "image/jpeg"))])
+    assert fields.status_code == 400 and fields.json()["error"].endswith("send only file fields, at most 4 per request")
     no_boundary = client.post("/predict", content=b"abc", headers={"content-type": "multipart/form-data"})
     assert no_boundary.status_code == 400 and "at most" not in no_boundary.json()["error"]
     for path in ("/", "/healthz", "/examples", "/examples/cat-1"):  # HEAD is GET without the body (monitors
