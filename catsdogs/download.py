@@ -120,7 +120,7 @@ def _download(url: str, dest: Path, sha256: str | None, timeout_s: float) -> Arc
         partial.unlink(missing_ok=True)
         raise DownloadError(
             f"checksum mismatch for {redact_url(url)}: expected SHA-256 {sha256}, got {actual}; "
-            "the file was deleted. Check --data-sha256 or the URL."
+            "the working directory's copy was discarded. Check --data-sha256 or the URL."
         )
     os.replace(partial, dest)
     size = dest.stat().st_size
@@ -162,22 +162,40 @@ def _check_is_zip(partial: Path, url: str) -> None:
         start = handle.read(512).lstrip().lower()
     size = partial.stat().st_size
     partial.unlink(missing_ok=True)
+    if url_scheme(url) == "file":  # a local file is what it is: fetching it again cannot help
+        raise DownloadError(f"local archive {redact_url(url)} is not a complete zip archive ({size:,} bytes; cut "
+                            "short?); check --data-url, or download the archive again")
     if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
         raise DownloadError(f"{redact_url(url)} sent a web page or a message ({size:,} bytes), not a zip archive; "
                             "check --data-url (a login page? an expired link?)")
     raise TransientDownloadError(f"{redact_url(url)} sent {size:,} bytes that are not a complete zip archive "
-                                 "(cut short?); it was deleted and will be fetched again")
+                                 "(cut short?); that copy was discarded and the archive will be fetched again")
+
+
+def local_source_problem(url: str) -> str | None:
+    """Why a file:// URL names no archive to copy (a missing file, a folder, a host where the path should be);
+    None for a file that is there, and for other schemes."""
+    if url_scheme(url) != "file":
+        return None
+    try:
+        parsed = urlparse(url)
+        source = Path(unquote(parsed.path))
+    except ValueError:
+        return f"{redact_url(url)} is not a valid file:// URL; use file:///absolute/path/train.zip"
+    if parsed.netloc not in ("", "localhost"):  # file://data/train.zip: "data" is read as a host
+        return (f"{redact_url(url)} names a host ({parsed.netloc}) where the path should begin; a file:// URL "
+                "takes three slashes and an absolute path: file:///absolute/path/train.zip")
+    if source.is_dir():
+        return f"local archive {source} is a folder; give the path of the zip archive in it"
+    if not source.is_file():
+        return f"local archive {source} does not exist; check --data-url (file:///absolute/path)"
+    return None
 
 
 def _copy_local(url: str, partial: Path) -> None:
-    try:
-        source = Path(unquote(urlparse(url).path))
-    except ValueError:
-        source = None
-    if source is None:
-        raise DownloadError(f"{redact_url(url)} is not a valid file:// URL; use file:///absolute/path/train.zip")
-    if not source.is_file():
-        raise DownloadError(f"local archive {source} does not exist; check --data-url (file:///absolute/path)")
+    if problem := local_source_problem(url):
+        raise DownloadError(problem)
+    source = Path(unquote(urlparse(url).path))
     try:
         with open(source, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)

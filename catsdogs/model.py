@@ -378,6 +378,9 @@ def whiten_stem(model: Any, images: np.ndarray, seed: int) -> None:
 EFFICIENTNET_WEIGHTS = "efficientnetv2-b0_notop.h5"  # Keras' file name in its cache and at its download URL
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # how an .h5 file, such as Keras' weights files, begins
+
+
 def check_backbone_weights(settings: Settings, timeout_s: float = 5.0) -> None:
     """Raise SettingsError before any work when efficientnet's base weights can be had neither way."""
     weights = settings.backbone_weights
@@ -387,6 +390,10 @@ def check_backbone_weights(settings: Settings, timeout_s: float = 5.0) -> None:
         if not Path(weights).is_file():
             raise SettingsError(f"invalid setting backbone_weights: no file at {weights}; give the path of "
                                 f"Keras' {EFFICIENTNET_WEIGHTS}, or imagenet to download it")
+        with open(weights, "rb") as file:
+            if file.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:  # Keras reads the weights only after the data steps
+                raise SettingsError(f"invalid setting backbone_weights: {weights} is not a Keras weights file "
+                                    f"(HDF5); give the path of Keras' {EFFICIENTNET_WEIGHTS}, or imagenet")
         return
     cached = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models" / EFFICIENTNET_WEIGHTS
     if cached.is_file():
@@ -467,9 +474,13 @@ def check_memory(settings: Settings, at_once: int = 1) -> None:
 
 def check_before_work(settings: Settings) -> None:
     """Raise SettingsError for what would stop SETTINGS' training later, before any work starts: efficientnet's
-    weights that can be had neither way, a training too large for the memory, bfloat16 under a oneDNN cap."""
+    weights that can be had neither way, a training too large for the memory, bfloat16 under a oneDNN cap, a
+    file:// archive that is not there."""
+    from catsdogs.download import local_source_problem
     from catsdogs.runtime import check_precision
 
+    if problem := local_source_problem(settings.data_url):
+        raise SettingsError(f"invalid setting data_url: {problem}")
     check_backbone_weights(settings)
     check_memory(settings)
     check_precision(str(settings.precision))

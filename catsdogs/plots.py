@@ -203,7 +203,7 @@ def plot_sweep_curves(runs: list[tuple[str, int, list[dict[str, float]]]], path:
         for index, seed in enumerate(seeds):
             loss_ax.plot([], [], linestyle=SEED_STYLES[index % len(SEED_STYLES)], color="0.35", label=f"seed {seed}")
         loss_ax.legend(fontsize=8)
-    last = max((len(history) for _, _, history in runs), default=1)
+    last = max(1, *(len(history) for _, _, history in runs))  # 1: an empty plot where every run failed
     for axis, title in ((acc_ax, "validation accuracy"), (loss_ax, "validation loss")):
         axis.set_xlim(0.5, last + 0.5)
         axis.set_xlabel("epoch")

@@ -131,6 +131,9 @@ def open_predictor(choice: str | None, workdir: Path) -> Predictor:
 def chosen_model(choice: str | None, workdir: Path) -> tuple[Path, ModelCard | None]:
     """The model file CHOICE names (a path, a selector such as champion or best, or a registered name) and its
     card, if it has one."""
+    if choice is not None and not choice.strip():  # an unset shell variable: not "the champion"
+        raise FileNotFoundError("--model is empty; give a model file, a registered name, or leave it out for the "
+                                "champion")
     choice = choice or "champion"
     if choice.endswith(".keras") or os.sep in choice:
         path = Path(choice)
@@ -161,6 +164,8 @@ def collect_inputs(arguments: Iterable[str]) -> list[tuple[str, Path | None, str
 
 
 def _inputs_of(argument: str) -> list[tuple[str, Path | None, str | None]]:
+    if not argument.strip():  # an unset shell variable: not "this folder", which Path("") would be
+        return [(argument, None, "an empty path; give image files, folders or patterns")]
     path = Path(argument)
     if path.is_dir():
         return _folder_inputs(argument, path)

@@ -6,6 +6,7 @@ file (``--config FILE`` or ``CATSDOGS_CONFIG``), then the defaults below.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -289,10 +290,9 @@ class Settings(BaseSettings):
     @classmethod
     def _image_size(cls, value: int) -> int:
         if not MIN_IMAGE_SIZE <= value <= 1024:
-            raise ValueError(
-                f"the reference convnet needs images of at least {MIN_IMAGE_SIZE} px (and at most 1024), "
-                f"got {value}"
-            )
+            raise ValueError(f"images must be from {MIN_IMAGE_SIZE} to 1024 pixels a side ({MIN_IMAGE_SIZE}: the "
+                             f"smallest the reference convnet's layers take, and the least any variant is trained "
+                             f"at), got {value}")
         return value
 
     @field_validator("tta_crop", "tta_zoom_out")
@@ -312,7 +312,8 @@ class Settings(BaseSettings):
             raise ValueError(f"for the {able} networks, not {variant}; leave it unset (0 or false)")
         if info.field_name == "resize_from" and value and size and not 32 <= value <= size:
             raise ValueError(f"the first epoch's size must be from 32 to image_size ({size}) pixels, or 0 for "
-                             f"off; got {value}")
+                             f"off; got {value}: give --resize-from 0 or at most {size}, or --image-size {value} or "
+                             "more")
         return value
 
     @field_validator("dropout")
@@ -490,6 +491,22 @@ def unmask_data_url(url: str, secret_url: str | None = None) -> str:
         f"full URL in {DATA_URL_ENV} where the flow runs, or in a Prefect Secret block named by data_url_secret")
 
 
+# CATSDOGS_ variables that are not settings: the config file's path, and the test suite's switch.
+OTHER_VARIABLES = {"CATSDOGS_CONFIG", "CATSDOGS_REQUIRE_BROWSER"}
+
+
+def check_environment_names() -> None:
+    """Raise SettingsError for a CATSDOGS_ variable that names no setting: a typo (CATSDOGS_EPOCH=5) was ignored,
+    and the run trained with the default, where the same typo in a TOML file is refused."""
+    known = {f"CATSDOGS_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    for name in sorted(os.environ):
+        if name.upper().startswith("CATSDOGS_") and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise SettingsError(f"unknown setting {name} in the environment: {hint}unset it, or name a setting "
+                                "(catsdogs run --help lists them)")
+
+
 def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> Settings:
     """Build Settings from flags (overrides), environment and an optional TOML file, merged by
     pydantic-settings' own sources in that order of precedence.
@@ -497,6 +514,7 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
     Raises SettingsError with one line per invalid field.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    check_environment_names()
     config_file = config_file or os.environ.get("CATSDOGS_CONFIG")
     toml = None
     if config_file:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import logging
@@ -96,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dask-address", metavar="ADDRESS", help="train on this existing Dask cluster "
                        "(tcp://host:8786); its workers must see the same workdir")
     sweep.add_argument("--dask-workers", type=_positive_int, metavar="N", help="train on a local Dask cluster of "
-                       "N worker processes (default: none; one training at a time in this process)")
+                       "N worker processes, at most one a configuration (default: none; one training at a time "
+                       "in this process)")
     sweep.add_argument("--json", action="store_true", help="end with one JSON object of the comparison on stdout")
     _add_setting_flags(sweep, several=True)
     commands.add_parser("serve", help="register the scheduled deployments and run them (needs PREFECT_API_URL)")
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Serve GET / (a page to drop photos on), POST /predict and GET /healthz.")
     web.add_argument("--model", default="champion", help=MODEL_HELP)
     web.add_argument("--workdir", default=None, help="where the model registry is (default: settings)")
-    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
+    web.add_argument("--host", type=_host, default="127.0.0.1",
+                     help="address to listen on (default: 127.0.0.1, this machine; 0.0.0.0: every network)")
     web.add_argument("--port", type=_port, default=8000, help="port to listen on, 1-65535 (default: 8000)")
     return parser
 
@@ -115,10 +118,39 @@ MODEL_HELP = ("champion (default: the promoted model, or the best while none is 
 
 def _port(text: str) -> int:
     """A TCP port for --port: argparse turns the ArgumentTypeError into one usage line and exit status 2."""
-    port = int(text) if text.strip().isdigit() else 0
+    port = int(text) if text.strip().isdecimal() else 0  # not isdigit: "²" is a digit that int() refuses
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text}")
     return port
+
+
+def _host(text: str) -> str:
+    """An address for --host: an empty one (an unset shell variable) would listen on every network."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty address would listen on every network; give 127.0.0.1 for this "
+                                         "machine only, or 0.0.0.0 for every network on purpose")
+    return text.strip()
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the web app could not listen on HOST:PORT (a name that resolves to nothing, a port in use), said before
+    it starts; None where it can."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        return f"cannot listen on --host {host}: {getattr(err, 'strerror', None) or err}; give an address of this " \
+               "machine, such as 127.0.0.1"
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address[:2])
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use (another catsdogs web?); give another --port"
+            return f"cannot listen on {host}:{port} ({err.strerror or err}); give another --host or --port"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:  # the file system refused (a folder without permission, say): the user can fix that
+        where = f": {err.filename}" if err.filename else ""
+        print(f"catsdogs: {err.strerror or err}{where}; check its permissions, or choose another --workdir",
+              file=sys.stderr)
+        return 1
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -335,7 +372,9 @@ def _terminal_shows_expected_failures_in_one_line(said_once: bool = False) -> li
         original = handler.format
 
         def format_record(record: logging.LogRecord, original: Any = original) -> str:
-            if record.exc_info and isinstance(record.exc_info[1], expected_failures()):
+            from flows.sweep import ConfigurationFailed  # a sweep's run that failed: its own lines said why
+
+            if record.exc_info and isinstance(record.exc_info[1], (*expected_failures(), ConfigurationFailed)):
                 record = logging.makeLogRecord(record.__dict__ | {"exc_info": None, "exc_text": None})
             return original(record)
 
@@ -375,7 +414,11 @@ def check_workdir(workdir: Path) -> None:
     Leaves no trace: a workdir that does not exist yet is not created here.
     """
     path = Path(workdir).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as err:  # a folder on the way that this user may not enter
+        raise SettingsError(f"invalid setting workdir: cannot reach {path} ({err.strerror or err}); choose a "
+                            "--workdir you can write in") from None
     if not existing.is_dir():
         raise SettingsError(f"invalid setting workdir: {existing} is a file, not a folder; choose another --workdir")
     try:
@@ -400,10 +443,13 @@ def sweep_grid(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list
             continue
         values = [piece.strip() for text in given
                   for piece in ([text] if name in UNSPLIT_SETTINGS else text.split(",")) if piece.strip()]
+        if not values:  # "--seed ," or an unset shell variable: not "the defaults"
+            raise SettingsError(f"invalid setting {name}: --{name.replace('_', '-')} was given no value; give one, "
+                                "or several separated by commas")
         values = [_flag_value(v) for v in dict.fromkeys(values)]
         if len(values) == 1:
             shared[name] = values[0]
-        elif values:
+        else:
             grid[name] = values
     return shared, grid
 
@@ -439,7 +485,14 @@ def sweep_plan(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Settings
         raise SettingsError(f"sweep configuration {where}: {err}") from None
     given = sorted(settings.given or ())
     configurations = expand_grid(settings, grid, given)  # every configuration valid before anything starts
+    if args.dask_workers and args.dask_workers > len(configurations):  # the rest would start, idle (4,096 hung)
+        args.dask_workers = len(configurations)
     check_local_memory(configurations, args.dask_address, args.dask_workers or 0)
+    from catsdogs.download import local_source_problem
+
+    problems = [problem for each in configurations if (problem := local_source_problem(each.data_url))]
+    if problems:  # said now, not once for each configuration after a server has started
+        raise SettingsError(f"invalid setting data_url: {problems[0]}")
     return grid, settings, given
 
 
@@ -453,7 +506,7 @@ def sweep(args: argparse.Namespace) -> int:
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
-    announce(f"sweeping {', '.join(grid)} in {settings.workdir}")
+    announce(f"sweeping {', '.join(grid) or 'one configuration'} in {settings.workdir}")
     from flows.sweep import sweep_flow
 
     summary = run_and_show(lambda: sweep_flow(grid=grid, settings=settings, dask_address=args.dask_address,
@@ -478,7 +531,8 @@ def comparison_lines(summary: Any) -> str:
         lines.append(f"{c.configuration}: test accuracy {c.test_accuracy_mean:.4f}{spread} over {c.runs - c.failed} "
                      f"run(s) (seeds {', '.join(map(str, c.seeds))}; range {c.test_accuracy_min:.4f}-"
                      f"{c.test_accuracy_max:.4f}), test loss {c.test_loss_mean:.4f}{failed}")
-    lines.append(f"validation curves: {summary.curves_path}")
+    if any(c.test_accuracy_mean is not None for c in summary.configurations):  # no curve where every run failed
+        lines.append(f"validation curves: {summary.curves_path}")
     return "\n".join(lines)
 
 
@@ -491,7 +545,11 @@ def list_models(args: argparse.Namespace) -> int:
             if not args.name:
                 raise registry.RegistryError("name the model to promote: catsdogs models promote NAME (see "
                                              "`catsdogs models` for the names)")
-            card = registry.promote(workdir, args.name, "promoted by hand (catsdogs models promote)")
+            try:
+                card = registry.promote(workdir, args.name, "promoted by hand (catsdogs models promote)")
+            except OSError as err:
+                raise registry.RegistryError(f"cannot record the champion in {registry.models_dir(workdir)} "
+                                             f"({err.strerror or err}); check that folder's permissions") from None
             print(f"catsdogs: {card.name} is the champion (test accuracy {card.test_accuracy:.4f}); predict, web "
                   "and score-folder use it")
             return 0
@@ -521,6 +579,9 @@ def web(args: argparse.Namespace) -> int:
     from catsdogs.registry import RegistryError
     from deployments.web import create_app
 
+    if problem := listen_problem(args.host, args.port):  # before the model is loaded
+        print(f"catsdogs: {problem}", file=sys.stderr)
+        return USAGE_ERROR
     try:
         app = create_app(Path(args.workdir or load_settings().workdir), args.model)
     except (SettingsError, RegistryError, FileNotFoundError, ValueError) as err:

@@ -19,6 +19,7 @@ from prefect import serve  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 
 from catsdogs.settings import SettingsError, load_settings  # noqa: E402
+from deployments.cli import check_workdir  # noqa: E402
 from deployments.schedules import PREDICTION, PROMOTION, SWEEP, TIMEZONE, TRAINING  # noqa: E402
 from flows.predict import predict_flow  # noqa: E402
 from flows.promote import promote_flow  # noqa: E402
@@ -68,10 +69,22 @@ def pin_serving_side() -> None:
     then train and read where `catsdogs serve` was started (or where CATSDOGS_WORKDIR says), not in the clone."""
     if config := os.environ.get("CATSDOGS_CONFIG"):
         os.environ["CATSDOGS_CONFIG"] = str(Path(config).resolve())
-    os.environ["CATSDOGS_WORKDIR"] = str(Path(load_settings().workdir).resolve())
+    workdir = Path(load_settings().workdir).resolve()
+    check_workdir(workdir)  # a file, or a folder it cannot write in: said now, not at the first scheduled run
+    os.environ["CATSDOGS_WORKDIR"] = str(workdir)
+
+
+NO_SERVER = ("catsdogs serve: needs a Prefect server that keeps running (a temporary one has no scheduler: the "
+             "schedules would never fire); start one with `prefect server start` and set "
+             "PREFECT_API_URL=http://127.0.0.1:4200/api (README, \"Scheduled deployments\")")
 
 
 def main() -> int:
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        print(NO_SERVER, file=sys.stderr)
+        return 2
     try:
         pin_serving_side()
     except SettingsError as err:

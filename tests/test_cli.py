@@ -26,7 +26,7 @@ def cli(*args: str, api_url: str | None = None, **env: str) -> subprocess.Comple
 def test_invalid_setting_is_a_usage_error_before_any_work(tmp_path: Path):
     result = run_cli("run", "--image-size", "64", "--workdir", str(tmp_path / "w"))
     assert result.returncode == 2
-    assert "invalid setting image_size" in result.stderr and "at least 78" in result.stderr
+    assert "invalid setting image_size" in result.stderr and "from 78 to 1024 pixels" in result.stderr
     assert not (tmp_path / "w").exists()
 
 
@@ -80,6 +80,11 @@ def test_version_names_catsdogs_and_the_libraries_its_answers_depend_on():
 def test_environment_setting_is_checked_too(tmp_path: Path):
     result = run_cli("run", CATSDOGS_VALIDATION_RANGE="500-1200")
     assert result.returncode == 2 and "overlaps" in result.stderr
+    typo = run_cli("run", "--workdir", str(tmp_path / "w"), CATSDOGS_EPOCH="5")  # was ignored: 30 epochs trained
+    assert typo.returncode == 2 and typo.stderr.strip().splitlines() == [
+        "catsdogs: unknown setting CATSDOGS_EPOCH in the environment: did you mean CATSDOGS_EPOCHS? unset it, or "
+        "name a setting (catsdogs run --help lists them)"]
+    assert not (tmp_path / "w").exists()
 
 
 def test_run_json_with_python_m_deployments(prefect_server, sample_archive: Path, tmp_path: Path):
@@ -188,3 +193,17 @@ def test_a_runs_quieting_of_prefects_restatements_ends_with_it(monkeypatch, caps
         logging.getLogger("prefect.flow_runs").removeHandler(console)
     assert capsys.readouterr().err.strip() == "catsdogs: could not reach the archive"
     assert seen[0] and not [f for f in console.filters if isinstance(f, cli._NotRestated)]  # during the run only
+
+
+@pytest.mark.e2e
+def test_serve_without_a_server_to_keep_its_schedules_says_so_at_once(tmp_path: Path):
+    """A temporary server has no scheduler: `catsdogs serve` on one said it was serving, and no schedule fired."""
+    result = cli("-m", "deployments.cli", "serve", PREFECT_HOME=str(tmp_path / "prefect"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "catsdogs serve: needs a Prefect server that keeps running (a temporary one has no scheduler: the schedules "
+        "would never fire); start one with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
+        "(README, \"Scheduled deployments\")"]
+    (tmp_path / "file").write_text("x")
+    result = cli("-m", "deployments.cli", "serve", PREFECT_HOME=str(tmp_path / "prefect"),
+                 PREFECT_API_URL="http://127.0.0.1:9/api", CATSDOGS_WORKDIR=str(tmp_path / "file"))
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr

@@ -64,11 +64,26 @@ def test_workdir_that_is_a_file_or_not_writable(tmp_path: Path):
     assert "cannot write" in one_line_error(run_cli("run", "--workdir", "/sys/catsdogs-work"), 2)  # read-only sysfs
 
 
+def test_a_local_archive_that_is_not_there_is_said_before_any_work(tmp_path: Path):
+    """A missing file, a folder, a host where the path should begin: one line, before a Prefect server starts."""
+    (tmp_path / "data").mkdir()
+    for url, words in [((tmp_path / "none.zip").as_uri(), "none.zip does not exist; check --data-url"),
+                       ((tmp_path / "data").as_uri(), "is a folder; give the path of the zip archive in it"),
+                       ("file://data/train.zip", "names a host (data) where the path should begin; a file:// URL "
+                                                 "takes three slashes")]:
+        for command in ("run", "sweep"):
+            line = one_line_error(run_cli(command, "--data-url", url, "--workdir", str(tmp_path / "w")), 2)
+            assert line.startswith("catsdogs: invalid setting data_url: ") and words in line, line
+    assert not (tmp_path / "w").exists()
+
+
 def test_expected_run_failures_end_with_their_line_and_no_traceback(prefect_server, serve, tmp_path: Path):
-    missing = cli("run", "--data-url", (tmp_path / "none.zip").as_uri(), "--workdir", str(tmp_path / "w"),
-                  api_url=prefect_server)
-    assert "does not exist" in one_line_error(missing, 1)
-    assert missing.stderr.count("does not exist") == 1, missing.stderr  # not restated by Prefect's lines above it
+    cut = tmp_path / "cut.zip"  # a local archive cut short: said once, not retried (a file is what it is)
+    cut.write_bytes(b"PK\x03\x04" + bytes(5000))
+    broken = cli("run", "--data-url", cut.as_uri(), "--workdir", str(tmp_path / "w"), api_url=prefect_server)
+    assert "is not a complete zip archive (5,004 bytes" in one_line_error(broken, 1)
+    assert broken.stderr.count("not a complete zip") == 1, broken.stderr  # not restated by Prefect's lines above it
+    assert "gave up after" not in broken.stderr and cut.is_file()
     looping = serve(b"")
     looping.behaviour.redirect_loop = True
     loop = cli("run", "--data-url", looping.url.replace("http://", "http://alice:hunter2@"), "--workdir",

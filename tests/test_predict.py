@@ -295,7 +295,9 @@ def test_paths_that_cannot_be_read_are_each_an_error_and_the_rest_is_found(tmp_p
 
     monkeypatch.setattr(os, "scandir", refuse_locked)  # what os.walk lists folders with
     long_name = str(tmp_path / ("x" * 300 + ".jpg"))
-    found = collect_inputs([long_name, str(tmp_path / "loop1"), "-", str(tmp_path / "photos"), str(tmp_path / "c.jpg")])
+    found = collect_inputs([long_name, str(tmp_path / "loop1"), "-", str(tmp_path / "photos"), str(tmp_path / "c.jpg"),
+                            ""])
+    assert found.pop() == ("", None, "an empty path; give image files, folders or patterns")  # not "this folder"
     assert found == [
         (long_name, None, "could not read: File name too long"),
         (str(tmp_path / "loop1"), None, "a loop of symbolic links, which leads to no file"),
@@ -317,3 +319,5 @@ def test_a_model_file_that_is_missing_or_a_folder_is_said_before_tensorflow_star
     (tmp_path / "run.keras").mkdir()
     with pytest.raises(FileNotFoundError, match="is a folder; give the .keras file in it"):
         chosen_model(str(tmp_path / "run.keras"), tmp_path)
+    with pytest.raises(FileNotFoundError, match="--model is empty"):  # an unset shell variable, not the champion
+        chosen_model(" ", tmp_path)

@@ -60,8 +60,8 @@ def test_range_from_environment(monkeypatch):
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        ({"image_size": "50"}, ["image_size", "at least 78"]),
-        ({"image_size": "77"}, ["image_size", "at least 78"]),
+        ({"image_size": "50"}, ["image_size", "from 78 to 1024 pixels"]),
+        ({"image_size": "77"}, ["image_size", "from 78 to 1024 pixels"]),
         ({"validation_range": "900-1200"}, ["train_range 0-999 overlaps validation_range 900-1200"]),
         ({"train_range": "10-5"}, ["train_range", "FIRST <= LAST"]),
         ({"variant": "resnet"}, ["variant", "baseline", "augmented", "resnet"]),

@@ -226,6 +226,8 @@ def test_a_given_value_survives_a_changed_variant_from_every_source(tmp_path, mo
     (["--dask-workers", "0"], "must be between 1 and 4096"),
     (["--dask-workers", "2", "--dask-address", "tcp://h:8786"], "not both"),
     (["--dask-address", "http://h/x"], "is not a Dask scheduler address; give one such as tcp://scheduler:8786"),
+    (["--seed", ","], "invalid setting seed: --seed was given no value"),  # not the default three seeds
+    (["--seed", "", "--variant", "baseline"], "invalid setting seed: --seed was given no value"),
 ])
 def test_a_bad_sweep_is_a_usage_error_before_any_work(tmp_path, capsys, flags, message):
     from deployments.cli import main
@@ -442,3 +444,13 @@ def test_waiting_for_a_configuration_runs_a_signal_handler_that_another_thread_r
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         signal.signal(signal.SIGUSR1, previous)
     assert ended_first.result() is False, "the handler ran only after the training had ended"
+
+
+def test_a_local_cluster_has_at_most_one_worker_a_configuration(tmp_path):
+    """--dask-workers 4096 on two cores started hundreds of processes, and hung: the rest would only idle."""
+    from deployments.cli import build_parser, sweep_plan
+
+    args = build_parser().parse_args(["sweep", "--dask-workers", "4096", "--workdir", str(tmp_path / "w"),
+                                      "--seed", "0,1,2"])
+    sweep_plan(args)
+    assert args.dask_workers == 3

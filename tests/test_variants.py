@@ -378,6 +378,11 @@ def test_efficientnet_without_weights_stops_before_any_work_naming_both_ways(tmp
     assert "--backbone-weights" in str(caught.value) and "network" in str(caught.value)
     with pytest.raises(SettingsError, match="no file at"):
         check_backbone_weights(Settings(variant="efficientnet", backbone_weights=str(tmp_path / "none.h5")))
+    (tmp_path / "notes.h5").write_text("not weights")  # Keras would refuse it only after the data steps
+    with pytest.raises(SettingsError, match=r"notes\.h5 is not a Keras weights file \(HDF5\)"):
+        check_backbone_weights(Settings(variant="efficientnet", backbone_weights=str(tmp_path / "notes.h5")))
+    (tmp_path / "weights.h5").write_bytes(catsdogs.model.HDF5_SIGNATURE + bytes(8))
+    check_backbone_weights(Settings(variant="efficientnet", backbone_weights=str(tmp_path / "weights.h5")))
     check_backbone_weights(Settings(variant="efficientnet", backbone_weights="random"))
     check_backbone_weights(Settings(variant="xception"))  # other variants need no weights
     cached = tmp_path / "keras" / "models" / catsdogs.model.EFFICIENTNET_WEIGHTS
@@ -561,7 +566,9 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
     assert run_label(fast) == f"fast-120ep-144px-seed0{auto_label()}"
     assert run_label(Settings(variant="fast", resize_from=0)) == f"fast-120ep-144px-seed0{auto_label()}-resize-from=0"
     assert Settings(variant="xception").recipe_key() == Settings(variant="xception", resize_from=0).recipe_key()
-    for bad, words in [({"variant": "fast", "resize_from": 200}, r"^invalid setting resize_from: .*\(144\).*200$"),
+    for bad, words in [({"variant": "fast", "resize_from": 200},
+                        r"^invalid setting resize_from: .*\(144\).*200: give --resize-from 0 or at most 144, or "
+                        r"--image-size 200 or more$"),
                        ({"variant": "fast", "resize_from": 16}, "from 32"),
                        ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented"),
                        ({"variant": "augmented", "one_warp": True}, "one_warp: for the .* not augmented"),

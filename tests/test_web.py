@@ -437,3 +437,25 @@ def test_photos_are_decoded_no_more_at_once_than_there_are_cores(monkeypatch):
     for thread in threads:
         thread.join()
     assert most[0] == 2
+
+
+def test_where_the_page_cannot_listen_is_one_line_before_the_model_loads(tmp_path: Path):
+    """An empty --host (an unset shell variable) listened on every network; a port in use and a host that is no
+    address ended in uvicorn's ERROR line and exit status 3, after the model had loaded."""
+    import socket
+
+    from tests.conftest import run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = run_cli("web", "--workdir", str(tmp_path / "none"), "--port", str(port))
+    assert in_use.returncode == 2 and in_use.stderr.strip().splitlines() == [
+        f"catsdogs: port {port} on 127.0.0.1 is in use (another catsdogs web?); give another --port"]
+    nowhere = run_cli("web", "--workdir", str(tmp_path / "none"), "--host", "nosuch.invalid", "--port", "8000")
+    assert nowhere.returncode == 2 and "cannot listen on --host nosuch.invalid: " in nowhere.stderr
+    for host in ("", " "):
+        empty = run_cli("web", "--host", host)
+        assert empty.returncode == 2 and "an empty address would listen on every network" in empty.stderr
+    assert "a port is a whole number" in run_cli("web", "--port", "²").stderr
