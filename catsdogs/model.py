@@ -66,6 +66,18 @@ def build_augmentation(seed: int | None = None, translate: float = 0.0, one_warp
     return keras.Sequential(layers, name="data_augmentation")
 
 
+def augmentation_for(settings: Settings) -> Any:
+    """The random layers a run of SETTINGS trains through (its model's first layers; its plots show the same)."""
+    return build_augmentation(settings.seed, float(settings.translate or 0.0), bool(settings.one_warp),
+                              flip=not settings.alternating_flips)
+
+
+def augmentation_text(settings: Settings) -> str:
+    """The random layers a run of SETTINGS trains through, named: "RandomFlip, RandomRotateZoom", say."""
+    names = ", ".join(type(layer).__name__ for layer in augmentation_for(settings).layers)
+    return names + ("; mirrored on alternate epochs by the input pipeline" if settings.alternating_flips else "")
+
+
 def build_model(variant: str, image_size: int, seed: int | None = None, precision: str = "float32") -> Any:
     """The compiled baseline or augmented model for square RGB images of IMAGE_SIZE pixels.
 
@@ -157,8 +169,7 @@ def _with_head(settings: Settings, precision: str, body: Callable[[Any, int], An
     inputs = keras.Input(shape=(size, size, 3))
     x = custom_layers()["TrainingResize"](name=TRAINING_RESIZE)(inputs) if settings.resize_from else inputs
     if settings.spec.augments:
-        x = build_augmentation(settings.seed, float(settings.translate or 0.0), bool(settings.one_warp),
-                               flip=not settings.alternating_flips)(x)
+        x = augmentation_for(settings)(x)
     x = body(x, size)
     x = layers.Dropout(float(settings.dropout), seed=layer_seeds(settings.seed)["dropout"],  # type: ignore[arg-type]
                        dtype=precision)(x)

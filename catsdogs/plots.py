@@ -47,11 +47,11 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -
     return _save(figure, path)
 
 
-def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_index: int = 0,
-                       translate: float = 0.0) -> Path:
-    """A 3x3 grid of one training image passed through the augmented variant's random layers."""
+def plot_augmentations(arrays: DatasetArrays, path: Path, augmentation: Any = None, image_index: int = 0) -> Path:
+    """A 3x3 grid of one training image passed through AUGMENTATION (a run's, model.augmentation_for; by default
+    the augmented variant's random layers)."""
     image = np.load(arrays.images("train"), mmap_mode="r")[image_index].astype("float32")
-    augmentation = build_augmentation(seed, translate)
+    augmentation = augmentation if augmentation is not None else build_augmentation(0)
     figure, axes = plt.subplots(3, 3, figsize=(5, 5), dpi=DPI)
     for axis in axes.flat:
         augmented = np.asarray(augmentation(image[None], training=True))[0]
@@ -62,12 +62,14 @@ def plot_augmentations(arrays: DatasetArrays, path: Path, seed: int = 0, image_i
     return _save(figure, path)
 
 
-def plot_blends(arrays: DatasetArrays, path: Path, mixup: float, seed: int = 0, translate: float = 0.0,
+def plot_blends(arrays: DatasetArrays, path: Path, mixup: float, seed: int = 0, augmentation: Any = None,
                 cutmix: float = 0.0) -> Path:
     """A 3x3 grid of what training actually sees with MixUp (of alpha MIXUP) and/or CutMix (of CUTMIX): blended
-    pairs through the random layers, each titled with its blended label (the share of dog)."""
+    pairs through AUGMENTATION (a run's random layers; by default the augmented variant's), each titled with its
+    blended label (the share of dog)."""
     images, labels = blend_samples(arrays, mixup, seed, cutmix=cutmix)
-    augmented = np.asarray(build_augmentation(seed, translate)(images, training=True))
+    augmentation = augmentation if augmentation is not None else build_augmentation(seed)
+    augmented = np.asarray(augmentation(images, training=True))
     figure, axes = plt.subplots(3, 3, figsize=(5, 5.4), dpi=DPI)
     for axis, image, label in zip(axes.flat, augmented, labels, strict=False):
         axis.imshow(np.clip(image, 0, 255).astype("uint8"))

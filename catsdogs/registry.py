@@ -233,8 +233,9 @@ def leaderboard(workdir: Path) -> list[dict[str, Any]]:
         settings = card.settings
         mark = CHAMPION_MARK if crowned and crowned.name == card.name else ""
         precision = str(settings.get("precision", ""))
-        rows.append({"model": card.name + mark, "test accuracy": round(card.test_accuracy, 4),
-                     "variant": card.variant, "epochs (best)": f"{card.epochs} ({card.best_epoch})",
+        rows.append({"model": card.name + mark, "test accuracy": f"{card.test_accuracy:.4f}",
+                     "test loss": f"{card.test_loss:.4f}", "variant": card.variant,
+                     "epochs (best)": f"{card.epochs} ({card.best_epoch})", "size": f"{card.image_size} px",
                      "seed": settings.get("seed", ""), "precision": PRECISION_SHORT.get(precision, precision),
-                     "created": card.created_at[5:16].replace("T", " ")})
+                     "created (UTC)": card.created_at[:16].replace("T", " ")})
     return rows

@@ -216,7 +216,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
-    announce(f"training {settings.variant} for {settings.total_epochs} epochs in {settings.workdir}")
+    epochs = settings.total_epochs
+    announce(f"training {settings.variant} for {epochs} epoch{'s' * (epochs != 1)} in {settings.workdir}")
     from flows.train import train_flow  # imports Prefect and starts nothing until called
 
     metrics = run_and_show(lambda: train_flow(settings), args.json, lambda m: (

@@ -53,7 +53,7 @@ def train_flow(settings: Settings | None = None) -> Metrics:
         links |= comparison_link
         settle_champion(comparison, settings.workdir)
         links |= publish_leaderboard(settings)
-        publish_report(trained, metrics, subsets, curves, links, settings, made.folders)
+        publish_report(trained, metrics, subsets, curves, links, settings, made.folders, card.name)
         return metrics
 
 

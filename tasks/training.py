@@ -12,6 +12,7 @@ from prefect.settings import PREFECT_UI_URL
 from catsdogs import plots, registry, train
 from catsdogs.data import CLASS_NAMES, Subsets
 from catsdogs.datasets import DatasetArrays
+from catsdogs.model import augmentation_for, augmentation_text
 from catsdogs.results import Metrics, TrainedModel
 from catsdogs.settings import Settings
 from tasks._cache import reused_from
@@ -36,8 +37,8 @@ def publish_training(trained: TrainedModel) -> dict[str, str]:
              f"(lowest validation loss).{f' Reused from {source}.' if source else ''}\n\n"
              f"{train.history_table(history)}")
     ids["training-history"] = str(create_markdown_artifact(
-        table, key="training-history", description=f"{len(history)} epochs; best {trained.best_epoch}: "
-        f"validation accuracy {best['val_accuracy']:.4f}"))
+        table, key="training-history", description=f"{len(history)} epoch{'s' * (len(history) != 1)}; best "
+        f"{trained.best_epoch}: validation accuracy {best['val_accuracy']:.4f}"))
     return ids
 
 
@@ -57,15 +58,14 @@ def plot_curves(trained: TrainedModel) -> tuple[Path, dict[str, str]]:
 @task(name="plot-augmentations")
 def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> dict[str, str]:
     """Show a 3x3 grid of one training image through the augmentation layers, and one of MixUp or CutMix blends."""
-    translate, mixup = float(settings.translate or 0.0), float(settings.mixup or 0.0)
-    cutmix = float(settings.cutmix or 0.0)
-    path = plots.plot_augmentations(arrays, trained.run_dir / "augmentations.png", seed=settings.seed,
-                                    translate=translate)
-    layers = "RandomFlip, RandomRotation, RandomZoom" + (", RandomTranslation" if translate else "")
+    mixup, cutmix = float(settings.mixup or 0.0), float(settings.cutmix or 0.0)
+    augmentation = augmentation_for(settings)  # the layers this run's model trained through
+    path = plots.plot_augmentations(arrays, trained.run_dir / "augmentations.png", augmentation)
+    layers = augmentation_text(settings)
     markdown = f"# Augmented samples\n\n{layers}.\n\n![augmented samples]({plots.png_data_uri(path)})"
     if mixup or cutmix:
         blends = plots.plot_blends(arrays, trained.run_dir / "blends.png", mixup, seed=settings.seed,
-                                  translate=translate, cutmix=cutmix)
+                                  augmentation=augmentation, cutmix=cutmix)
         name = plots.blends_name(mixup, cutmix)
         layers += f"; {name}"
         markdown += (f"\n\n{name} blends pairs of training images and their labels before the layers above; "
@@ -101,7 +101,7 @@ def publish_leaderboard(settings: Settings) -> dict[str, str]:
     ids = {"leaderboard": str(create_table_artifact(
         rows, key="leaderboard",
         description=f"{len(rows)} registered model{'s' if len(rows) != 1 else ''}; best test accuracy "
-        f"{rows[0]['test accuracy']:.4f} ({rows[0]['model']})" if rows else "no registered model"))}
+        f"{rows[0]['test accuracy']} ({rows[0]['model']})" if rows else "no registered model"))}
     path = plots.plot_accuracy_over_time(registry.list_models(settings.workdir),
                                          registry.models_dir(settings.workdir) / "accuracy-over-time.png")
     ids["accuracy-history"] = str(create_markdown_artifact(
@@ -112,9 +112,10 @@ def publish_leaderboard(settings: Settings) -> dict[str, str]:
 
 @task(name="report")
 def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, curves: Path,
-                   links: dict[str, str], settings: Settings, step_folders: dict[str, Path]) -> str:
+                   links: dict[str, str], settings: Settings, step_folders: dict[str, Path],
+                   registered: str | None = None) -> str:
     """Publish the confusion matrix, the most confident mistakes and one report that ties the run together;
-    STEP_FOLDERS are the folders of the pipeline's steps, by step name."""
+    STEP_FOLDERS are the folders of the pipeline's steps, by step name; REGISTERED the model's registered name."""
     folder = metrics.predictions_path.parent
     confusion = plots.plot_confusion(metrics.confusion, folder / "confusion.png")
     links = dict(links)
@@ -141,7 +142,9 @@ def publish_report(trained: TrainedModel, metrics: Metrics, subsets: Subsets, cu
         f"| {metrics.test_images} |\n\n"
         f"| true \\ predicted | cat | dog |\n|---|---|---|\n| cat | {tn} | {fp} |\n| dog | {fn} | {tp} |\n\n"
         f"![training curves]({plots.png_data_uri(curves)})\n\nModel: `{metrics.model_path}`\n\n"
-        f"This run's artifacts: {artifact_links(links)}.\n\n"
+        + (f"Registered as `{registered}`; ask it: `catsdogs predict --workdir {settings.workdir} --model "
+           f"{registered} photo.jpg` (or `catsdogs web`, which answers with the champion).\n\n" if registered else "")
+        + f"This run's artifacts: {artifact_links(links)}.\n\n"
         + (f"Steps taken from earlier runs:{reused_md}\n" if reused else "Every step ran in this run.\n")
     )
     create_markdown_artifact(report, key="run-report",

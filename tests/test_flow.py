@@ -107,6 +107,9 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
     found = artifacts(first_id)
     assert set(found) == FULL_SET
     assert "Every step ran in this run" in found["run-report"].data
+    assert re.search(r"Registered as `([\w.-]+)`; ask it: `catsdogs predict --workdir \S+ --model \1 photo.jpg`",
+                     found["run-report"].data)  # where a newcomer goes next
+    assert "RandomFlip, RandomRotation, RandomZoom" in found["augmentation-grid"].description
     assert "| train | 10 | 10 | 20 |" in found["dataset-summary"].data
     assert "kaggle" in found["dataset-summary"].data
     assert "Total params" in found["model-summary"].data
@@ -134,6 +137,8 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
     first_name = flow_run_name(first_id)
     assert first_name == "augmented-1ep-78px-seed0-batch-size=8"
     assert f"reused from run {first_name}" in cached["dataset-summary"].data
+    rows = [line.split(" |")[0] for line in cached["dataset-summary"].data.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| train", "| validation", "| test"]  # as the first run's, not A to Z from the record
     for step in ("download", "unzip", "subsets", "datasets", "train", "evaluate"):  # every step it took
         assert f"`{step}`: reused from run {first_name} ({first_id})" in cached["run-report"].data
     assert cached["training-progress"].data == 100.0

@@ -28,6 +28,28 @@ def test_augmentation_grid(tiny_zip: Path, tmp_path: Path):
     assert path.stat().st_size < 100_000
 
 
+def test_a_runs_augmentation_artifact_shows_and_names_the_layers_its_model_trained_through():
+    """fast trains through one warp (RandomRotateZoom): its grid and text said RandomRotation, RandomZoom, drawn
+    by the reference's layers."""
+    from catsdogs.model import augmentation_for, augmentation_text, build_network
+    from catsdogs.settings import Settings
+
+    for settings, text in [
+        (Settings(variant="augmented"), "RandomFlip, RandomRotation, RandomZoom"),
+        (Settings(variant="fast"), "RandomFlip, RandomRotateZoom"),
+        (Settings(variant="xception", translate=0.1), "RandomFlip, RandomRotation, RandomZoom, RandomTranslation"),
+        (Settings(variant="best", alternating_flips=True),
+         "RandomRotation, RandomZoom; mirrored on alternate epochs by the input pipeline")]:
+        assert augmentation_text(settings) == text
+        network = build_network(settings.model_copy(update={"image_size": 96}), "float32")
+
+        def described(layers: list) -> list:  # each random layer's kind and settings (its seed too), not its name
+            return [(type(layer).__name__, layer.get_config() | {"name": None}) for layer in layers]
+
+        trained_through = network.get_layer("data_augmentation").layers
+        assert described(augmentation_for(settings).layers) == described(trained_through), text
+
+
 def test_mixup_grid_shows_blended_images_with_their_blended_labels(tiny_zip: Path, tmp_path: Path):
     subsets = make_subsets(unzip_archive(tiny_zip, tmp_path / "x", 2**30), tmp_path / "s",
                            {"train": (0, 5), "validation": (6, 6), "test": (7, 7)})
