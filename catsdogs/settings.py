@@ -82,7 +82,7 @@ def listed(names: list[str]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
-def _defaults(name: str) -> str:
+def defaults_text(name: str) -> str:
     """The defaults of setting NAME, from the variants' declarations: "(default: 0.001; fast and xception 0.002)"."""
     def shown(value: Any) -> str:
         return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) else str(value)
@@ -140,9 +140,10 @@ class Settings(BaseSettings):
     validation_range: IndexRange = Field((1000, 1499), description="validation images per class")
     test_range: IndexRange = Field((1500, 2499), description="test images per class")
     image_size: int | None = Field(None, description=f"square input size in pixels, at least {MIN_IMAGE_SIZE} "
-                                   f"{_defaults('image_size')}")
+                                   f"{defaults_text('image_size')}")
     batch_size: int = Field(32, ge=1, le=4096, description="images per training step")
-    epochs: int | None = Field(None, description=f"epochs to train, before any fine-tuning {_defaults('epochs')}")
+    epochs: int | None = Field(None, description="epochs to train, before any fine-tuning "
+                                                 f"{defaults_text('epochs')}")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds shuffling, initial weights and augmentation")
     download_retries: int = Field(3, ge=0, le=20, description="retries of a transient download failure")
     download_backoff_s: float = Field(2.0, ge=0, le=3600, description="first retry delay; doubles each retry")
@@ -154,64 +155,64 @@ class Settings(BaseSettings):
                          "(TensorFlow alone leaves them off on many CPUs)")
     # Unlike the two above, this one changes the math (rounding), so it is part of a trained model's key.
     precision: Precision | None = Field(None, description="auto, float32, mixed_bfloat16 (CPUs with AVX-512 "
-                                        f"BF16/AMX) or mixed_float16 (GPUs) {_defaults('precision')}")
+                                        f"BF16/AMX) or mixed_float16 (GPUs) {defaults_text('precision')}")
     # The training recipe. Unset values take the variant's (VARIANT_DEFAULTS above).
     optimizer: Optimizer | None = Field(None, description=f"rmsprop (the reference), adam or adamw "
-                                        f"{_defaults('optimizer')}")
+                                        f"{defaults_text('optimizer')}")
     learning_rate: float | None = Field(None, gt=0, le=1, description=f"peak learning rate "
-                                        f"{_defaults('learning_rate')}")
+                                        f"{defaults_text('learning_rate')}")
     lr_schedule: Schedule | None = Field(None, description="constant (the reference) or cosine decay to 0")
     warmup_epochs: int | None = Field(None, ge=0, le=1000, description="epochs of linear warm-up (cosine only)")
     weight_decay: float | None = Field(None, ge=0, le=1, description="decoupled weight decay (adamw only)")
     label_smoothing: float | None = Field(None, ge=0, lt=0.5, description="binary label smoothing in training "
-                                          f"{_defaults('label_smoothing')}")
+                                          f"{defaults_text('label_smoothing')}")
     early_stopping_patience: int | None = Field(None, ge=0, le=10_000, description="stop after this many epochs "
                                                 "without a lower validation loss; 0 = off (the reference)")
     tta_flip: bool | None = Field(None, description="average each image's score with its mirror image's "
-                                  f"in evaluation and prediction {_defaults('tta_flip')}")
+                                  f"in evaluation and prediction {defaults_text('tta_flip')}")
     tta_crop: float | None = Field(None, description="also average with the centre crop of this fraction of "
                                    "each side, resized back (and its mirror image where tta_flip is on); 0 = off "
-                                   f"{_defaults('tta_crop')}")
+                                   f"{defaults_text('tta_crop')}")
     tta_zoom_out: float | None = Field(None, description="also average with the image shrunk to this fraction of "
                                        "each side, its border filled by reflection as the training's zoom fills it "
                                        "(and its mirror image where tta_flip is on); 0 = off "
-                                       f"{_defaults('tta_zoom_out')}")
+                                       f"{defaults_text('tta_zoom_out')}")
     translate: float | None = Field(None, ge=0, le=0.5, description="augmentation: also shift images by up to "
                                     "this fraction each way (0 = the reference's flips, rotation and zoom only)")
     mixup: float | None = Field(None, ge=0, le=10, description="MixUp: blend pairs of training images and their "
                                 "labels with a Beta(alpha, alpha) weight of this alpha; 0 = off, the reference "
-                                f"{_defaults('mixup')}")
+                                f"{defaults_text('mixup')}")
     cutmix: float | None = Field(None, ge=0, le=1, description="CutMix: paste a box of another training image "
                                  "into each, the labels mixed by the box's area (a Beta(a, a) share, a drawn up to "
                                  "this value: Keras' CutMix factor); with mixup too, each batch takes one of the "
-                                 f"two at random; 0 = off {_defaults('cutmix')}")
+                                 f"two at random; 0 = off {defaults_text('cutmix')}")
     ema: float | None = Field(None, ge=0, lt=1, description="keep a moving average of the weights with this "
                               "momentum; validation, checkpoints and the saved model use it; 0 = off "
-                              f"{_defaults('ema')}")
+                              f"{defaults_text('ema')}")
     dropout: float | None = Field(None, ge=0, lt=1, description="the rate of the dropout before the output layer "
-                                  f"(the baseline has none) {_defaults('dropout')}")
+                                  f"(the baseline has none) {defaults_text('dropout')}")
     # Speed-ups of the from-scratch networks (xception, fast, best).
     resize_from: int | None = Field(None, ge=0, le=1024, description="progressive resizing: train the first "
                                     "half of the epochs at this many pixels a side, then growing to image_size "
                                     "by 85 % of the run; validation and prediction use image_size; 0 = off "
-                                    f"{_defaults('resize_from')}")
+                                    f"{defaults_text('resize_from')}")
     whiten_stem: bool | None = Field(None, description="initialise the first convolution to whiten the "
                                      "training images' patches (their covariance's eigenvectors) "
-                                     f"{_defaults('whiten_stem')}")
+                                     f"{defaults_text('whiten_stem')}")
     patch_stem: bool | None = Field(None, description="a 4x4 stride-4 first convolution (one vector per 4x4 "
                                     "patch) in place of the 5x5 stride-2 one and the first block: the blocks start "
-                                    f"on a quarter of the pixels {_defaults('patch_stem')}")
+                                    f"on a quarter of the pixels {defaults_text('patch_stem')}")
     one_warp: bool | None = Field(None, description="augmentation: rotate and zoom in one affine warp instead of "
                                   "the reference's two layers (the same random rotations and zooms, one pass of "
-                                  f"sampling) {_defaults('one_warp')}")
+                                  f"sampling) {defaults_text('one_warp')}")
     alternating_flips: bool | None = Field(None, description="augmentation: mirror each training image in every "
                                            "other epoch (a random half in the first) instead of at random in "
                                            "each, so no image goes unmirrored for long "
-                                           f"{_defaults('alternating_flips')}")
+                                           f"{defaults_text('alternating_flips')}")
     validate_last: int | None = Field(None, ge=0, le=10_000, description="validate, and so keep checkpoints, "
                                       "only in the last this many epochs (with a schedule that runs to its end "
                                       "the best epoch is a late one): each skipped validation pass is time "
-                                      f"saved; 0 = every epoch, the reference {_defaults('validate_last')}")
+                                      f"saved; 0 = every epoch, the reference {defaults_text('validate_last')}")
     # efficientnet only.
     backbone_weights: str = Field("imagenet", description="efficientnet's base: imagenet (Keras' download, or "
                                   "its cache), a local .h5/.weights.h5 file, or random (untrained, for tests)")
@@ -613,5 +614,7 @@ def format_validation_error(err: ValidationError) -> str:
             message = f"unknown setting; known settings are: {', '.join(Settings.model_fields)}"
         elif problem["type"] == "literal_error" or problem["type"] in _NUMBER_ERRORS:
             message = f"{message} (got {problem['input']!r})"
+        elif problem["type"] in ("bool_parsing", "bool_type"):
+            message = f"give true or false (or on/off, yes/no, 1/0), got {problem['input']!r}"
         lines.append(f"invalid setting {field}: {message}")
     return "\n".join(lines)

@@ -15,18 +15,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from catsdogs.settings import Settings, SettingsError, load_settings
+from catsdogs.settings import COMMON_DEFAULTS, Settings, SettingsError, defaults_text, load_settings
 
 USAGE_ERROR = 2
 
 
-def _help(field: Any) -> str:
-    """A setting's help: its description, and its default unless the description already says it (as the
-    variant-dependent ones do); ranges as they are typed (0-999)."""
+def _help(name: str, field: Any) -> str:
+    """A setting's help: its description, and its default unless the description already says it (as most
+    variant-dependent ones do); a variant-dependent one's defaults from the declarations; ranges as typed (0-999)."""
     text = str(field.description).replace("%", "%%")  # argparse formats help with %
     if "default" in text:
         return text
     default = field.default
+    if default is None and name in COMMON_DEFAULTS:  # filled from the variant: not "none"
+        return f"{text} {defaults_text(name)}".replace("%", "%%")
     shown = "none" if default is None else f"{default[0]}-{default[1]}" if isinstance(default, tuple) else default
     return f"{text} (default: {shown})"
 
@@ -37,12 +39,14 @@ def _add_setting_flags(parser: argparse.ArgumentParser, several: bool = False) -
         if several:  # catsdogs sweep: each flag may hold several values
             switch = {"nargs": "?", "const": "true"} if field.annotation in (bool, bool | None) else {}
             parser.add_argument(flag, dest=name, metavar="VALUES", action="append", default=None,
-                                help=_help(field), **switch)
-        elif field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=str(field.description).replace("%", "%%"))
+                                help=_help(name, field), **switch)
+        elif field.annotation in (bool, bool | None):  # --one-warp, --one-warp true, --no-one-warp
+            text = _help(name, field)
+            parser.add_argument(flag, dest=name, metavar="true|false", nargs="?", const=True, default=None,
+                                help=text if f"--no-{flag[2:]}" in text else f"{text}; --no-{flag[2:]}: off")
+            parser.add_argument(f"--no-{flag[2:]}", dest=name, action="store_false", help=argparse.SUPPRESS)
         else:
-            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=_help(field))
+            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=_help(name, field))
 
 
 def _positive_int(text: str) -> int:

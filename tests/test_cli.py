@@ -122,6 +122,11 @@ def test_help_names_every_variant_shows_each_default_once_and_ranges_as_typed(ca
         assert name in variant, name
     assert [flag for flag in flags if flag.count("(default") > 1] == []  # never said twice
     assert any("(default: 0-999)" in flag for flag in flags) and not any("(0, 999)" in flag for flag in flags)
+    # a setting the variant fills is shown with the variants' defaults, never as "none"
+    assert [flag.split()[0] for flag in flags if "(default: none)" in flag] == [
+        "data-sha256", "data-url-secret"]
+    assert any(flag.startswith("warmup-epochs") and "(default: 0; xception 3; fast and best 2)" in flag
+               for flag in flags)
 
 
 def test_settings_checked_together_are_named_in_their_message():
@@ -207,3 +212,18 @@ def test_serve_without_a_server_to_keep_its_schedules_says_so_at_once(tmp_path: 
     result = cli("-m", "deployments.cli", "serve", PREFECT_HOME=str(tmp_path / "prefect"),
                  PREFECT_API_URL="http://127.0.0.1:9/api", CATSDOGS_WORKDIR=str(tmp_path / "file"))
     assert result.returncode == 2 and "is a file, not a folder" in result.stderr
+
+
+def test_an_on_off_setting_takes_a_bare_flag_a_value_or_its_no_form():
+    """`--tta-flip` alone asked for a value and had no `--no-` form, where `--onednn=false` was refused."""
+    from deployments.cli import build_parser
+
+    parser = build_parser()
+    for args, expected in [(["--tta-flip"], True), (["--tta-flip", "false"], "false"), (["--no-tta-flip"], False),
+                           ([], None)]:
+        assert parser.parse_args(["run", *args]).tta_flip == expected, args
+    assert parser.parse_args(["run", "--onednn=false"]).onednn == "false"
+    assert parser.parse_args(["run", "--no-onednn"]).onednn is False
+    refused = run_cli("run", "--one-warp", "maybe")
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "catsdogs: invalid setting one_warp: give true or false (or on/off, yes/no, 1/0), got 'maybe'")
