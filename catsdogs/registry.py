@@ -149,7 +149,7 @@ def resolve_model(workdir: Path, which: str = "champion") -> ModelCard:
     cards = list_models(workdir)
     if not cards:
         raise RegistryError(f"no registered model in {models_dir(workdir)}; train one with `catsdogs run` "
-                            "or pass --model path/to/model.keras")
+                            "(predict and web also take a model file: --model path/to/model.keras)")
     if which == "champion":
         return champion(workdir, cards) or ranked(cards)[0]
     if which == "best":
@@ -233,9 +233,8 @@ def leaderboard(workdir: Path) -> list[dict[str, Any]]:
         settings = card.settings
         mark = CHAMPION_MARK if crowned and crowned.name == card.name else ""
         precision = str(settings.get("precision", ""))
-        rows.append({"model": card.name + mark, "test accuracy": f"{card.test_accuracy:.4f}",
-                     "test loss": f"{card.test_loss:.4f}", "variant": card.variant,
-                     "epochs (best)": f"{card.epochs} ({card.best_epoch})", "size": f"{card.image_size} px",
+        rows.append({"model": card.name + mark, "test accuracy": f"{card.test_accuracy:.4f}",  # as elsewhere
+                     "variant": card.variant, "epochs (best)": f"{card.epochs} ({card.best_epoch})",
                      "seed": settings.get("seed", ""), "precision": PRECISION_SHORT.get(precision, precision),
-                     "created (UTC)": card.created_at[:16].replace("T", " ")})
+                     "created": card.created_at[5:16].replace("T", " ")})  # month-day hour:minute, UTC
     return rows

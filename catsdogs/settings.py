@@ -411,9 +411,18 @@ class Settings(BaseSettings):
         None where that is not known (settings rebuilt from their values, as flow parameters are)."""
         return self._given
 
+    def applies(self, name: str) -> bool:
+        """Whether setting NAME changes what this run trains: backbone settings need a backbone, warm-up the cosine
+        schedule, decoupled weight decay AdamW (compile_model). Where one does not, it names no run and keys no
+        folder: a sweep may give it to every variant, and an identical model is not trained twice."""
+        if name in BACKBONE_FIELDS:
+            return self.spec.pretrained_base
+        return {"warmup_epochs": self.lr_schedule == "cosine", "weight_decay": self.optimizer == "adamw"}.get(name,
+                                                                                                          True)
+
     def recipe_key(self) -> dict[str, Any]:
         """The recipe settings that differ from the reference's: part of a trained model's cache key."""
-        names = [n for n in RECIPE_FIELDS if self.spec.pretrained_base or n not in BACKBONE_FIELDS]
+        names = [n for n in RECIPE_FIELDS if self.applies(n)]
         return {name: getattr(self, name) for name in names
                 if getattr(self, name) != COMMON_DEFAULTS.get(name, Settings.model_fields[name].default)}
 
@@ -422,7 +431,7 @@ class Settings(BaseSettings):
         what tells two runs of one variant, size and seed apart."""
         defaults = variant_defaults(self.variant)
         names = [n for n in ("batch_size", *RECIPE_FIELDS, "tta_flip", "tta_crop", "tta_zoom_out") if n != "precision"
-                 and (self.spec.pretrained_base or n not in BACKBONE_FIELDS)]
+                 and self.applies(n)]
         return {name: getattr(self, name) for name in names
                 if getattr(self, name) != defaults.get(name, Settings.model_fields[name].default)}
 
@@ -496,6 +505,19 @@ def unmask_data_url(url: str, secret_url: str | None = None) -> str:
 OTHER_VARIABLES = {"CATSDOGS_CONFIG", "CATSDOGS_REQUIRE_BROWSER"}
 
 
+def _named_where_set(lines: str, overrides: dict[str, Any]) -> str:
+    """Each "invalid setting NAME: ..." line of LINES for a setting no flag gave but the environment did, with
+    the variable named: CATSDOGS_EPOCHS=abc is fixed in the shell, not on the command line."""
+    def named(line: str) -> str:
+        found = re.match(r"invalid setting (\w+): ", line)
+        variable = f"CATSDOGS_{found[1].upper()}" if found else ""
+        if found and found[1] not in overrides and variable in os.environ:
+            return f"{line} (from {variable} in the environment)"
+        return line
+
+    return "\n".join(named(line) for line in lines.splitlines())
+
+
 def check_environment_names() -> None:
     """Raise SettingsError for a CATSDOGS_ variable that names no setting: a typo (CATSDOGS_EPOCH=5) was ignored,
     and the run trained with the default, where the same typo in a TOML file is refused."""
@@ -526,7 +548,7 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
     try:
         settings = Settings(**overrides)
     except ValidationError as err:
-        raise SettingsError(format_validation_error(err)) from None
+        raise SettingsError(_named_where_set(format_validation_error(err), overrides)) from None
     finally:
         _TOML_FILE.reset(token)
     table = read_toml(toml[0]) if toml else {}
@@ -581,7 +603,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         values = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise SettingsError(f"config file {path} does not exist; fix the --config path") from None
+        raise SettingsError(f"config file {path} does not exist; fix the --config path (or CATSDOGS_CONFIG)") \
+            from None
     except IsADirectoryError:
         raise SettingsError(f"config file {path} is a directory; give the path of a .toml file") from None
     except UnicodeDecodeError as err:

@@ -192,7 +192,12 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "models" and args.name is None and len(rest) == 1 and not rest[0].startswith("-"):
+        args.name = rest.pop()  # `models promote --workdir W NAME`: argparse leaves a name after an option over
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command in ("predict", "models", "web"):  # no Prefect here to show the library's warnings: stderr does
         import logging
 
@@ -546,6 +551,9 @@ def list_models(args: argparse.Namespace) -> int:
 
     try:
         workdir = args.workdir or load_settings().workdir
+        if Path(workdir).exists() and not Path(workdir).is_dir():
+            raise SettingsError(f"invalid setting workdir: {workdir} is a file, not a folder; give the workdir "
+                                "the models were trained in")
         if args.action == "promote":
             if not args.name:
                 raise registry.RegistryError("name the model to promote: catsdogs models promote NAME (see "

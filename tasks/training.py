@@ -101,7 +101,7 @@ def publish_leaderboard(settings: Settings) -> dict[str, str]:
     ids = {"leaderboard": str(create_table_artifact(
         rows, key="leaderboard",
         description=f"{len(rows)} registered model{'s' if len(rows) != 1 else ''}; best test accuracy "
-        f"{rows[0]['test accuracy']} ({rows[0]['model']})" if rows else "no registered model"))}
+        f"{rows[0]['test accuracy']} ({rows[0]['model']}); times UTC" if rows else "no registered model"))}
     path = plots.plot_accuracy_over_time(registry.list_models(settings.workdir),
                                          registry.models_dir(settings.workdir) / "accuracy-over-time.png")
     ids["accuracy-history"] = str(create_markdown_artifact(

@@ -80,6 +80,12 @@ def test_version_names_catsdogs_and_the_libraries_its_answers_depend_on():
 def test_environment_setting_is_checked_too(tmp_path: Path):
     result = run_cli("run", CATSDOGS_VALIDATION_RANGE="500-1200")
     assert result.returncode == 2 and "overlaps" in result.stderr
+    bad = run_cli("run", "--workdir", str(tmp_path / "w"), CATSDOGS_EPOCHS="abc")  # fixed in the shell, not a flag
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("(from CATSDOGS_EPOCHS in the environment)")
+    assert "(from CATSDOGS" not in run_cli("run", "--epochs", "abc", CATSDOGS_EPOCHS="abc").stderr  # the flag's
+    (tmp_path / "file").write_text("x")
+    models = run_cli("models", "--workdir", str(tmp_path / "file"))
+    assert models.returncode == 2 and "is a file, not a folder" in models.stderr
     typo = run_cli("run", "--workdir", str(tmp_path / "w"), CATSDOGS_EPOCH="5")  # was ignored: 30 epochs trained
     assert typo.returncode == 2 and typo.stderr.strip().splitlines() == [
         "catsdogs: unknown setting CATSDOGS_EPOCH in the environment: did you mean CATSDOGS_EPOCHS? unset it, or "

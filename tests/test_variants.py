@@ -102,6 +102,10 @@ def test_run_names_show_each_setting_that_differs_from_the_variant_defaults():
     assert run_label(Settings(variant="efficientnet", backbone_weights="/w/b0.weights.h5")) == (
         f"efficientnet-20ep-224px-seed0{auto}-backbone-weights=b0.weights.h5")
     assert run_label(Settings(backbone_weights="random", fine_tune_epochs=3)) == "baseline-30ep-180px-seed0"
+    # nor warm-up without the cosine schedule, nor decoupled weight decay without AdamW: nothing trains twice
+    ignored = Settings(warmup_epochs=5, weight_decay=0.3)
+    assert run_label(ignored) == "baseline-30ep-180px-seed0" and ignored.recipe_key() == Settings().recipe_key()
+    assert run_label(Settings(variant="xception", warmup_epochs=5)).endswith("-warmup-epochs=5")
     # settings that change no result stay out of the name
     assert Settings(threads=1, workdir=Path("elsewhere")).changed_from_variant() == {}
 
