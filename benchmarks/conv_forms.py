@@ -12,6 +12,7 @@ epoch, medians of ROUNDS).
 
     python benchmarks/conv_forms.py [--sizes 32 96] [--rounds 3]   # about 9 minutes on 2 cores: grouped
                                                                     # convolutions take a minute an epoch at 96 px
+    python benchmarks/conv_forms.py --sizes 96 144 --forms separable depthwise+1x1 --no-batches
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ tf = tensorflow()
 import keras
 from keras import layers
 from catsdogs.model import XCEPTION_WIDTHS, custom_layers
-sizes, rounds = [int(s) for s in sys.argv[1].split(",")], int(sys.argv[2])
+sizes, rounds, forms = [int(s) for s in sys.argv[1].split(",")], int(sys.argv[2]), sys.argv[3].split(",")
+batches = sys.argv[4] == "1"
 precision, images = resolve_precision("auto"), 2016
 BN = custom_layers()["BatchNormalization"]
 
@@ -86,23 +88,29 @@ def medians(pairs):
             times[name].append(epoch_s(model, data))
     return {name: round(statistics.median(t), 2) for name, t in times.items()}
 
-forms = ["separable", "depthwise+1x1", "grouped+1x1", "full"]
 out = {"precision": precision, "images_per_epoch": images, "epoch_s": {}}
 for size in sizes:
     out["epoch_s"][size] = medians({form: (body(form, size), feed(size, 32)) for form in forms})
 smallest = min(sizes)
-out["separable_by_batch_epoch_s"] = {smallest: medians(
-    {batch: (body("separable", smallest), feed(smallest, batch)) for batch in (16, 32, 128)})}
+if batches:
+    out["separable_by_batch_epoch_s"] = {smallest: medians(
+        {batch: (body("separable", smallest), feed(smallest, batch)) for batch in (16, 32, 128)})}
 print(json.dumps(out))
 """
+
+
+FORMS = ["separable", "depthwise+1x1", "grouped+1x1", "full"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 96], help="training sizes, in px")
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per measure; the median is printed")
+    parser.add_argument("--forms", nargs="+", choices=FORMS, default=FORMS, help="the forms to time (default: all)")
+    parser.add_argument("--no-batches", action="store_true", help="leave out the batch sizes at the smallest size")
     args = parser.parse_args()
-    done = run_fresh(ONE, ",".join(map(str, args.sizes)), str(args.rounds))
+    done = run_fresh(ONE, ",".join(map(str, args.sizes)), str(args.rounds), ",".join(args.forms),
+                     "0" if args.no_batches else "1")
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])
     print(json.dumps(json.loads(done.stdout.strip().splitlines()[-1])))
