@@ -10,7 +10,7 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from catsdogs import store
 from catsdogs.images import image_problem
@@ -35,6 +35,12 @@ class Subsets(BaseModel):
     counts: dict[str, dict[str, int]]  # split -> class -> images
     skipped: dict[str, int]  # class -> unreadable images skipped before the last one used
     duplicates: dict[str, int] = {}  # class -> files left out for claiming an index another file has
+
+    @field_validator("counts")
+    @classmethod
+    def _in_split_order(cls, counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """train, validation, test, as made: a complete step's record (JSON, keys sorted) lists them A to Z."""
+        return dict(sorted(counts.items(), key=lambda item: SPLITS.index(item[0]) if item[0] in SPLITS else 3))
 
 
 # ---------------------------------------------------------------- extraction

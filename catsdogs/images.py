@@ -23,11 +23,13 @@ Each failure a file can have is an ImageError whose message says what is wrong w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import re
 import warnings
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,18 @@ class ImageError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+@contextlib.contextmanager
+def decoding() -> Iterator[None]:
+    """A decoder's failure as the file's ImageError, whatever it raises: each format's plugin fails its own way
+    (Pillow's AVIF a RuntimeError, simplejpeg a ValueError). Running out of memory stays what it is."""
+    try:
+        yield
+    except (ImageError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001  see above
+        raise ImageError(f"corrupt or truncated image: {err}") from None
+
+
 def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
     """The file's bytes and Pillow's view of its header (format, size, mode; nothing decoded yet).
 
@@ -67,21 +81,18 @@ def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
         raise ImageError("empty file (0 bytes)")
     data = Path(path).read_bytes()
     _formats_for(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            header = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageError("not an image file (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        found = re.search(r"\((\d+) pixels\)", str(err))  # Pillow's message names the count, and its own limits
-        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageError(f"image holds {pixels}, more than the {MAX_PIXELS:,} allowed (a decompression bomb?); "
-                         "resize it first") from None
-    except MemoryError:
-        raise
-    except Exception as err:  # noqa: BLE001  each format's plugin fails its own way (AVIF: RuntimeError)
-        raise ImageError(f"corrupt or truncated image: {err}") from None
+    with decoding():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                header = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageError("not an image file (unrecognised format)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            found = re.search(r"\((\d+) pixels\)", str(err))  # Pillow's message names the count (and its limits)
+            pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+            raise ImageError(f"image holds {pixels}, more than the {MAX_PIXELS:,} allowed (a decompression "
+                             "bomb?); resize it first") from None
     width, height = header.size
     if width * height > MAX_PIXELS:
         raise ImageError(f"image is {width}×{height} pixels, more than the {MAX_PIXELS:,} allowed "
@@ -186,18 +197,13 @@ def image_problem(path: Path) -> str | None:
 
 def pillow_rgb(header: Image.Image) -> np.ndarray:
     """Pillow's RGB pixels of an image read_image_file opened (its first frame), then closed; or ImageError."""
-    try:
-        with header:
-            header.seek(0)  # GIF: the first frame, as TensorFlow's expand_animations=False
-            if header.format == "PNG" and header.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit grey: TensorFlow keeps each value's high byte, where Pillow's RGB would clip at 255
-                grey = (np.asarray(header).astype(np.uint32) >> 8).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=-1)
-            return np.asarray(header if header.mode == "RGB" else header.convert("RGB"))  # no copy to spare
-    except MemoryError:
-        raise
-    except Exception as err:  # noqa: BLE001  each format's plugin fails its own way (AVIF: RuntimeError)
-        raise ImageError(f"corrupt or truncated image: {err}") from None
+    with decoding(), header:
+        header.seek(0)  # GIF: the first frame, as TensorFlow's expand_animations=False
+        if header.format == "PNG" and header.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit grey: TensorFlow keeps each value's high byte, where Pillow's RGB would clip at 255
+            grey = (np.asarray(header).astype(np.uint32) >> 8).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=-1)
+        return np.asarray(header if header.mode == "RGB" else header.convert("RGB"))  # no copy to spare
 
 
 # ---------------------------------------------------------------- with TensorFlow: the training's own route
@@ -260,15 +266,11 @@ def _decode_rgb(data: bytes, header: Image.Image) -> np.ndarray:
     if header.format in ("JPEG", "MPO"):  # MPO: a JPEG with more pictures after it; the first is the photo
         import simplejpeg
 
-        try:
+        with decoding():
             if header.mode == "CMYK":
                 return _cmyk_to_rgb(simplejpeg.decode_jpeg(data, colorspace="CMYK", fastdct=True,
                                                            fastupsample=False), adobe=_has_adobe_segment(data))
             return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False)
-        except MemoryError:
-            raise
-        except Exception as err:  # noqa: BLE001  libjpeg's failures, whatever simplejpeg raises them as
-            raise ImageError(f"corrupt or truncated image: {err}") from None
     if header.format == "PNG":
         _check_png_checksums(data)
     return pillow_rgb(header)  # PNG, GIF, BMP, lossless WebP: the same values; TIFF: Pillow's only

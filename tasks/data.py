@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
 
-from catsdogs.data import SPLITS, Subsets
+from catsdogs.data import Subsets
 from catsdogs.datasets import DatasetArrays
 from catsdogs.settings import Settings, SettingsError, unmask_data_url
 from tasks._cache import reused_from
@@ -40,14 +40,11 @@ def publish_dataset_summary(subsets: Subsets, arrays: DatasetArrays) -> dict[str
     return {"dataset-summary": str(artifact)}
 
 
-SPLIT_ORDER = {split: index for index, split in enumerate(SPLITS)}  # a cached step's record lists them A to Z
-
-
 def dataset_summary(subsets: Subsets, arrays: DatasetArrays) -> str:
     """Markdown table of images per split and class, and the unreadable images skipped."""
     lines = ["# Dataset", "", f"Archive layout: **{subsets.layout}**; images {arrays.image_size}×"
              f"{arrays.image_size} RGB.", "", "| split | cat | dog | total |", "|---|---:|---:|---:|"]
-    for split, per_class in sorted(subsets.counts.items(), key=lambda item: SPLIT_ORDER.get(item[0], 3)):
+    for split, per_class in subsets.counts.items():
         lines.append(f"| {split} | {per_class['cat']} | {per_class['dog']} | {sum(per_class.values())} |")
     skipped = ", ".join(f"{cls}: {n}" for cls, n in subsets.skipped.items())
     duplicates = ", ".join(f"{cls}: {n}" for cls, n in subsets.duplicates.items()) or "none"
