@@ -139,13 +139,18 @@ def date_limits(dates: list[datetime]) -> tuple[datetime, datetime]:
     return min(dates) - pad, max(dates) + pad
 
 
+VARIANT_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def plot_accuracy_over_time(cards: list[Any], path: Path) -> Path:
     """Test accuracy of every registered model by the date it was made, one line per variant."""
     figure, axis = plt.subplots(figsize=(8, 3.6), dpi=DPI)
-    for variant in sorted({card.variant for card in cards}):
+    for index, variant in enumerate(sorted({card.variant for card in cards})):
         mine = sorted((card for card in cards if card.variant == variant), key=lambda card: card.created_at)
+        # a hollow marker of its own shape per variant: two models of one accuracy and hour stay both visible
         axis.plot([datetime.fromisoformat(card.created_at) for card in mine],
-                  [card.test_accuracy for card in mine], "o-", markersize=4, label=variant)
+                  [card.test_accuracy for card in mine], linestyle="-", marker=VARIANT_MARKERS[index % len(
+                      VARIANT_MARKERS)], markersize=6, markerfacecolor="none", label=variant)
     axis.set_ylabel("test accuracy")
     axis.set_title("registered models: test accuracy over time")
     axis.grid(alpha=0.3)

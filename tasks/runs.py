@@ -76,6 +76,15 @@ def tag_sweep(configurations: list[Settings]) -> None:
                *{f"seed:{s.seed}" for s in configurations}])
 
 
+# The tag of a flow run whose model came from the cache: trained by an earlier run, not by this one.
+REUSED_MODEL_TAG = "reused-model"
+
+
+def tag_reused_model() -> None:
+    """Tag the current flow run as one that reused an earlier run's model instead of training one."""
+    _add_tags([REUSED_MODEL_TAG])
+
+
 def _add_tags(tags: list[str]) -> None:
     """Add TAGS (and "catsdogs") to the current flow run's, keeping the ones it has."""
     if flow_run.id is None:

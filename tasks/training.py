@@ -16,7 +16,7 @@ from catsdogs.model import augmentation_for, augmentation_text
 from catsdogs.results import Metrics, TrainedModel
 from catsdogs.settings import Settings
 from tasks._cache import reused_from
-from tasks.runs import run_label
+from tasks.runs import run_label, tag_reused_model
 
 
 @task(name="publish-training")
@@ -26,6 +26,7 @@ def publish_training(trained: TrainedModel) -> dict[str, str]:
     ids: dict[str, str] = {}
     if source:  # the train step came from the cache: its progress artifact belongs to that earlier run
         get_run_logger().info("train: reused the model trained by %s", source)
+        tag_reused_model()  # in the runs list, a rerun that trained nothing is told from the run that did
         create_progress_artifact(100.0, key="training-progress",
                                  description=f"Epochs finished: reused from {source}")
     summary = f"# Model summary ({trained.variant})\n\n{trained.summary}"
@@ -59,13 +60,18 @@ def plot_curves(trained: TrainedModel) -> tuple[Path, dict[str, str]]:
 def plot_augmentations(trained: TrainedModel, arrays: DatasetArrays, settings: Settings) -> dict[str, str]:
     """Show a 3x3 grid of one training image through the augmentation layers, and one of MixUp or CutMix blends."""
     mixup, cutmix = float(settings.mixup or 0.0), float(settings.cutmix or 0.0)
-    augmentation = augmentation_for(settings)  # the layers this run's model trained through
-    path = plots.plot_augmentations(arrays, trained.run_dir / "augmentations.png", augmentation)
+    path, blends = trained.run_dir / "augmentations.png", trained.run_dir / "blends.png"
+    drawn = path.is_file() and (blends.is_file() or not (mixup or cutmix))
+    # A model reused from the cache keeps the pictures its run drew (written whole, beside it): the same
+    # layers, and a rerun does no TensorFlow work for them.
+    if not (drawn and reused_from(trained.run_dir)):
+        augmentation = augmentation_for(settings)  # the layers this run's model trained through
+        plots.plot_augmentations(arrays, path, augmentation)
+        if mixup or cutmix:
+            plots.plot_blends(arrays, blends, mixup, seed=settings.seed, augmentation=augmentation, cutmix=cutmix)
     layers = augmentation_text(settings)
     markdown = f"# Augmented samples\n\n{layers}.\n\n![augmented samples]({plots.png_data_uri(path)})"
     if mixup or cutmix:
-        blends = plots.plot_blends(arrays, trained.run_dir / "blends.png", mixup, seed=settings.seed,
-                                  augmentation=augmentation, cutmix=cutmix)
         name = plots.blends_name(mixup, cutmix)
         layers += f"; {name}"
         markdown += (f"\n\n{name} blends pairs of training images and their labels before the layers above; "

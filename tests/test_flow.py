@@ -58,6 +58,11 @@ def flow_run_name(flow_run_id: UUID) -> str:
         return client.read_flow_run(flow_run_id).name
 
 
+def flow_run_tags(flow_run_id: UUID) -> list[str]:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).tags
+
+
 STEP_RESULTS = (b"Archive", b"Subsets", b"DatasetArrays", b"TrainedModel", b"Metrics", b"ModelCard")
 
 
@@ -125,6 +130,8 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
         assert len(sizes) == 1 and 1000 < sizes[0] < 100_000
 
     # the same settings again: every expensive step comes from the cache
+    grid = Path(metrics.model_path).parent / "augmentations.png"
+    drawn = grid.stat().st_ino
     second_id, again = run(settings)
     states = task_states(second_id)
     assert [states[name] for name in EXPENSIVE] == ["Cached"] * len(EXPENSIVE)
@@ -142,6 +149,9 @@ def test_flow_end_to_end_then_cached_then_variant_change(prefect_server, served_
     for step in ("download", "unzip", "subsets", "datasets", "train", "evaluate"):  # every step it took
         assert f"`{step}`: reused from run {first_name} ({first_id})" in cached["run-report"].data
     assert cached["training-progress"].data == 100.0
+    assert grid.stat().st_ino == drawn and cached["augmentation-grid"].data == found["augmentation-grid"].data
+    # the runs list tells the rerun that trained nothing from the run that trained
+    assert "reused-model" in flow_run_tags(second_id) and "reused-model" not in flow_run_tags(first_id)
 
     # only the variant changes: the data steps are reused, the model is trained anew
     third_id, baseline = run(tiny(served_archive.url, tmp_path / "work", variant="baseline"))

@@ -82,6 +82,25 @@ def test_the_accuracy_history_of_one_model_spans_hours_not_years(tmp_path: Path)
         assert image.format == "PNG"
 
 
+def test_two_variants_of_one_accuracy_and_hour_stay_told_apart(tmp_path: Path, monkeypatch):
+    """Models of two variants registered the same hour with the same accuracy: each variant its own hollow
+    marker, so neither point hides the other."""
+    from types import SimpleNamespace
+
+    import matplotlib.axes
+
+    from catsdogs.plots import plot_accuracy_over_time
+
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: drawn.append(k) or original(
+        self, *a, **k))
+    cards = [SimpleNamespace(variant=variant, created_at="2026-12-02T18:00:00", test_accuracy=0.9)
+             for variant in ("fast", "xception", "best")]
+    plot_accuracy_over_time(cards, tmp_path / "history.png")
+    assert len({k["marker"] for k in drawn}) == 3 and {k["markerfacecolor"] for k in drawn} == {"none"}
+
+
 def test_the_gallery_shows_a_turned_photo_upright(tmp_path: Path, monkeypatch):
     """A phone photo stored sideways with its EXIF turn: the prediction gallery shows it as the model saw it."""
     import matplotlib.axes
