@@ -540,8 +540,11 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
     # MixUp's and CutMix's labels are blends such as 0.7; Keras' binary accuracy would count every blend as wrong, so
     # training accuracy is measured against each blend's larger part (validation labels are whole anyway).
     accuracy: Any = keras.metrics.MeanMetricWrapper(dominant_label_accuracy, name="accuracy") \
-        if settings.mixup or settings.cutmix else "accuracy"
+        if settings.mixup or settings.cutmix else keras.metrics.BinaryAccuracy(name="accuracy")
     model.compile(loss=loss, optimizer=optimizer, metrics=[accuracy])
+    # Every variable made now, not in the first training step: a tf.function whose first trace makes variables
+    # is traced a second time, the whole network's step again (docs/results.md, "Tracing the training step once").
+    optimizer.build(model.trainable_variables)
     return model
 
 

@@ -63,6 +63,23 @@ def test_same_seed_gives_the_same_run(arrays, tmp_path: Path):
     assert a[0]["val_loss"] == pytest.approx(b[0]["val_loss"], rel=1e-5)
 
 
+def test_a_training_traces_its_step_once_every_variable_made_before_it(arrays, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """A tf.function whose first trace makes variables (the optimizer's slots and average, a metric's counts) is
+    traced again, the whole step twice. They are made as the model compiles."""
+    import keras
+
+    from catsdogs.model import build_for
+
+    traced, step = [], keras.Model.train_step
+    monkeypatch.setattr(keras.Model, "train_step", lambda model, data: traced.append(1) or step(model, data))
+    train_model(settings("baseline", tmp_path, epochs=1), arrays, tmp_path / "run")  # RMSprop, binary accuracy
+    assert len(traced) == 1
+    # AdamW's two slots and the moving average of the weights: there before the first step too
+    model = build_for(settings("xception", tmp_path), "float32", steps_per_epoch=1)
+    assert model.optimizer.built and len(model.optimizer.variables) > 3 * len(model.trainable_variables)
+
+
 def test_mixed_bfloat16_trains_saves_and_reloads(arrays, tmp_path: Path):
     import keras
 
