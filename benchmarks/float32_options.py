@@ -1,7 +1,8 @@
 """Float32 training speed of the fast network under each CPU option, side by side (issue 23, part 4).
 
 On a CPU without BF16 `auto` precision is float32. This asks whether anything makes float32 training faster:
-oneDNN against TensorFlow's own Eigen kernels, the thread settings and XLA (`jit_compile`); and, where the
+oneDNN against TensorFlow's own Eigen kernels, the thread settings and XLA (`jit_compile`), two one-thread
+trainings at once against one on every core (`one-thread-twice`: do the cores add up?); and, where the
 CPU has BF16 units, the same for bfloat16 (`--options onednn bfloat16 bfloat16-inter-op-1`). `--isa AVX2`
 caps oneDNN's instruction set (`ONEDNN_MAX_CPU_ISA`) so that an AVX-512 machine runs the float32 kernels an
 AVX2-only one runs; TensorFlow's other kernels are built for AVX in the pip wheel on every x86 machine, so the
@@ -32,6 +33,7 @@ OPTIONS = {
     "eigen": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, 0, 0, True, False, "float32"),
     "inter-op-1": ({}, 0, 1, True, False, "float32"),
     "one-thread": ({}, 1, 1, True, False, "float32"),
+    "one-thread-twice": ({}, 1, 1, True, False, "float32"),  # two such trainings at once (TWICE): their sum
     "no-augmentation": ({}, 0, 0, False, False, "float32"),
     "no-augmentation-xla": ({}, 0, 0, False, True, "float32"),
     "one-warp": ({}, 0, 0, "one-warp", False, "float32"),  # rotation and zoom in one affine warp
@@ -41,6 +43,9 @@ OPTIONS = {
     "bfloat16-inter-op-1": ({}, 0, 1, True, False, "mixed_bfloat16"),
 }
 DEFAULT_OPTIONS = [name for name in OPTIONS if not name.startswith("bfloat16")]
+# Options run as two processes at once, each on one thread, their images/s summed: whether the cores a virtual
+# machine reports add up to more than one training's worth (two processes beside each other, not one split).
+TWICE = {"one-thread-twice"}
 
 ONE_OPTION = """
 import json, sys
@@ -73,12 +78,17 @@ def measure(option: str, isa: str | None, size: int, steps: int) -> dict:
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
     augmentation = augment if isinstance(augment, str) else "1" if augment else "0"
+    copies = 2 if option in TWICE else 1
     out = run_fresh(ONE_OPTION, str(intra), str(inter), augmentation, "1" if jit else "0", precision, str(size),
-                    str(steps), env=env)
+                    str(steps), env=env, copies=copies)
     if out.returncode:  # an option this CPU cannot run is a result too: say why, go on with the others
         errors = [line for line in out.stderr.splitlines() if "Error" in line or "message:" in line]
         return {"images_per_s": None, "failed": (errors or out.stderr.splitlines() or ["no output"])[-1][:300]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if copies == 1:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    each = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"images_per_s"')]
+    return {"images_per_s": round(sum(r["images_per_s"] for r in each), 2), "jit": each[0]["jit"],
+            "each": [r["images_per_s"] for r in each]}
 
 
 def main() -> None:

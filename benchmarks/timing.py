@@ -41,8 +41,19 @@ def training_images_per_s(model, size: int, steps: int, batch: int = BATCH, warm
     return images_per_s(lambda: model.train_on_batch(images, labels), steps, batch, warmup)
 
 
-def run_fresh(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """SCRIPT run by this Python in a fresh process with ARGS, the project and this folder importable."""
+def run_fresh(script: str, *args: str, env: dict[str, str] | None = None, copies: int = 1
+              ) -> subprocess.CompletedProcess:
+    """SCRIPT run by this Python in a fresh process with ARGS, the project and this folder importable. With
+    COPIES, that many such processes at once: the first to fail is returned, else the last, its stdout holding
+    every copy's."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), str(HERE), str(HERE.parent)]))
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env)
+    command = [sys.executable, "-c", script, *args]
+    started = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(copies)]
+    outputs = [process.communicate() for process in started]
+    done = [subprocess.CompletedProcess(command, process.returncode, out, err)
+            for process, (out, err) in zip(started, outputs, strict=True)]
+    failed = [d for d in done if d.returncode]
+    return failed[0] if failed else subprocess.CompletedProcess(command, 0, "".join(d.stdout for d in done),
+                                                                done[-1].stderr)
