@@ -178,9 +178,7 @@ def _atomic_backup(folder: Path) -> Any:
             state = folder / BACKUP_STATE
             if state.is_file():
                 saved = json.loads(state.read_text())
-                if not self.model.optimizer.built:
-                    self.model.optimizer.build(self.model.trainable_variables)
-                self.model.load_weights(folder / saved["weights"])
+                self.model.load_weights(folder / saved["weights"])  # the optimizer's state too (built as compiled)
                 self.model._initial_epoch = int(saved["epoch"])
 
         def _save_model(self) -> None:
@@ -202,9 +200,7 @@ def _backup_loads(model: Any, folder: Path) -> bool:
         return not any(folder.glob("*.h5"))  # weights without a state: Keras' old format or a broken write
     try:
         saved = json.loads(state.read_text())
-        if not model.optimizer.built:  # the backup holds the optimizer's state too
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(folder / saved["weights"])
+        model.load_weights(folder / saved["weights"])  # the optimizer's state too (built as compiled)
         return int(saved["epoch"]) >= 0
     except Exception:  # noqa: BLE001  any unreadable state is discarded, whatever broke it
         return False

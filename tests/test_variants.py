@@ -421,10 +421,21 @@ def test_cli_exits_2_for_efficientnet_without_weights(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.usefixtures("eager_keras")
-def test_efficientnet_trains_frozen_then_fine_tunes(arrays, tmp_path: Path):
-    settings = tiny("efficientnet", tmp_path, epochs=1, fine_tune_epochs=1, fine_tune_layers=10)
-    trained = train_model(settings, arrays, tmp_path / "run")
-    assert trained.epochs == 2 and [row["epoch"] for row in trained.history()] == [1, 2]
+def test_efficientnet_trains_frozen_then_fine_tunes_and_a_stopped_fine_tuning_resumes(arrays, tmp_path: Path,
+                                                                                    caplog):
+    """Stopped in its fine-tuning, a run resumes there: the resume state, which holds the fine-tuning optimizer's
+    slots, loads (it is not discarded as unreadable), and the frozen phase is not trained again."""
+    from tests.test_train import interrupt_after
+
+    settings = tiny("efficientnet", tmp_path, epochs=1, fine_tune_epochs=2, fine_tune_layers=10, batch_size=16)
+    with pytest.raises(KeyboardInterrupt):  # at the end of epoch 3, before its backup: the state is epoch 2's
+        train_model(settings, arrays, tmp_path / "run", on_epoch=interrupt_after(3))
+    seen = []
+    with caplog.at_level("WARNING", logger="catsdogs.train"):
+        trained = train_model(settings, arrays, tmp_path / "run",
+                              on_epoch=lambda epoch, epochs, row: seen.append(epoch))
+    assert "unreadable" not in caplog.text and seen == [3]
+    assert trained.epochs == 3 and [row["epoch"] for row in trained.history()] == [1, 2, 3]
     assert not (tmp_path / "run" / FROZEN_WEIGHTS).exists()  # a finished run leaves no resume state
     metrics = evaluate_model(trained, arrays, 8, tmp_path / "eval", tta_flip=True)
     assert metrics.test_images == 4
