@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,7 +179,7 @@ def _atomic_backup(folder: Path) -> Any:
             state = folder / BACKUP_STATE
             if state.is_file():
                 saved = json.loads(state.read_text())
-                self.model.load_weights(folder / saved["weights"])  # the optimizer's state too (built as compiled)
+                self.model.load_weights(folder / saved["weights"])  # the optimizer's slots too (built as compiled)
                 self.model._initial_epoch = int(saved["epoch"])
 
         def _save_model(self) -> None:
@@ -200,7 +201,11 @@ def _backup_loads(model: Any, folder: Path) -> bool:
         return not any(folder.glob("*.h5"))  # weights without a state: Keras' old format or a broken write
     try:
         saved = json.loads(state.read_text())
-        model.load_weights(folder / saved["weights"])  # the optimizer's state too (built as compiled)
+        with warnings.catch_warnings():
+            # A fine-tuning's state is checked here with the frozen phase's optimizer, which has fewer slots; Keras
+            # warns that it skips them. They load when the fine-tuning starts (AtomicBackupAndRestore).
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer", category=UserWarning)
+            model.load_weights(folder / saved["weights"])
         return int(saved["epoch"]) >= 0
     except Exception:  # noqa: BLE001  any unreadable state is discarded, whatever broke it
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -431,10 +432,12 @@ def test_efficientnet_trains_frozen_then_fine_tunes_and_a_stopped_fine_tuning_re
     with pytest.raises(KeyboardInterrupt):  # at the end of epoch 3, before its backup: the state is epoch 2's
         train_model(settings, arrays, tmp_path / "run", on_epoch=interrupt_after(3))
     seen = []
-    with caplog.at_level("WARNING", logger="catsdogs.train"):
+    with caplog.at_level("WARNING", logger="catsdogs.train"), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         trained = train_model(settings, arrays, tmp_path / "run",
                               on_epoch=lambda epoch, epochs, row: seen.append(epoch))
     assert "unreadable" not in caplog.text and seen == [3]
+    assert not [w for w in warned if "Skipping variable loading" in str(w.message)]  # nothing a person must doubt
     assert trained.epochs == 3 and [row["epoch"] for row in trained.history()] == [1, 2, 3]
     assert not (tmp_path / "run" / FROZEN_WEIGHTS).exists()  # a finished run leaves no resume state
     metrics = evaluate_model(trained, arrays, 8, tmp_path / "eval", tta_flip=True)
