@@ -9,7 +9,8 @@ AVX2-only one runs; TensorFlow's other kernels are built for AVX in the pip whee
 cap is what differs.
 
 Each option trains the fast network (xception's, stride-2 stem) at SIZE px on random 0-255 images in memory,
-batch 32, in a fresh process: two warm-up steps, then STEPS timed ones. The options run in an alternating
+batch 32, in a fresh process: two warm-up steps, then STEPS timed ones (`one-thread-twice`: both copies warmed
+up before either is timed). The options run in an alternating
 order for ROUNDS rounds; the median of the rounds is reported. Keras refuses XLA for a model holding its
 RandomZoom layer, so XLA is measured on the network without augmentation, beside the same network without XLA.
 Prints one JSON line per measurement, then one object with each option's images/s relative to `onednn`.
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 
 from timing import run_fresh
 
@@ -67,8 +69,15 @@ x = xception_network(keras.layers.Rescaling(1 / 255, dtype=precision)(x), precis
 outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(keras.layers.Dropout(0.5)(x))
 model = keras.Model(inputs, outputs)
 model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="binary_crossentropy", jit_compile=jit)
-rate = training_images_per_s(model, size, steps, warmup=2)
-print(json.dumps({"images_per_s": round(rate, 2), "jit": bool(model.jit_compile)}))
+training_images_per_s(model, size, 2, warmup=0)  # the warm-up: tracing
+import os, pathlib, time
+if barrier := os.environ.get("BENCHMARK_BARRIER"):  # copies at once: every one warmed up before any is timed
+    pathlib.Path(barrier, str(os.getpid())).touch()
+    while len(os.listdir(barrier)) < int(os.environ["BENCHMARK_COPIES"]):
+        time.sleep(0.01)
+rate = training_images_per_s(model, size, steps, warmup=0)
+print(json.dumps({"images_per_s": round(rate, 2), "jit": bool(model.jit_compile), "timed_until": time.time(),
+                  "timed_s": 32 * steps / rate}))
 """
 
 
@@ -79,16 +88,22 @@ def measure(option: str, isa: str | None, size: int, steps: int) -> dict:
         env["ONEDNN_MAX_CPU_ISA"] = isa
     augmentation = augment if isinstance(augment, str) else "1" if augment else "0"
     copies = 2 if option in TWICE else 1
-    out = run_fresh(ONE_OPTION, str(intra), str(inter), augmentation, "1" if jit else "0", precision, str(size),
-                    str(steps), env=env, copies=copies)
+    with tempfile.TemporaryDirectory() as barrier:
+        if copies > 1:
+            env |= {"BENCHMARK_BARRIER": barrier, "BENCHMARK_COPIES": str(copies)}
+        out = run_fresh(ONE_OPTION, str(intra), str(inter), augmentation, "1" if jit else "0", precision, str(size),
+                        str(steps), env=env, copies=copies)
     if out.returncode:  # an option this CPU cannot run is a result too: say why, go on with the others
         errors = [line for line in out.stderr.splitlines() if "Error" in line or "message:" in line]
         return {"images_per_s": None, "failed": (errors or out.stderr.splitlines() or ["no output"])[-1][:300]}
-    if copies == 1:
-        return json.loads(out.stdout.strip().splitlines()[-1])
     each = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"images_per_s"')]
+    if copies == 1:
+        return {"images_per_s": each[0]["images_per_s"], "jit": each[0]["jit"]}
+    # the summed rate counts only where the timed steps ran at the same time: say how much of them did
+    starts, ends = [r["timed_until"] - r["timed_s"] for r in each], [r["timed_until"] for r in each]
+    together = max(0.0, min(ends) - max(starts)) / (max(ends) - min(starts))
     return {"images_per_s": round(sum(r["images_per_s"] for r in each), 2), "jit": each[0]["jit"],
-            "each": [r["images_per_s"] for r in each]}
+            "each": [r["images_per_s"] for r in each], "timed_together": round(together, 2)}
 
 
 def main() -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +51,15 @@ def run_fresh(script: str, *args: str, env: dict[str, str] | None = None, copies
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), str(HERE), str(HERE.parent)]))
     command = [sys.executable, "-c", script, *args]
-    started = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-               for _ in range(copies)]
-    outputs = [process.communicate() for process in started]
-    done = [subprocess.CompletedProcess(command, process.returncode, out, err)
-            for process, (out, err) in zip(started, outputs, strict=True)]
+    with ExitStack() as files:  # files, not pipes: a copy never waits on a pipe the others are not reading yet
+        streams = [tuple(files.enter_context(tempfile.TemporaryFile("w+")) for _ in "oe") for _ in range(copies)]
+        started = [subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env) for out, err in streams]
+        codes = [process.wait() for process in started]
+        done = []
+        for code, (out, err) in zip(codes, streams, strict=True):
+            out.seek(0)
+            err.seek(0)
+            done.append(subprocess.CompletedProcess(command, code, out.read(), err.read()))
     failed = [d for d in done if d.returncode]
     return failed[0] if failed else subprocess.CompletedProcess(command, 0, "".join(d.stdout for d in done),
                                                                 done[-1].stderr)

@@ -542,8 +542,10 @@ def compile_model(model: Any, settings: Settings, precision: str, steps_per_epoc
     accuracy: Any = keras.metrics.MeanMetricWrapper(dominant_label_accuracy, name="accuracy") \
         if settings.mixup or settings.cutmix else keras.metrics.BinaryAccuracy(name="accuracy")
     model.compile(loss=loss, optimizer=optimizer, metrics=[accuracy])
-    # Every variable made now, not in the first training step: a tf.function whose first trace makes variables
-    # is traced a second time, the whole network's step again (docs/results.md, "Tracing the training step once").
+    # Every variable made now, not in the first training step: binary accuracy as an object (its counts exist from
+    # here, where the name "accuracy" would make them in the step) and the optimizer built. A tf.function whose
+    # first trace makes variables is traced a second time, the whole network's step again (docs/results.md,
+    # "Tracing the training step once").
     optimizer.build(model.trainable_variables)
     return model
 

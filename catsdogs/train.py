@@ -100,7 +100,7 @@ def _train(settings: Settings, arrays: DatasetArrays, run_dir: Path, on_epoch: E
     validation = load_split(arrays, "validation", settings.batch_size)
 
     for backup in backups[:2]:
-        if backup.exists() and not _backup_loads(model, backup):
+        if backup.exists() and not _backup_loads(model, backup, fine_tuning=backup == backups[1]):
             log.warning("the resume state in %s is unreadable (a crash or a full disk while it was written?); "
                         "it is discarded and training starts again from epoch 1", backup)
             _discard([*backups, run_dir / "history.json", run_dir / "best.keras"])
@@ -194,17 +194,19 @@ def _atomic_backup(folder: Path) -> Any:
     return AtomicBackupAndRestore(str(folder))
 
 
-def _backup_loads(model: Any, folder: Path) -> bool:
-    """True when FOLDER holds a resume state whose weights load into MODEL (or no state at all yet)."""
+def _backup_loads(model: Any, folder: Path, fine_tuning: bool = False) -> bool:
+    """True when FOLDER holds a resume state whose weights load into MODEL (or no state at all yet); FINE_TUNING:
+    the fine-tuning's state, checked with the frozen phase's optimizer."""
     state = folder / BACKUP_STATE
     if not state.exists():
         return not any(folder.glob("*.h5"))  # weights without a state: Keras' old format or a broken write
     try:
         saved = json.loads(state.read_text())
         with warnings.catch_warnings():
-            # A fine-tuning's state is checked here with the frozen phase's optimizer, which has fewer slots; Keras
-            # warns that it skips them. They load when the fine-tuning starts (AtomicBackupAndRestore).
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer", category=UserWarning)
+            if fine_tuning:  # fewer slots than the state holds: Keras warns that it skips them; they load when the
+                # fine-tuning starts (AtomicBackupAndRestore)
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer",
+                                        category=UserWarning)
             model.load_weights(folder / saved["weights"])
         return int(saved["epoch"]) >= 0
     except Exception:  # noqa: BLE001  any unreadable state is discarded, whatever broke it

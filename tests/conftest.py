@@ -107,8 +107,8 @@ def _signal_handlers_and_stop_requests_stay_as_they_were() -> Iterator[None]:
 def eager_keras() -> Iterator[None]:
     """Keras' train and test steps run op by op instead of traced into graphs: for tests of the training loop's
     logic over a few steps, where tracing a network's functions costs more than its steps (efficientnet's test:
-    32-39 s traced, 15-16 s eager). tf.data's functions stay graphs; graph mode stays tested by tiny_models, the
-    other training tests and the end-to-end runs."""
+    docs/results.md, "Tracing the training step once"). tf.data's functions stay graphs; graph mode stays tested by
+    tiny_models, the other training tests and the end-to-end runs."""
     import tensorflow as tf
 
     tf.config.run_functions_eagerly(True)

@@ -248,8 +248,7 @@ def test_a_resumed_ema_run_trains_the_weights_it_had_not_their_average():
 
     settings = Settings(variant="xception", image_size=78, ema=0.9)
     model = build_for(settings, "float32", steps_per_epoch=1)
-    optimizer = model.optimizer
-    optimizer.build(model.trainable_variables)
+    optimizer = model.optimizer  # built as the model compiled
     averages = optimizer._model_variables_moving_average
     # As a backup left them: the average (3) in the model, the trained weights (7) in the optimizer's slot.
     for variable, average in zip(model.trainable_variables, averages, strict=True):
