@@ -26,7 +26,7 @@ import os
 import statistics
 import tempfile
 
-from timing import run_fresh
+from timing import run_fresh_together
 
 # option: (environment, intra-op threads or 0 for the cores, inter-op threads or 0, augment (or "one-warp"), jit,
 # precision)
@@ -91,12 +91,13 @@ def measure(option: str, isa: str | None, size: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as barrier:
         if copies > 1:
             env |= {"BENCHMARK_BARRIER": barrier, "BENCHMARK_COPIES": str(copies)}
-        out = run_fresh(ONE_OPTION, str(intra), str(inter), augmentation, "1" if jit else "0", precision, str(size),
-                        str(steps), env=env, copies=copies)
-    if out.returncode:  # an option this CPU cannot run is a result too: say why, go on with the others
-        errors = [line for line in out.stderr.splitlines() if "Error" in line or "message:" in line]
-        return {"images_per_s": None, "failed": (errors or out.stderr.splitlines() or ["no output"])[-1][:300]}
-    each = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"images_per_s"')]
+        runs = run_fresh_together(ONE_OPTION, str(intra), str(inter), augmentation, "1" if jit else "0", precision,
+                                  str(size), str(steps), env=env, copies=copies)
+    failed = next((run for run in runs if run.returncode), None)
+    if failed:  # an option this CPU cannot run is a result too: say why, go on with the others
+        errors = [line for line in failed.stderr.splitlines() if "Error" in line or "message:" in line]
+        return {"images_per_s": None, "failed": (errors or failed.stderr.splitlines() or ["no output"])[-1][:300]}
+    each = [json.loads(run.stdout.strip().splitlines()[-1]) for run in runs]
     if copies == 1:
         return {"images_per_s": each[0]["images_per_s"], "jit": each[0]["jit"]}
     # the summed rate counts only where the timed steps ran at the same time: say how much of them did

@@ -43,11 +43,14 @@ def training_images_per_s(model, size: int, steps: int, batch: int = BATCH, warm
     return images_per_s(lambda: model.train_on_batch(images, labels), steps, batch, warmup)
 
 
-def run_fresh(script: str, *args: str, env: dict[str, str] | None = None, copies: int = 1
-              ) -> subprocess.CompletedProcess:
-    """SCRIPT run by this Python in a fresh process with ARGS, the project and this folder importable. With
-    COPIES, that many such processes at once: the first to fail is returned, else the last, its stdout holding
-    every copy's."""
+def run_fresh(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """SCRIPT run by this Python in a fresh process with ARGS, the project and this folder importable."""
+    return run_fresh_together(script, *args, env=env, copies=1)[0]
+
+
+def run_fresh_together(script: str, *args: str, env: dict[str, str] | None = None, copies: int = 2
+                       ) -> list[subprocess.CompletedProcess]:
+    """COPIES of run_fresh's process, started at once; each one's outcome."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), str(HERE), str(HERE.parent)]))
     command = [sys.executable, "-c", script, *args]
@@ -55,11 +58,8 @@ def run_fresh(script: str, *args: str, env: dict[str, str] | None = None, copies
         streams = [tuple(files.enter_context(tempfile.TemporaryFile("w+")) for _ in "oe") for _ in range(copies)]
         started = [subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env) for out, err in streams]
         codes = [process.wait() for process in started]
-        done = []
-        for code, (out, err) in zip(codes, streams, strict=True):
+        for out, err in streams:
             out.seek(0)
             err.seek(0)
-            done.append(subprocess.CompletedProcess(command, code, out.read(), err.read()))
-    failed = [d for d in done if d.returncode]
-    return failed[0] if failed else subprocess.CompletedProcess(command, 0, "".join(d.stdout for d in done),
-                                                                done[-1].stderr)
+        return [subprocess.CompletedProcess(command, code, out.read(), err.read())
+                for code, (out, err) in zip(codes, streams, strict=True)]
