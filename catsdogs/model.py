@@ -148,6 +148,7 @@ def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separabl
 def build_network(settings: Settings, precision: str) -> Any:
     """The uncompiled network SETTINGS.variant names, for square RGB images of settings.image_size."""
     tensorflow()
+    keras_saving_keeps_its_skip_sets()
     spec = variant_spec(settings.variant)
     if spec.network not in NETWORKS:  # a declared variant without a builder must not train as another one
         raise ValueError(f"variant {spec.name!r} declares network {spec.network!r}, which catsdogs.model.NETWORKS "
@@ -308,10 +309,26 @@ def _fused_batch_normalization_class() -> Any:
 
 
 @functools.cache
+def keras_saving_keeps_its_skip_sets() -> None:
+    """Keras' saving (3.15) walks every layer's attributes, skipping those that every object of its kind has; it
+    works that set out again for each layer of each save and load (building a reference object and listing its
+    attributes), as it stores the set under another name than it looks it up by ("saving_attr_skipset_" against
+    "saving_attr_skiplist_"). The set depends only on the kind, so each kind's is kept: a model's save and load
+    then run 1.3-1.7 times as fast (docs/results.md, "Keras' saving"). Nothing changes where Keras no longer has
+    that function."""
+    from keras.src.saving import saving_lib
+
+    skip_set = getattr(saving_lib, "get_attr_skipset", None)
+    if callable(skip_set) and not hasattr(skip_set, "cache_info"):
+        saving_lib.get_attr_skipset = functools.cache(skip_set)
+
+
+@functools.cache
 def custom_layers() -> dict[str, Any]:
     """catsdogs' own Keras layers, registered with Keras: call before loading a saved model that may hold them.
     Defined on first use, so that importing this module does not start TensorFlow."""
     tensorflow()
+    keras_saving_keeps_its_skip_sets()
     return {"TrainingResize": _training_resize_class(), "RandomRotateZoom": _rotate_zoom_class(),
             "BatchNormalization": _fused_batch_normalization_class()}
 

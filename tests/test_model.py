@@ -217,6 +217,23 @@ def test_weights_saved_with_keras_batch_normalization_load_into_the_fused_networ
     np.testing.assert_allclose(fused.predict(images, verbose=0), keras_layers.predict(images, verbose=0), rtol=1e-5)
 
 
+def test_keras_saving_works_out_each_kinds_skipped_attributes_once(tmp_path):
+    """Keras' saving (3.15) stores the attributes it skips, for each kind of object, under another name than it
+    looks them up by, so it works them out again for every layer of every save; a built network keeps each kind's
+    set, the one Keras works out, and saves and loads as before."""
+    from keras.src.saving import saving_lib
+
+    model = build_model("baseline", 78)
+    skip_set = saving_lib.get_attr_skipset
+    assert skip_set("Layer") is skip_set("Layer") and skip_set("Optimizer") is skip_set("Optimizer")
+    assert skip_set("Layer") == skip_set.__wrapped__("Layer") and "trainable_weights" in skip_set("Layer")
+    model.save_weights(tmp_path / "w.weights.h5")
+    reloaded = build_model("baseline", 78, seed=1)
+    reloaded.load_weights(tmp_path / "w.weights.h5")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 78, 78, 3)).astype("float32")
+    np.testing.assert_array_equal(reloaded.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
 def test_a_training_too_large_for_the_memory_is_refused_naming_what_to_lower(monkeypatch):
     from catsdogs import runtime
     from catsdogs.model import check_memory
