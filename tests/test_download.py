@@ -202,3 +202,20 @@ def test_a_changed_file_source_is_a_new_download(tmp_path: Path):
     source.write_bytes(zip_body(b"other images"))
     os.utime(source, ns=(1, 1))
     assert DOWNLOAD.folder_for(settings) != before
+
+
+def test_the_test_server_prints_no_traceback_for_a_client_that_hung_up_and_does_for_other_errors(capsys):
+    """The fault tests hang up on the test server on purpose; CI's log showed each as a socketserver traceback."""
+    from tests.conftest import ArchiveServer
+
+    server = ArchiveServer(b"body")
+    for error in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe"),
+                  ValueError("a handler's own mistake")):
+        try:
+            raise error
+        except Exception:  # noqa: BLE001  as socketserver calls handle_error: inside the handler's except
+            server.httpd.handle_error(None, ("127.0.0.1", 1))
+    server.httpd.server_close()
+    printed = capsys.readouterr().err
+    assert printed.count("Exception occurred during processing of request") == 1 and "ValueError" in printed
+    assert "ConnectionResetError" not in printed and "BrokenPipeError" not in printed
