@@ -1,7 +1,7 @@
 """A registration's LiteRT export, two ways side by side: Keras' own (`model.export(format="litert")`, which
 writes a SavedModel and converts it) against catsdogs.registry.litert_flatbuffer (the traced inference, its
-weights frozen in, converted directly), on each variant's network at its image size (its weights as built:
-the time and the agreement do not depend on training).
+weights frozen in, converted directly), on each variant's network at its image size (its weights as built,
+with batch normalisation's moving statistics set at random, where a wrong fold would show).
 
     python benchmarks/litert_export.py [--variants baseline fast xception efficientnet] [--rounds 2]
 
@@ -39,8 +39,18 @@ def answers(flatbuffer: Path, images: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(exit_)
 
 
+def move_statistics(model) -> None:
+    rng = np.random.default_rng(0)
+    for weight in model.weights:
+        if weight.path.endswith("/moving_mean"):
+            weight.assign(rng.uniform(-0.2, 0.2, weight.shape).astype("float32"))
+        elif weight.path.endswith("/moving_variance"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+
+
 def compare(variant: str, rounds: int, folder: Path) -> dict[str, object]:
     model = build_network(Settings(variant=variant, backbone_weights="random"), "float32")
+    move_statistics(model)
     ways = {"keras": lambda out: model.export(str(out), format="litert", verbose=False),
             "frozen": lambda out: out.write_bytes(litert_flatbuffer(model))}
     seconds: dict[str, list[float]] = {name: [] for name in ways}

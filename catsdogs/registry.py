@@ -115,9 +115,9 @@ def export_litert(model_path: Path, out: Path) -> str | None:
 
 def litert_flatbuffer(model: Any) -> bytes:
     """MODEL as a LiteRT flatbuffer: its inference traced for batches of any size, its weights frozen in as
-    constants, converted to LiteRT's built-in operations. The same answers as Keras' own export
-    (`model.export(format="litert")`), which writes a SavedModel and reads it back, in a fifth to a third of its
-    time (docs/results.md, "LiteRT export")."""
+    constants, converted to LiteRT's built-in operations only (what ai-edge-litert runs without TensorFlow's).
+    The same answers as Keras' own export (`model.export(format="litert")`), which writes a SavedModel and reads it
+    back, 2.7-5.7 times as fast (docs/results.md, "Keras' saving, and the LiteRT export")."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     tf = tensorflow()
