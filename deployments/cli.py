@@ -191,9 +191,33 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def negative_numbers_attached(argv: Sequence[str]) -> list[str]:
+    """`--learning-rate -1e-3` read as `--learning-rate=-1e-3` (and a sweep's -1e-3,2e-3): argparse takes a
+    value that starts with a dash for an option unless it reads like -1 or -0.5, so -1e-3 or -inf got "expected
+    one argument" and a page of usage instead of the setting's own one line."""
+    attached: list[str] = []
+    for token in argv:
+        previous = attached[-1] if attached else ""
+        waits_for_value = previous.startswith("--") and previous != "--" and "=" not in previous  # "--" ends options
+        if waits_for_value and token.startswith("-") and _is_number(token):
+            attached[-1] = f"{previous}={token}"
+        else:
+            attached.append(token)
+    return attached
+
+
+def _is_number(token: str) -> bool:
+    """A number, or a sweep's comma-separated numbers (-1e-3,2e-3)."""
+    try:
+        [float(part) for part in token.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(negative_numbers_attached(sys.argv[1:] if argv is None else argv))
     if args.command == "models" and args.name is None and len(rest) == 1 and not rest[0].startswith("-"):
         args.name = rest.pop()  # `models promote --workdir W NAME`: argparse leaves a name after an option over
     if rest:

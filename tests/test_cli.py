@@ -30,6 +30,22 @@ def test_invalid_setting_is_a_usage_error_before_any_work(tmp_path: Path):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize(("value", "why"), [("-1e-3", "be greater than 0"), ("-inf", "be a finite number"),
+                                          ("-0.5", "be greater than 0")])
+def test_a_negative_number_after_its_option_gets_the_settings_own_line(value: str, why: str, tmp_path: Path):
+    """argparse reads -1e-3 and -inf (not -0.5) as options: "expected one argument" and a page of usage."""
+    result = run_cli("run", "--learning-rate", value, "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"catsdogs: invalid setting learning_rate: Input should {why} (got '{value}')")
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_sweeps_negative_numbers_after_their_option_get_the_settings_own_line(tmp_path: Path):
+    result = run_cli("sweep", "--learning-rate", "-1e-3,2e-3", "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2 and result.stderr.strip().endswith(
+        "learning_rate=-0.001: invalid setting learning_rate: Input should be greater than 0 (got -0.001)")
+
+
 def test_bfloat16_under_a_onednn_cap_without_it_is_a_usage_error_before_any_work(tmp_path: Path):
     result = run_cli("run", "--precision", "mixed_bfloat16", "--workdir", str(tmp_path / "w"),
                      ONEDNN_MAX_CPU_ISA="AVX2")
