@@ -21,22 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from catsdogs.lite import LitePredictor
 from catsdogs.model import build_network
 from catsdogs.registry import litert_flatbuffer
 from catsdogs.runtime import tensorflow
 from catsdogs.settings import Settings
-
-
-def answers(flatbuffer: Path, images: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(flatbuffer))
-    entry, exit_ = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    interpreter.resize_tensor_input(entry, images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(entry, images)
-    interpreter.invoke()
-    return interpreter.get_tensor(exit_)
 
 
 def move_statistics(model) -> None:
@@ -61,13 +50,14 @@ def compare(variant: str, rounds: int, folder: Path) -> dict[str, object]:
             seconds[name].append(time.perf_counter() - started)
     size = model.input_shape[1]
     images = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3)).astype("float32")
-    expected = model.predict(images, verbose=0)
+    expected = model.predict(images, verbose=0)[:, 0]
+    answers = {name: LitePredictor(folder / f"{name}.tflite", size).predict_batch(images) for name in ways}
     median = {name: statistics.median(times) for name, times in seconds.items()}
     return {"variant": variant, "image_size": size, "seconds": seconds,
             "median_s": {name: round(value, 3) for name, value in median.items()},
             "keras_over_frozen": round(median["keras"] / median["frozen"], 2),
             "largest_difference_from_keras_predict": {
-                name: float(np.abs(answers(folder / f"{name}.tflite", images) - expected).max()) for name in ways},
+                name: float(np.abs(answer - expected).max()) for name, answer in answers.items()},
             "bytes": {name: (folder / f"{name}.tflite").stat().st_size for name in ways}}
 
 
