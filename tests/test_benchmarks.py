@@ -81,3 +81,27 @@ def test_a_missing_name_is_caught(tmp_path: Path, monkeypatch):
     with pytest.raises(AssertionError, match="catsdogs.views has no no_such_view"):
         test_every_project_name_a_benchmark_imports_exists(broken)
     assert "no_such_score" not in defined_names(BENCHMARKS / "validation_scores.py")
+
+
+def test_the_suites_cpu_is_told_apart_by_the_kind_of_process():
+    """benchmarks/suite_cpu.py names each process the suite starts by what it runs; paths holding "pytest" (every
+    test's temporary folder) do not make a command a test worker."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from suite_cpu import by_kind, kind_of
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    workdir = "--workdir /tmp/pytest-of-ci/pytest-0/popen-gw0/w"
+    assert kind_of(f"/v/bin/python3.11 -m deployments.cli sweep {workdir}") == "catsdogs sweep"
+    assert kind_of(f"/v/bin/python3.11 /repo/deployments/cli.py run {workdir}") == "catsdogs run"
+    assert kind_of("/v/bin/python3.11 /repo/deployments/serve.py") == "catsdogs serve"
+    assert kind_of("/v/bin/python3.11 -m uvicorn --factory prefect.server.api.server:create_app") == "Prefect server"
+    assert kind_of("/v/bin/python3.11 -c from multiprocessing.spawn import spawn_main") == "Dask worker processes"
+    assert kind_of("/v/bin/python3.11 -u -c import sys;exec(eval(sys.stdin.readline()))").startswith("pytest")
+    assert kind_of("/usr/bin/sleep 5") == "sleep"
+    rows = by_kind({(1, 0.0): ["/v/bin/python -m pytest -q", 3.0], (2, 0.0): ["/v/bin/prefect server start", 1.0],
+                    (3, 0.0): ["/v/bin/prefect server start", 0.0]})
+    assert rows == [{"kind": "pytest and its workers (the in-process tests)", "processes": 1, "cpu_s": 3.0,
+                     "share": 0.75}, {"kind": "Prefect server", "processes": 2, "cpu_s": 1.0, "share": 0.25}]
