@@ -36,7 +36,8 @@ KINDS = [
     ("pytest and its workers (the in-process tests)", re.compile(r"-m pytest|bin/pytest|exec\(eval\(sys\.stdin")),
 ]
 # `python -m deployments.cli run ...`, `catsdogs run ...`, `python deployments/serve.py`
-COMMAND = re.compile(r"(?:deployments(?:\.cli|/cli\.py|/__main__\.py)?|bin/catsdogs) (\w+)|deployments/(\w+)\.py")
+COMMAND = re.compile(r"(?:-m deployments(?:\.cli)?|deployments/(?:cli|__main__)\.py|bin/catsdogs) (\w+)"
+                     r"|deployments/(\w+)\.py")
 
 
 def kind_of(command_line: str) -> str:

@@ -100,6 +100,8 @@ def test_the_suites_cpu_is_told_apart_by_the_kind_of_process():
     assert kind_of("/v/bin/python3.11 -m uvicorn --factory prefect.server.api.server:create_app") == "Prefect server"
     assert kind_of("/v/bin/python3.11 -c from multiprocessing.spawn import spawn_main") == "Dask worker processes"
     assert kind_of("/v/bin/python3.11 -u -c import sys;exec(eval(sys.stdin.readline()))").startswith("pytest")
+    assert kind_of("/v/bin/catsdogs predict cat.jpg") == "catsdogs predict"
+    assert kind_of("/v/bin/python3.11 -c from deployments import cli") == "python3.11"  # a script, not a command
     assert kind_of("/usr/bin/sleep 5") == "sleep"
     rows = by_kind({(1, 0.0): ["/v/bin/python -m pytest -q", 3.0], (2, 0.0): ["/v/bin/prefect server start", 1.0],
                     (3, 0.0): ["/v/bin/prefect server start", 0.0]})
