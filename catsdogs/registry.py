@@ -124,7 +124,9 @@ def litert_flatbuffer(model: Any) -> bytes:
     images = tf.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype)
     serve = tf.function(lambda batch: model(batch, training=False), input_signature=[images])
     frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
+    # The function itself as the converter's "trackable object": without one, TensorFlow logs a deprecation warning
+    # into every registration's log; a function keeps the same conversion (a model would be saved, then read back).
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen], trackable_obj=frozen).convert()
 
 
 def list_models(workdir: Path) -> list[ModelCard]:
