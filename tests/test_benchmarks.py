@@ -1,5 +1,6 @@
 """The benchmarks run by hand, never in the suite: each name one imports from the project must still exist, so
-that a change to the library that renames or removes it fails here, not weeks later in a measurement."""
+that a change to the library that renames or removes it fails here, not weeks later in a measurement. Logic of a
+benchmark's own that needs no training (suite_cpu's kinds of process) is tested here too."""
 
 from __future__ import annotations
 
@@ -83,16 +84,11 @@ def test_a_missing_name_is_caught(tmp_path: Path, monkeypatch):
     assert "no_such_score" not in defined_names(BENCHMARKS / "validation_scores.py")
 
 
-def test_the_suites_cpu_is_told_apart_by_the_kind_of_process():
+def test_the_suites_cpu_is_told_apart_by_the_kind_of_process(monkeypatch):
     """benchmarks/suite_cpu.py names each process the suite starts by what it runs; paths holding "pytest" (every
     test's temporary folder) do not make a command a test worker."""
-    import sys
-
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from suite_cpu import by_kind, kind_of
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from suite_cpu import by_kind, kind_of
     workdir = "--workdir /tmp/pytest-of-ci/pytest-0/popen-gw0/w"
     assert kind_of(f"/v/bin/python3.11 -m deployments.cli sweep {workdir}") == "catsdogs sweep"
     assert kind_of(f"/v/bin/python3.11 /repo/deployments/cli.py run {workdir}") == "catsdogs run"
@@ -103,7 +99,8 @@ def test_the_suites_cpu_is_told_apart_by_the_kind_of_process():
     assert kind_of("/v/bin/catsdogs predict cat.jpg") == "catsdogs predict"
     assert kind_of("/v/bin/python3.11 -c from deployments import cli") == "python3.11"  # a script, not a command
     assert kind_of("/usr/bin/sleep 5") == "sleep"
-    rows = by_kind({(1, 0.0): ["/v/bin/python -m pytest -q", 3.0], (2, 0.0): ["/v/bin/prefect server start", 1.0],
-                    (3, 0.0): ["/v/bin/prefect server start", 0.0]})
+    assert kind_of("/v/bin/prefect --no-prompt deploy --all") == "Prefect commands"
+    rows = by_kind({(1, 0.0): ("/v/bin/python -m pytest -q", 3.0), (2, 0.0): ("/v/bin/prefect server start", 1.0),
+                    (3, 0.0): ("/v/bin/prefect server start", 0.0)})
     assert rows == [{"kind": "pytest and its workers (the in-process tests)", "processes": 1, "cpu_s": 3.0,
                      "share": 0.75}, {"kind": "Prefect server", "processes": 2, "cpu_s": 1.0, "share": 0.25}]
