@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import errno
 import functools
@@ -11,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.clear_stop_request()  # a stop asked of an earlier command in this process is not this one's
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
+    others_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_stop_not_lost, others_hook)
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -181,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"catsdogs: {err.strerror or err}{where}; check its permissions, or choose another --workdir",
               file=sys.stderr)
         return 1
+    finally:
+        sys.unraisablehook = others_hook
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -189,6 +195,19 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
     runtime.request_stop()
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stop_not_lost(others_hook: Callable[[Any], None], unraisable: Any) -> None:
+    """A stop raised while Python ran a weakref callback or a __del__ is printed there, with a traceback, and
+    dropped: a hung-up run went on downloading. Signal again, from another thread so that it comes after this
+    hook, until the stop lands where it stops the command. Anything else goes to the hook that was there."""
+    signame = str(unraisable.exc_value)
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt) or signame not in signal.Signals.__members__:
+        return others_hook(unraisable)
+    again = threading.Timer(0.01, _thread.interrupt_main, (signal.Signals[signame],))
+    again.daemon = True
+    again.start()
+    return None
 
 
 def negative_numbers_attached(argv: Sequence[str]) -> list[str]:

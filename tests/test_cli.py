@@ -249,3 +249,29 @@ def test_an_on_off_setting_takes_a_bare_flag_a_value_or_its_no_form():
     refused = run_cli("run", "--one-warp", "maybe")
     assert refused.returncode == 2 and refused.stderr.strip() == (
         "catsdogs: invalid setting one_warp: give true or false (or on/off, yes/no, 1/0), got 'maybe'")
+
+
+@pytest.mark.parametrize("stop", ["SIGHUP", "SIGTERM", "SIGINT"])
+def test_a_stop_handled_inside_a_finalizer_still_stops_the_command(stop: str, monkeypatch, capsys):
+    """Python runs a signal's handler wherever the main thread is, and what the handler raises inside a weakref
+    callback or a __del__ is printed with a traceback and dropped: CI saw a hung-up run go on downloading. The
+    command must still stop, with its one line and no traceback."""
+    import signal
+    import time
+
+    from deployments import cli
+
+    class Finalized:
+        def __del__(self) -> None:
+            signal.raise_signal(signal.Signals[stop])  # its handler runs here, inside the finalizer
+
+    def work(argv: object) -> int:
+        Finalized()  # collected at once
+        for _ in range(300):  # what runs on if the stop were lost: three seconds
+            time.sleep(0.01)
+        return 0
+
+    monkeypatch.setattr(cli, "_main", work)
+    assert cli.main([]) == 130
+    err = capsys.readouterr().err
+    assert "catsdogs: interrupted" in err and "Exception ignored" not in err and "Traceback" not in err, err
