@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import errno
 import functools
@@ -200,11 +199,12 @@ def _interrupt(signum: int, _frame: Any) -> None:
 def _stop_not_lost(others_hook: Callable[[Any], None], unraisable: Any) -> None:
     """A stop raised while Python ran a weakref callback or a __del__ is printed there, with a traceback, and
     dropped: a hung-up run went on downloading. Signal again, from another thread so that it comes after this
-    hook, until the stop lands where it stops the command. Anything else goes to the hook that was there."""
+    hook, until the stop lands where it stops the command (a real signal, which also wakes a main thread that waits
+    in a system call). Anything else goes to the hook that was there."""
     signame = str(unraisable.exc_value)
     if not isinstance(unraisable.exc_value, KeyboardInterrupt) or signame not in signal.Signals.__members__:
         return others_hook(unraisable)
-    again = threading.Timer(0.01, _thread.interrupt_main, (signal.Signals[signame],))
+    again = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signal.Signals[signame]))
     again.daemon = True
     again.start()
     return None
