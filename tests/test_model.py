@@ -227,12 +227,19 @@ def test_keras_saving_works_out_each_kinds_skipped_attributes_once(tmp_path):
     skip_set = saving_lib.get_attr_skipset
     assert skip_set("Layer") is skip_set("Layer") and skip_set("Optimizer") is skip_set("Optimizer")
     keras_own = getattr(skip_set, "keras_own", skip_set)  # where Keras keeps them itself, its own
-    assert skip_set("Layer") == keras_own("Layer") and "trainable_weights" in skip_set("Layer")
+    # Keras skips every dunder before it looks in the set; and a class's __annotations__ is made on first read,
+    # so the dunders Keras lists depend on what ran before (a set kept early can lack '__annotations__')
+    assert without_dunders(skip_set("Layer")) == without_dunders(keras_own("Layer"))
+    assert "trainable_weights" in skip_set("Layer")
     model.save_weights(tmp_path / "w.weights.h5")
     reloaded = build_model("baseline", 78, seed=1)
     reloaded.load_weights(tmp_path / "w.weights.h5")
     images = np.random.default_rng(0).uniform(0, 255, (2, 78, 78, 3)).astype("float32")
     np.testing.assert_array_equal(reloaded.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
+def without_dunders(names) -> set[str]:
+    return {name for name in names if not name.startswith("__")}
 
 
 def test_a_training_too_large_for_the_memory_is_refused_naming_what_to_lower(monkeypatch):
