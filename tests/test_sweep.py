@@ -308,16 +308,18 @@ def test_a_failing_configuration_loses_none_of_the_others_and_a_rerun_reuses_the
 
 
 def test_a_sweep_on_a_dask_cluster_survives_a_killed_worker(prefect_server, sample_archive, tmp_path):
-    """A real LocalCluster of two worker processes; one is killed mid-training and its configuration resumes."""
+    """A real LocalCluster's worker process is killed mid-training: its configuration resumes on the worker Dask
+    starts in its place, and the configuration that waited behind it runs there too. One worker process (the
+    failing-configuration test runs two side by side): each is a Python with TensorFlow to start, twice here."""
     from distributed import Client, LocalCluster
 
     started = time.monotonic()
     workdir = tmp_path / "work"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         args = [sys.executable, "-m", "deployments.cli", "sweep", "--json", "--dask-address", cluster.scheduler_address,
                 "--data-url", sample_archive.as_uri(), "--data-sha256", SAMPLE_SHA256, "--workdir", str(workdir),
-                "--image-size", "78", "--batch-size", "8", "--epochs", "4", "--train-range", "0-79",
+                "--image-size", "78", "--batch-size", "8", "--epochs", "4", "--train-range", "0-39",
                 "--validation-range", "80-99", "--test-range", "100-119", "--threads", "1", "--seed", "0,1"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATSDOGS_")} | {
             "PREFECT_API_URL": prefect_server}
