@@ -404,45 +404,47 @@ def prefect_server() -> Iterator[str]:
 # ---------------------------------------------------------------- registered tiny models
 
 
-def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *changes: dict) -> dict:
+def train_and_register(folder: Path, ranges: dict[str, tuple[int, int]], *changes: dict,
+                       last_first: bool = False) -> dict:
     """A generated archive through the library pipeline, once per CHANGES: one tiny model each (78 px, 1 epoch
     unless changed) trained, evaluated and registered in FOLDER/work, the data steps shared. Returns the
-    subsets, their arrays, the workdir, each model's settings, and (card, metrics) per model."""
+    subsets, their arrays, the workdir, each model's settings, and (card, metrics) per model, in CHANGES' order.
+    Processes may share FOLDER: each step is made by one and read back by the others (catsdogs.store's locks);
+    LAST_FIRST makes the models in the other order, so that two processes start on different ones."""
+    from catsdogs import store
     from catsdogs.pipeline import Pipeline
     from catsdogs.settings import Settings
     from catsdogs.steps import DATASETS, EVALUATE, REGISTER, SUBSETS
 
     per_class = max(last for _, last in ranges.values()) + 1
     archive = folder / "k.zip"
-    if not archive.is_file():  # made once: a folder trained in before is read back, its steps complete
-        folder.mkdir(parents=True, exist_ok=True)
-        make_kaggle_zip(archive, per_class=per_class)
+    with store.locked(archive):
+        if not archive.is_file():  # made once: a folder trained in before is read back, its steps complete
+            folder.mkdir(parents=True, exist_ok=True)
+            make_kaggle_zip(archive, per_class=per_class)
     spans = {f"{split}_range": f"{first}-{last}" for split, (first, last) in ranges.items()}
-    models, settings_used, made = [], [], None
-    for change in changes:
-        settings = Settings(**({"image_size": 78, "batch_size": 8, "epochs": 1, "workdir": folder / "work",
-                                "data_url": archive.as_uri()} | spans | change))
-        made = Pipeline(settings)
-        models.append((made.get(REGISTER), made.get(EVALUATE)))
-        settings_used.append(settings)
-    assert made is not None, "no model asked for"
-    return {"subsets": made.get(SUBSETS), "arrays": made.get(DATASETS), "workdir": folder / "work", "models": models,
-            "settings": settings_used}
+    settings_used = [Settings(**({"image_size": 78, "batch_size": 8, "epochs": 1, "workdir": folder / "work",
+                                  "data_url": archive.as_uri()} | spans | change)) for change in changes]
+    assert settings_used, "no model asked for"
+    models: dict[int, tuple] = {}
+    for index in reversed(range(len(changes))) if last_first else range(len(changes)):
+        made = Pipeline(settings_used[index])
+        models[index] = (made.get(REGISTER), made.get(EVALUATE))
+    return {"subsets": made.get(SUBSETS), "arrays": made.get(DATASETS), "workdir": folder / "work",
+            "models": [models[index] for index in range(len(changes))], "settings": settings_used}
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, worker_id: str) -> dict:
     """The prediction, registry, web and LiteRT tests' models: a baseline (2 epochs), the same with seed 1, and a
-    bfloat16 xception (TINY_XCEPTION_PRECISION). Trained once per test session: the first xdist worker to ask
-    trains them, the others wait for it and read them back from the complete step folders. Take a copy
-    (copy_models)."""
-    from catsdogs import store
-
+    bfloat16 xception (TINY_XCEPTION_PRECISION). Trained once per test session in one folder for every xdist
+    worker: odd-numbered workers start from the last model, so that two workers asking at once train different
+    models side by side, and each reads back what the other made. Take a copy (copy_models)."""
     base = tmp_path_factory.getbasetemp()
-    shared = (base if worker_id == "master" else base.parent) / "tiny-models"  # one folder for every worker
-    with store.locked(shared):
-        return train_and_register(shared, TINY_RANGES, {"epochs": 2}, {"seed": 1},
-                                  {"variant": "xception", "precision": TINY_XCEPTION_PRECISION, "tta_zoom_out": 0.89})
+    shared = (base if worker_id == "master" else base.parent) / "tiny-models"
+    return train_and_register(shared, TINY_RANGES, {"epochs": 2}, {"seed": 1},
+                              {"variant": "xception", "precision": TINY_XCEPTION_PRECISION, "tta_zoom_out": 0.89},
+                              last_first=worker_id != "master" and int(worker_id.removeprefix("gw")) % 2 == 1)
 
 
 TINY_RANGES = {"train": (0, 11), "validation": (12, 13), "test": (14, 17)}  # images a class, of tiny_models

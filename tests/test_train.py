@@ -123,6 +123,7 @@ def interrupt_after(stop_epoch: int):
     return hook
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_interrupted_training_resumes_from_its_backup(arrays, tmp_path: Path):
     with pytest.raises(KeyboardInterrupt):
         train_model(settings("augmented", tmp_path, epochs=3), arrays, tmp_path / "run", on_epoch=interrupt_after(2))
@@ -137,6 +138,7 @@ def test_interrupted_training_resumes_from_its_backup(arrays, tmp_path: Path):
     assert seen == [2, 3] and [row["epoch"] for row in trained.history()] == [1, 2, 3]
 
 
+@pytest.mark.usefixtures("eager_keras")
 @pytest.mark.parametrize("damage", ["truncated weights", "garbage state", "state names a missing file",
                                     "weights without a state"])
 def test_a_broken_backup_is_discarded_with_a_warning_and_training_starts_again(arrays, tmp_path: Path, caplog,
@@ -191,6 +193,7 @@ def test_a_stale_checkpoint_fragment_is_never_promoted_by_an_epoch_that_saved_no
     assert best.read_bytes() == b"the good checkpoint" and not fragment.exists()
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_temporary_files_left_in_a_step_folder_are_discarded_with_a_warning(arrays, tmp_path: Path, caplog):
     with pytest.raises(KeyboardInterrupt):
         train_model(settings("baseline", tmp_path, epochs=3), arrays, tmp_path / "run", on_epoch=interrupt_after(2))
@@ -209,6 +212,7 @@ def test_temporary_files_left_in_a_step_folder_are_discarded_with_a_warning(arra
     assert [row["epoch"] for row in trained.history()] == [1, 2, 3]
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_validate_last_skips_early_validation_and_keeps_only_validated_epochs(arrays, tmp_path: Path, caplog):
     from catsdogs.plots import plot_history
     from catsdogs.train import history_table

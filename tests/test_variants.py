@@ -464,6 +464,7 @@ def test_early_stopping_ends_a_run_that_does_not_improve(arrays, tmp_path: Path)
     assert rows[-1]["val_loss"] >= min(row["val_loss"] for row in rows[:-1])  # stopped on no improvement
 
 
+@pytest.mark.usefixtures("eager_keras")
 def test_xception_evaluates_with_its_views_and_predicts_as_evaluated_once_registered(tiny_zip: Path, tmp_path: Path):
     """Flip averaging, then flip and centre crop (four views), each as the model's own predictions average them;
     then `catsdogs predict` on the registered model: its image size and views, as in evaluation."""
