@@ -25,32 +25,25 @@ def test_speed_settings_apply_before_tensorflow_starts():
     assert out.split() == ["{'threads':", "1,", "'onednn':", "False}", "0", "1", "1"]
 
 
-@pytest.mark.e2e
-def test_defaults_use_every_core_and_onednn():
-    probe = "from catsdogs import runtime; runtime.tensorflow(); print(runtime.speed_settings())"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    import os
-
-    assert out.strip() == f"{{'threads': {os.cpu_count()}, 'onednn': True}}"
-
-
 NOISY_START = """
 import os
 os.write(2, b"before\\n")
 from catsdogs import runtime
 runtime.tensorflow()
-print(runtime.resolve_precision("auto"))
+print(runtime.resolve_precision("auto"), runtime.speed_settings())
 """
 
 
 @pytest.mark.e2e
-def test_tensorflow_starts_without_its_cpp_chatter_and_keeps_other_lines():
-    """absl prints TensorFlow's start-up block (twice) and, on a CPU-only machine, a cuInit "error" before
-    TF_CPP_MIN_LOG_LEVEL can act; with catsdogs' default level nothing of it reaches the terminal."""
+def test_tensorflow_starts_on_every_core_with_onednn_and_without_its_cpp_chatter():
+    """By default TensorFlow starts with a thread per core and oneDNN on. absl prints TensorFlow's start-up block
+    (twice) and, on a CPU-only machine, a cuInit "error" before TF_CPP_MIN_LOG_LEVEL can act; with catsdogs'
+    default level nothing of it reaches the terminal, and the lines the program writes itself do."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     quiet = subprocess.run([sys.executable, "-c", NOISY_START], capture_output=True, text=True, cwd=ROOT,
                            env=env, check=True)
     assert quiet.stderr == "before\n", quiet.stderr
+    assert quiet.stdout.split(maxsplit=1)[1].strip() == f"{{'threads': {os.cpu_count()}, 'onednn': True}}"
     chatty = subprocess.run([sys.executable, "-c", NOISY_START], capture_output=True, text=True, cwd=ROOT,
                             env=env | {"TF_CPP_MIN_LOG_LEVEL": "0"}, check=True)
     assert "I0000" in chatty.stderr  # asked for: shown
