@@ -42,8 +42,8 @@ def cli_env(api_url: str) -> dict[str, str]:
 def test_killed_training_resumes_from_its_last_finished_epoch(prefect_server, sample_archive, tmp_path):
     """SIGKILL: no handler runs. The next run resumes the training, and marks the killed run Crashed (it would
     stay Running in the UI for good)."""
-    args = cli_args(sample_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-79",
-                    "--validation-range", "80-99", "--test-range", "100-119")
+    args = cli_args(sample_archive, tmp_path / "w", "--epochs", "5", "--train-range", "0-39",
+                    "--validation-range", "40-49", "--test-range", "50-59")
     begun = datetime.now(UTC)
     first = subprocess.Popen(args, env=cli_env(prefect_server), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -191,7 +191,7 @@ def test_a_signal_stops_a_sweep_within_seconds_and_leaves_no_run_running(prefect
     epochs = 24
     args = [sys.executable, "-m", "deployments.cli", "sweep", "--data-url", sample_archive.as_uri(), "--workdir",
             str(tmp_path / "w"), "--image-size", "78", "--batch-size", "16", "--epochs", f"{epochs},2",
-            "--train-range", "0-39", "--validation-range", "40-49", "--test-range", "50-59"]
+            "--train-range", "0-15", "--validation-range", "16-19", "--test-range", "20-23"]
     history = tmp_path / "w" / "runs"
     stopped_at = 0
     for signum in (signal.SIGTERM, signal.SIGINT):
