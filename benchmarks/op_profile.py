@@ -1,0 +1,90 @@
+"""Which TensorFlow ops a fast epoch spends its time in: TensorFlow's own profiler, summed by op.
+
+In one fresh process, the fast model (`auto` precision, batch 32, no stem whitening) trains whole epochs of 2,000
+images (63 steps, `model.fit` as a run calls it) over catsdogs' own input pipeline (`load_split`: 2,000 random
+uint8 images of fast's image_size, shuffled, cast, blended by fast's MixUp) at each size: one untimed epoch
+(tracing), one timed, then one under `tf.profiler`. The profile's op events (TensorFlow's executor threads) are
+summed by op type (oneDNN's `_MklNative` prefix dropped) and by part of the step: the augmentation, the network's
+forward pass, its gradients, and the rest (the optimizer, the weight average, the metrics). Op seconds may add
+up to more than the epoch's wall time: ops run on several threads at once. Prints one JSON object per size.
+
+    python benchmarks/op_profile.py [--sizes 96 144] [--top 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from timing import run_fresh
+
+ONE = """
+import collections, glob, json, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+from catsdogs.runtime import resolve_precision, tensorflow
+tf = tensorflow()
+import keras
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+from catsdogs.datasets import DatasetArrays, load_split
+from catsdogs.model import TRAINING_RESIZE, build_for
+from catsdogs.settings import Settings
+size, top = int(sys.argv[1]), int(sys.argv[2])
+fast = Settings(variant="fast", whiten_stem=False)
+full, count, batch = int(fast.image_size), 2000, int(fast.batch_size)
+root = Path(tempfile.mkdtemp())
+rng = np.random.default_rng(0)
+np.save(root / "train-images.npy", rng.integers(0, 256, (count, full, full, 3), dtype=np.uint8))
+np.save(root / "train-labels.npy", rng.integers(0, 2, count).astype("float32"))
+pipeline = load_split(DatasetArrays(root=root, image_size=full, counts={"train": count}), "train", batch,
+                      shuffle_seed=0, mixup=float(fast.mixup))
+precision = resolve_precision("auto")
+keras.utils.set_random_seed(0)
+model = build_for(fast, precision, steps_per_epoch=-(-count // batch))
+model.get_layer(TRAINING_RESIZE).size.assign(size)
+model.fit(pipeline, epochs=1, verbose=0)
+start = time.perf_counter()
+model.fit(pipeline, epochs=1, verbose=0)
+epoch_s = time.perf_counter() - start
+logdir = root / "profile"
+tf.profiler.experimental.start(str(logdir))
+model.fit(pipeline, epochs=1, verbose=0)
+tf.profiler.experimental.stop()
+space = xplane_pb2.XSpace()
+space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
+by_op, by_part = collections.Counter(), collections.Counter()
+for plane in space.planes:
+    for line in plane.lines:
+        if not line.name.startswith("tf_Compute"):
+            continue
+        for event in line.events:
+            name = plane.event_metadata[event.metadata_id].name  # an op's: "scope/.../op_name:OpType"
+            if "/" not in name or ":" not in name.rsplit("/", 1)[1]:  # the executor's own spans, around the ops
+                continue
+            seconds = event.duration_ps / 1e12
+            by_op[name.rsplit(":", 1)[1].removeprefix("_MklNative").removeprefix("_Mkl")] += seconds
+            part = ("augmentation" if "data_augmentation" in name else
+                    "gradients" if "gradient_tape/" in name else
+                    "forward" if f"{model.name}" in name else "optimizer, average, metrics")
+            by_part[part] += seconds
+total = sum(by_op.values())
+print(json.dumps({"size": size, "precision": precision, "epoch_s": round(epoch_s, 2), "op_s": round(total, 2),
+                  "by_part": {k: round(v / total, 3) for k, v in by_part.most_common()},
+                  "by_op": {k: round(v / total, 3) for k, v in by_op.most_common(top)}}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 144], help="training sizes, in px")
+    parser.add_argument("--top", type=int, default=12, help="how many op types to list, by time")
+    args = parser.parse_args()
+    for size in args.sizes:
+        done = run_fresh(ONE, str(size), str(args.top))
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-2000:])
+        print(json.dumps(json.loads(done.stdout.strip().splitlines()[-1])))
+
+
+if __name__ == "__main__":
+    main()
