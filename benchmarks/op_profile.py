@@ -65,7 +65,7 @@ for plane in space.planes:
             by_op[name.rsplit(":", 1)[1].removeprefix("_MklNative").removeprefix("_Mkl")] += seconds
             part = ("augmentation" if "data_augmentation" in name else
                     "gradients" if "gradient_tape/" in name else
-                    "forward" if f"{model.name}" in name else "optimizer, average, metrics")
+                    "forward" if model.name in name else "optimizer, average, metrics")
             by_part[part] += seconds
 total = sum(by_op.values())
 print(json.dumps({"size": size, "precision": precision, "epoch_s": round(epoch_s, 2), "op_s": round(total, 2),
