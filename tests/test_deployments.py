@@ -82,7 +82,9 @@ def serving_env(server: PrefectServer, archive: Path, workdir: str) -> dict[str,
     runs train, and the tiny subsets."""
     return server.env | {"CATSDOGS_DATA_URL": archive.as_uri(), "CATSDOGS_DATA_SHA256": SAMPLE_SHA256,
                          "CATSDOGS_WORKDIR": workdir, "CATSDOGS_TRAIN_RANGE": "0-9",
-                         "CATSDOGS_VALIDATION_RANGE": "10-14", "CATSDOGS_TEST_RANGE": "15-24"}
+                         "CATSDOGS_VALIDATION_RANGE": "10-14", "CATSDOGS_TEST_RANGE": "15-24",
+                         # serve looks for triggered runs every 10 s by default: each run here would wait for it
+                         "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
 
 
 # what a person sets in the Run form for a quick run
