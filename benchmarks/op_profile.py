@@ -21,32 +21,24 @@ from timing import run_fresh
 ONE = """
 import collections, glob, json, sys, tempfile, time
 from pathlib import Path
-import numpy as np
 from catsdogs.runtime import resolve_precision, tensorflow
 tf = tensorflow()
 import keras
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
-from catsdogs.datasets import DatasetArrays, load_split
 from catsdogs.model import TRAINING_RESIZE, build_for
 from catsdogs.settings import Settings
+from timing import fast_training_pipeline
 size, top = int(sys.argv[1]), int(sys.argv[2])
-fast = Settings(variant="fast", whiten_stem=False)
-full, count, batch = int(fast.image_size), 2000, int(fast.batch_size)
-root = Path(tempfile.mkdtemp())
-rng = np.random.default_rng(0)
-np.save(root / "train-images.npy", rng.integers(0, 256, (count, full, full, 3), dtype=np.uint8))
-np.save(root / "train-labels.npy", rng.integers(0, 2, count).astype("float32"))
-pipeline = load_split(DatasetArrays(root=root, image_size=full, counts={"train": count}), "train", batch,
-                      shuffle_seed=0, mixup=float(fast.mixup))
+_, pipeline, steps = fast_training_pipeline()
 precision = resolve_precision("auto")
 keras.utils.set_random_seed(0)
-model = build_for(fast, precision, steps_per_epoch=-(-count // batch))
+model = build_for(Settings(variant="fast", whiten_stem=False), precision, steps_per_epoch=steps)
+logdir = Path(tempfile.mkdtemp()) / "profile"
 model.get_layer(TRAINING_RESIZE).size.assign(size)
 model.fit(pipeline, epochs=1, verbose=0)
 start = time.perf_counter()
 model.fit(pipeline, epochs=1, verbose=0)
 epoch_s = time.perf_counter() - start
-logdir = root / "profile"
 tf.profiler.experimental.start(str(logdir))
 model.fit(pipeline, epochs=1, verbose=0)
 tf.profiler.experimental.stop()

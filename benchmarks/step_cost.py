@@ -20,25 +20,17 @@ import json
 from timing import run_fresh
 
 ONE = """
-import json, statistics, sys, tempfile, time
-from pathlib import Path
-import numpy as np
+import json, statistics, sys, time
 from catsdogs.runtime import resolve_precision, tensorflow
 tf = tensorflow()
 import keras
-from catsdogs.datasets import DatasetArrays, load_split
 from catsdogs.model import TRAINING_RESIZE, build_for
 from catsdogs.settings import Settings
+from timing import fast_training_pipeline
 sizes, rounds = [int(s) for s in sys.argv[1].split(",")], int(sys.argv[2])
-fast = Settings(variant="fast")
-full, count, batch = int(fast.image_size), 2000, int(fast.batch_size)
-steps = -(-count // batch)
-root = Path(tempfile.mkdtemp())
-rng = np.random.default_rng(0)
-np.save(root / "train-images.npy", rng.integers(0, 256, (count, full, full, 3), dtype=np.uint8))
-np.save(root / "train-labels.npy", rng.integers(0, 2, count).astype("float32"))
-arrays = DatasetArrays(root=root, image_size=full, counts={"train": count})
-pipeline = load_split(arrays, "train", batch, shuffle_seed=0, mixup=float(fast.mixup))
+count = 2000
+fast, pipeline, steps = fast_training_pipeline(count)
+batch = int(fast.batch_size)
 one_batch = tf.data.Dataset.from_tensors(next(iter(pipeline))).repeat(steps).prefetch(2)  # as the pipeline
 precision = resolve_precision("auto")
 

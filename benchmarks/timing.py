@@ -63,3 +63,21 @@ def run_fresh_together(script: str, *args: str, env: dict[str, str] | None = Non
             err.seek(0)
         return [subprocess.CompletedProcess(command, code, out.read(), err.read())
                 for code, (out, err) in zip(codes, streams, strict=True)]
+
+
+def fast_training_pipeline(count: int = 2000):
+    """catsdogs' own input pipeline as a fast run feeds its training (shuffled, cast, fast's MixUp), over COUNT
+    random uint8 images of fast's image_size saved to a temporary folder; with fast's settings and its steps an
+    epoch. For benchmarks that train the fast model in a fresh process."""
+    from catsdogs.datasets import DatasetArrays, load_split
+    from catsdogs.settings import Settings
+
+    fast = Settings(variant="fast")
+    full, batch = int(fast.image_size), int(fast.batch_size)
+    root = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    np.save(root / "train-images.npy", rng.integers(0, 256, (count, full, full, 3), dtype=np.uint8))
+    np.save(root / "train-labels.npy", rng.integers(0, 2, count).astype("float32"))
+    arrays = DatasetArrays(root=root, image_size=full, counts={"train": count})
+    pipeline = load_split(arrays, "train", batch, shuffle_seed=0, mixup=float(fast.mixup))
+    return fast, pipeline, -(-count // batch)
