@@ -4,9 +4,11 @@ In one fresh process, the fast model (`auto` precision, batch 32, no stem whiten
 images (63 steps, `model.fit` as a run calls it) over catsdogs' own input pipeline (`load_split`: 2,000 random
 uint8 images of fast's image_size, shuffled, cast, blended by fast's MixUp) at each size: one untimed epoch
 (tracing), one timed, then one under `tf.profiler`. The profile's op events (TensorFlow's executor threads) are
-summed by op type (oneDNN's `_MklNative` prefix dropped) and by part of the step: the augmentation, the network's
-forward pass, its gradients, and the rest (the optimizer, the weight average, the metrics). Op seconds may add
-up to more than the epoch's wall time: ops run on several threads at once. Prints one JSON object per size.
+summed by op type (oneDNN's `_MklNative` prefix dropped), by part of the step (the augmentation, the network's
+forward pass, its gradients, and the rest: the optimizer, the weight average, the metrics) and by the layers they
+belong to, forward and gradients together (the input's resize and augmentation, the stem, each residual block
+with its width, the head). Op seconds may add up to more than the epoch's wall time: ops run on several threads
+at once. Prints one JSON object per size.
 
     python benchmarks/op_profile.py [--sizes 96 144] [--top 12]
 """
@@ -19,13 +21,13 @@ import json
 from timing import run_fresh
 
 ONE = """
-import collections, glob, json, sys, tempfile, time
+import collections, glob, json, re, sys, tempfile, time
 from pathlib import Path
 from catsdogs.runtime import resolve_precision, tensorflow
 tf = tensorflow()
 import keras
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
-from catsdogs.model import TRAINING_RESIZE, build_for
+from catsdogs.model import STEM, TRAINING_RESIZE, XCEPTION_WIDTHS, build_for
 from catsdogs.settings import Settings
 from timing import fast_training_pipeline
 size, top = int(sys.argv[1]), int(sys.argv[2])
@@ -42,9 +44,34 @@ epoch_s = time.perf_counter() - start
 tf.profiler.experimental.start(str(logdir))
 model.fit(pipeline, epochs=1, verbose=0)
 tf.profiler.experimental.stop()
+# Each layer's part of the network, in the order of model.layers: the blocks end at their residual additions.
+layer_parts, blocks_done = {}, -1
+for layer in model.layers:
+    blocks_done += layer.name == STEM
+    if blocks_done < 0:
+        layer_parts[layer.name] = "input (resize, augmentation, rescaling)"
+    elif blocks_done < len(XCEPTION_WIDTHS):
+        layer_parts[layer.name] = "stem" if layer.name == STEM else (
+            f"block {blocks_done + 1} ({XCEPTION_WIDTHS[blocks_done]} wide)")
+        blocks_done += layer.name.startswith("add")
+    else:
+        layer_parts[layer.name] = "head (normalisation, pooling, dropout, dense)"
+
+
+# The part of the network an op belongs to. TensorFlow scopes a layer's ops in the layer's name with a counter
+# appended ("conv2d_1" for the layer conv2d, "conv2d_1_2" for conv2d_1), inside the model's scope.
+def layer_part(name):
+    scopes = name.split("/")
+    for outer, scope in zip(scopes, scopes[1:]):
+        if re.fullmatch(re.escape(model.name) + r"(_[0-9]+)?", outer):
+            owners = [layer for layer in layer_parts if re.fullmatch(re.escape(layer) + r"(_[0-9]+)?", scope)]
+            return layer_parts[max(owners, key=len)] if owners else "the model's own ops"
+    return "outside the network (optimizer, average, metrics)"
+
+
 space = xplane_pb2.XSpace()
 space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
-by_op, by_part = collections.Counter(), collections.Counter()
+by_op, by_part, by_layers = collections.Counter(), collections.Counter(), collections.Counter()
 for plane in space.planes:
     for line in plane.lines:
         if not line.name.startswith("tf_Compute"):
@@ -59,10 +86,12 @@ for plane in space.planes:
                     "gradients" if "gradient_tape/" in name else
                     "forward" if model.name in name else "optimizer, average, metrics")
             by_part[part] += seconds
+            by_layers[layer_part(name)] += seconds
 total = sum(by_op.values())
 print(json.dumps({"size": size, "precision": precision, "epoch_s": round(epoch_s, 2), "op_s": round(total, 2),
                   "by_part": {k: round(v / total, 3) for k, v in by_part.most_common()},
-                  "by_op": {k: round(v / total, 3) for k, v in by_op.most_common(top)}}))
+                  "by_op": {k: round(v / total, 3) for k, v in by_op.most_common(top)},
+                  "by_layers": {k: round(v / total, 3) for k, v in by_layers.most_common()}}))
 """
 
 
