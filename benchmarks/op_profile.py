@@ -7,8 +7,9 @@ uint8 images of fast's image_size, shuffled, cast, blended by fast's MixUp) at e
 summed by op type (oneDNN's `_MklNative` prefix dropped), by part of the step (the augmentation, the network's
 forward pass, its gradients, and the rest: the optimizer, the weight average, the metrics) and by the layers they
 belong to, forward and gradients together (the input's resize and augmentation, the stem, each residual block
-with its width, the head). Op seconds may add up to more than the epoch's wall time: ops run on several threads
-at once. Prints one JSON object per size.
+with its width, the head), beside each part's share of the forward pass's multiply-adds (its convolutions, at the
+full image size: the shares hold at any size). Op seconds may add up to more than the epoch's wall time: ops run
+on several threads at once. Prints one JSON object per size.
 
     python benchmarks/op_profile.py [--sizes 96 144] [--top 12]
 """
@@ -69,6 +70,23 @@ def layer_part(name):
     return "outside the network (optimizer, average, metrics)"
 
 
+# The forward pass's multiply-adds of a layer at the model's image size (its static shapes), convolutions only:
+# the arithmetic each part of the network has to do, beside the time it takes.
+def multiply_adds(layer):
+    if not isinstance(layer, keras.layers.Conv2D | keras.layers.SeparableConv2D):
+        return 0
+    height, width, filters = layer.output.shape[1:]
+    channels, taps = layer.input.shape[-1], layer.kernel_size[0] * layer.kernel_size[1]
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return height * width * channels * layer.depth_multiplier * (taps + filters)
+    return height * width * taps * channels * filters
+
+
+arithmetic = collections.Counter()
+for layer in model.layers:
+    arithmetic[layer_parts[layer.name]] += multiply_adds(layer)
+
+
 space = xplane_pb2.XSpace()
 space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
 by_op, by_part, by_layers = collections.Counter(), collections.Counter(), collections.Counter()
@@ -91,7 +109,10 @@ total = sum(by_op.values())
 print(json.dumps({"size": size, "precision": precision, "epoch_s": round(epoch_s, 2), "op_s": round(total, 2),
                   "by_part": {k: round(v / total, 3) for k, v in by_part.most_common()},
                   "by_op": {k: round(v / total, 3) for k, v in by_op.most_common(top)},
-                  "by_layers": {k: round(v / total, 3) for k, v in by_layers.most_common()}}))
+                  "by_layers": {k: round(v / total, 3) for k, v in by_layers.most_common()},
+                  "multiply_adds_per_image_at_full_size": sum(arithmetic.values()),
+                  "multiply_adds_by_layers": {k: round(v / sum(arithmetic.values()), 3)
+                                              for k, v in arithmetic.most_common() if v}}))
 """
 
 
