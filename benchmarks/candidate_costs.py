@@ -1,5 +1,5 @@
 """What candidates for fast and best would cost per image, before any run: the first block's width, RandAugment,
-a frozen stem, the batch size.
+a frozen stem, the batch size, blocks that convolve once.
 
 In one process, on random 0-255 images in memory (batch 32 unless said, `auto` precision), at each SIZE:
 - the fast model's training step (resize, augmentation, network, AdamW) with the stem and first block of
@@ -7,11 +7,13 @@ In one process, on random 0-255 images in memory (batch 32 unless said, `auto` p
 - Keras' RandAugment layer alone (2 operations, factor 0.5), in images/s: what it would add to each step if
   the augmentation included it;
 - with --frozen-stem: the width-32 step with the stem not trained (its whitening kept, as airbench does);
-- with --batch-sizes: the width-32 step at each of those batch sizes.
+- with --batch-sizes: the width-32 step at each of those batch sizes;
+- with --single-conv-blocks: the width-32 step with that many blocks, from the first, convolving once.
 Prints one JSON line per measurement, then each one's cost per image relative to the width-32 training step at
 batch 32 at that size (above 1: it takes longer). ROUNDS alternate the order; medians are used.
 
     python benchmarks/candidate_costs.py [--sizes 96 144] [--widths 16 32 48] [--frozen-stem] [--batch-sizes 64]
+        [--single-conv-blocks 1 2]
         [--steps 12] [--rounds 2]
 """
 
@@ -28,9 +30,9 @@ from timing import BATCH, images_per_s, random_batch, training_images_per_s
 
 
 def training_rate(width: int, sizes: list[int], steps: int, precision: str, batch: int = BATCH,
-                  frozen_stem: bool = False) -> dict[int, float]:
+                  frozen_stem: bool = False, single_conv_blocks: int = 0) -> dict[int, float]:
     """The fast model's training rate at each size, its stem and first block WIDTH channels wide, in batches of
-    BATCH; its stem not trained where FROZEN_STEM."""
+    BATCH; its stem not trained where FROZEN_STEM; its first SINGLE_CONV_BLOCKS blocks convolving once."""
     import keras
 
     from catsdogs import model
@@ -41,7 +43,7 @@ def training_rate(width: int, sizes: list[int], steps: int, precision: str, batc
     model.xception_network = functools.partial(original, widths=widths)
     try:
         keras.utils.set_random_seed(0)
-        settings = Settings(variant="fast", whiten_stem=False, batch_size=batch)
+        settings = Settings(variant="fast", whiten_stem=False, batch_size=batch, single_conv_blocks=single_conv_blocks)
         network = model.build_network(settings, precision)
         network.get_layer(model.STEM).trainable = not frozen_stem
         network = model.compile_model(network, settings, precision, 100)
@@ -75,6 +77,8 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 48])
     parser.add_argument("--frozen-stem", action="store_true", help="also the width-32 step with the stem frozen")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="also the width-32 step at these")
+    parser.add_argument("--single-conv-blocks", type=int, nargs="*", default=[],
+                        help="also the width-32 step with this many blocks, from the first, convolving once")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are used")
     args = parser.parse_args()
@@ -88,6 +92,8 @@ def main() -> None:
         candidates["frozen stem"] = functools.partial(training_rate, 32, frozen_stem=True)
     for batch in args.batch_sizes:
         candidates[f"batch {batch}"] = functools.partial(training_rate, 32, batch=batch)
+    for blocks in args.single_conv_blocks:
+        candidates[f"{blocks} single-conv blocks"] = functools.partial(training_rate, 32, single_conv_blocks=blocks)
     names = list(candidates)
     measured: dict[str, list[dict[int, float]]] = {name: [] for name in names}
     for round_ in range(args.rounds):

@@ -120,10 +120,11 @@ TRAINING_RESIZE = "training_resize"
 
 def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separable: bool = True,
                      stem_strides: int = 2, precision: str = "float32", patch_stem: bool = False,
-                     fused: bool = True) -> Any:
+                     fused: bool = True, single_conv_blocks: int = 0) -> Any:
     """Stem, then per width: BN, ReLU, conv twice, max-pool(3, 2) plus a strided 1x1 residual; then pooled.
     With PATCH_STEM, a PATCHxPATCH stride-PATCH stem of the first width replaces the stem and the first block.
-    FUSED: batch normalisation through TensorFlow's fused kernel in training (else Keras' own layer)."""
+    FUSED: batch normalisation through TensorFlow's fused kernel in training (else Keras' own layer).
+    The first SINGLE_CONV_BLOCKS blocks have one BN, ReLU, conv instead of two."""
     from keras import layers
 
     conv = layers.SeparableConv2D if separable else layers.Conv2D
@@ -131,9 +132,9 @@ def xception_network(x: Any, widths: tuple[int, ...] = XCEPTION_WIDTHS, separabl
     kernel, strides = (PATCH, PATCH) if patch_stem else (STEM_KERNEL, stem_strides)
     x = layers.Conv2D(widths[0], kernel, strides=strides, padding="same", use_bias=False, name=STEM,
                       dtype=precision)(x)
-    for width in widths[1:] if patch_stem else widths:
+    for block, width in enumerate(widths[1:] if patch_stem else widths):
         residual = x
-        for _ in range(2):
+        for _ in range(1 if block < single_conv_blocks else 2):
             x = batch_normalization(dtype=precision)(x)
             x = layers.Activation("relu", dtype=precision)(x)
             x = conv(width, 3, padding="same", use_bias=False, dtype=precision)(x)
@@ -182,7 +183,8 @@ def _xception(settings: Settings, precision: str) -> Any:
     from keras import layers
 
     return _with_head(settings, precision, lambda x, size: xception_network(
-        layers.Rescaling(1.0 / 255, dtype=precision)(x), precision=precision, patch_stem=bool(settings.patch_stem)))
+        layers.Rescaling(1.0 / 255, dtype=precision)(x), precision=precision, patch_stem=bool(settings.patch_stem),
+        single_conv_blocks=int(settings.single_conv_blocks or 0)))
 
 
 def _efficientnet(settings: Settings, precision: str) -> Any:

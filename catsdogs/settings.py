@@ -63,14 +63,14 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "lr_schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
     "early_stopping_patience": 0, "tta_flip": False, "tta_crop": 0.0, "tta_zoom_out": 0.0, "translate": 0.0,
     "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "dropout": 0.5,
-    "resize_from": 0, "whiten_stem": False, "patch_stem": False, "one_warp": False, "alternating_flips": False,
-    "validate_last": 0, "fine_tune_epochs": 0,
+    "resize_from": 0, "whiten_stem": False, "patch_stem": False, "single_conv_blocks": 0, "one_warp": False,
+    "alternating_flips": False, "validate_last": 0, "fine_tune_epochs": 0,
     "fine_tune_layers": 0, "fine_tune_learning_rate": 1e-5,
 }
 # Settings that change the trained model beyond variant, epochs, batch size and seed. A run's key names them
 # only where they differ from the reference, so reference runs keep the folders they had.
 RECIPE_FIELDS = ("precision", "translate", "mixup", "cutmix", "ema", "dropout", "resize_from", "whiten_stem",
-                 "patch_stem", "one_warp", "alternating_flips", "validate_last",
+                 "patch_stem", "single_conv_blocks", "one_warp", "alternating_flips", "validate_last",
                  "optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
                  "early_stopping_patience", "fine_tune_epochs", "fine_tune_layers",
                  "fine_tune_learning_rate", "backbone_weights")
@@ -202,6 +202,10 @@ class Settings(BaseSettings):
     patch_stem: bool | None = Field(None, description="a 4x4 stride-4 first convolution (one vector per 4x4 "
                                     "patch) in place of the 5x5 stride-2 one and the first block: the blocks start "
                                     f"on a quarter of the pixels {defaults_text('patch_stem')}")
+    single_conv_blocks: int | None = Field(None, ge=0, le=5, description="how many of the five residual blocks, "
+                                           "from the first, convolve once instead of twice: less work on the "
+                                           "largest maps; 0 = the book's blocks "
+                                           f"{defaults_text('single_conv_blocks')}")
     one_warp: bool | None = Field(None, description="augmentation: rotate and zoom in one affine warp instead of "
                                   "the reference's two layers (the same random rotations and zooms, one pass of "
                                   f"sampling) {defaults_text('one_warp')}")
@@ -304,7 +308,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{view} a fraction of each side from 0.5 to below 1 (0 = off), got {value}")
         return value
 
-    @field_validator("resize_from", "whiten_stem", "patch_stem", "one_warp", "alternating_flips")
+    @field_validator("resize_from", "whiten_stem", "patch_stem", "single_conv_blocks", "one_warp", "alternating_flips")
     @classmethod
     def _from_scratch_speedups(cls, value: Any, info: ValidationInfo) -> Any:
         variant, size = info.data.get("variant"), info.data.get("image_size")

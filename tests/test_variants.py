@@ -591,7 +591,10 @@ def test_resize_from_and_whiten_stem_are_checked_and_part_of_the_run_key():
                        ({"variant": "augmented", "whiten_stem": True}, "whiten_stem: for the .* not augmented"),
                        ({"variant": "augmented", "one_warp": True}, "one_warp: for the .* not augmented"),
                        ({"variant": "baseline", "alternating_flips": True}, "alternating_flips: for the .* not ba"),
-                       ({"variant": "baseline", "patch_stem": True}, "patch_stem: for the .* not baseline")]:
+                       ({"variant": "baseline", "patch_stem": True}, "patch_stem: for the .* not baseline"),
+                       ({"variant": "augmented", "single_conv_blocks": 1}, "single_conv_blocks: for the .* not augm"),
+                       ({"variant": "fast", "single_conv_blocks": 6}, "single_conv_blocks: .* less than or equal "
+                                                                      "to 5")]:
         with pytest.raises(SettingsError, match=words):
             load_settings(bad)
 
@@ -647,6 +650,23 @@ def test_a_patch_stem_replaces_the_stem_and_first_block_whitens_and_keys_the_run
     whiten_stem(patched, np.random.default_rng(0).integers(0, 255, (8, 96, 96, 3)).astype(np.uint8), seed=0)
     np.testing.assert_allclose(stem.kernel.numpy()[..., 16:], -stem.kernel.numpy()[..., :16], rtol=1e-6)
     assert settings.recipe_key()["patch_stem"] is True and "patch_stem" not in Settings(variant="xception").recipe_key()
+
+
+def test_single_conv_blocks_convolve_once_from_the_first_block_and_key_the_run():
+    from tasks.runs import run_label
+
+    def convolutions_a_block(model) -> list[int]:
+        widths = [layer.filters for layer in model.layers if type(layer).__name__ == "SeparableConv2D"]
+        return [widths.count(width) for width in dict.fromkeys(widths)]
+
+    plain = Settings(variant="fast")  # two a block: test_xception_is_the_books_blocks_with_a_strided_stem
+    for blocks, expected in [(2, [1, 1, 2, 2, 2]), (5, [1] * 5)]:
+        settings = Settings(variant="fast", image_size=96, single_conv_blocks=blocks)
+        assert convolutions_a_block(build_network(settings, "float32")) == expected
+        assert settings.recipe_key()["single_conv_blocks"] == blocks
+        assert run_label(settings).endswith(f"-single-conv-blocks={blocks}")
+    assert "single_conv_blocks" not in plain.recipe_key()
+    assert plain.recipe_key() == Settings(variant="fast", single_conv_blocks=0).recipe_key()
 
 
 def test_fast_trains_at_growing_sizes_from_a_whitened_stem_and_evaluates_at_full_size(arrays, tmp_path: Path,
