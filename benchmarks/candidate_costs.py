@@ -2,8 +2,9 @@
 a frozen stem, the batch size, blocks that convolve once.
 
 In one process, on random 0-255 images in memory (batch 32 unless said, `auto` precision), at each SIZE:
-- the fast model's training step (resize, augmentation, network, AdamW) with the stem and first block of
-  xception's network at each of WIDTHS channels (32 is the variants' own), in images/s;
+- the fast model's training step (resize, augmentation, network, AdamW) with the book's blocks (two
+  convolutions each, as best's; fast's first two convolve once) and the stem and first block of xception's
+  network at each of WIDTHS channels (32 is the variants' own), in images/s;
 - Keras' RandAugment layer alone (2 operations, factor 0.5), in images/s: what it would add to each step if
   the augmentation included it;
 - with --frozen-stem: the width-32 step with the stem not trained (its whitening kept, as airbench does);

@@ -659,14 +659,15 @@ def test_single_conv_blocks_convolve_once_from_the_first_block_and_key_the_run()
         widths = [layer.filters for layer in model.layers if type(layer).__name__ == "SeparableConv2D"]
         return [widths.count(width) for width in dict.fromkeys(widths)]
 
-    plain = Settings(variant="fast")  # two a block: test_xception_is_the_books_blocks_with_a_strided_stem
+    plain = Settings(variant="xception")  # two a block: test_xception_is_the_books_blocks_with_a_strided_stem
     for blocks, expected in [(2, [1, 1, 2, 2, 2]), (5, [1] * 5)]:
-        settings = Settings(variant="fast", image_size=96, single_conv_blocks=blocks)
+        settings = Settings(variant="xception", image_size=96, single_conv_blocks=blocks)
         assert convolutions_a_block(build_network(settings, "float32")) == expected
         assert settings.recipe_key()["single_conv_blocks"] == blocks
         assert run_label(settings).endswith(f"-single-conv-blocks={blocks}")
     assert "single_conv_blocks" not in plain.recipe_key()
-    assert plain.recipe_key() == Settings(variant="fast", single_conv_blocks=0).recipe_key()
+    assert plain.recipe_key() == Settings(variant="xception", single_conv_blocks=0).recipe_key()
+    assert Settings(variant="fast").single_conv_blocks == 2 and Settings(variant="best").single_conv_blocks == 0
 
 
 def test_fast_trains_at_growing_sizes_from_a_whitened_stem_and_evaluates_at_full_size(arrays, tmp_path: Path,
