@@ -202,9 +202,9 @@ class Settings(BaseSettings):
     patch_stem: bool | None = Field(None, description="a 4x4 stride-4 first convolution (one vector per 4x4 "
                                     "patch) in place of the 5x5 stride-2 one and the first block: the blocks start "
                                     f"on a quarter of the pixels {defaults_text('patch_stem')}")
-    single_conv_blocks: int | None = Field(None, ge=0, le=5, description="how many of the five residual blocks, "
-                                           "from the first, convolve once instead of twice: less work on the "
-                                           "largest maps; 0 = the book's blocks "
+    single_conv_blocks: int | None = Field(None, ge=0, le=5, description="how many of the residual blocks (five; "
+                                           "four with patch_stem), from the first, convolve once instead of "
+                                           "twice: less work on the largest maps; 0 = the book's blocks "
                                            f"{defaults_text('single_conv_blocks')}")
     one_warp: bool | None = Field(None, description="augmentation: rotate and zoom in one affine warp instead of "
                                   "the reference's two layers (the same random rotations and zooms, one pass of "

@@ -269,7 +269,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"catsdogs: {err}", file=sys.stderr)
         return USAGE_ERROR
     epochs = settings.total_epochs
-    announce(f"training {settings.variant} for {epochs} epoch{'s' * (epochs != 1)} in {settings.workdir}")
+    announce(f"training {settings.variant} for {epochs} epoch{'s' * (epochs != 1)} in {settings.workdir}, unless a "
+             "run of the same settings finished there")
     from flows.train import train_flow  # imports Prefect and starts nothing until called
 
     metrics = run_and_show(lambda: train_flow(settings), args.json, lambda m: (

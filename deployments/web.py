@@ -6,9 +6,10 @@
                     what the browser cannot draw (an iPhone's HEIC, a TIFF); 4xx with {"error"} otherwise
     GET  /healthz   {"status": "ok", "model": ..., "runtime": "litert" | "tensorflow"}
     GET  /examples  a few validation photos to try: [{"name": "cat-1", "url": "examples/cat-1"}, ...]
+    GET  /docs      the API's documentation (Swagger UI; /redoc: ReDoc), its scripts served from here, not a CDN
 
 The model is loaded once. Uploads go to a temporary folder under names the server makes, and are deleted
-with it: nothing a client sends names a file on the server.
+with it: nothing a client sends names a file on the server (but for the documentation pages' own scripts).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -61,7 +63,7 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
     counting = threading.Lock()
     model_name, runtime = predictor.name, predictor.runtime  # the registered name, or the file given
     examples = validation_examples(workdir)
-    app = FastAPI(title="catsdogs", description="Cat or dog?")
+    app = FastAPIOffline(title="catsdogs", description="Cat or dog?")  # /docs without a CDN: offline machines
 
     @app.exception_handler(HTTPException)
     async def as_error(request: Request, err: HTTPException) -> JSONResponse:  # 404, 405: {"error"} as the rest
@@ -259,7 +261,7 @@ PAGE = """<!doctype html>
 </style></head>
 <body>
 <h1>Cat or dog?</h1>
-<p class="model">Answered by model <span id="model">{{MODEL}}</span>.</p>
+<p class="model">Answered by model <span id="model">{{MODEL}}</span> · <a href="docs">its HTTP API</a></p>
 <label id="drop">Drop photos here, click to pick them, or paste one
  <small>JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC (iPhone) · as many as you like</small>
  <input id="pick" type="file" accept="image/*,.heic,.heif" multiple hidden></label>

@@ -120,8 +120,9 @@ def test_run_json_with_python_m_deployments(prefect_server, sample_archive: Path
     assert last["variant"] == "baseline" and Path(last["model_path"]).is_file()
     assert "epoch 1/1: loss" in result.stderr  # the library's epoch line reaches the Prefect logs
     # the first line comes before Prefect and TensorFlow start, and says where the runs are kept
-    assert result.stderr.splitlines()[0] == (f"catsdogs: training baseline for 1 epoch in {tmp_path / 'w'}, with "
-                                             "the Prefect server at PREFECT_API_URL")
+    assert result.stderr.splitlines()[0] == (f"catsdogs: training baseline for 1 epoch in {tmp_path / 'w'}, unless a "
+                                             "run of the same settings finished there, with the Prefect server at "
+                                             "PREFECT_API_URL")
     for noise in ("I0000", "E0000", "absl::InitializeLog", "cuInit"):  # no C++ start-up chatter
         assert noise not in result.stderr
 

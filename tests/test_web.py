@@ -230,6 +230,20 @@ def test_a_thumbnail_is_the_photo_as_shown_and_anything_else_a_clear_error(clien
     assert client.post("/thumbnail", content=b"x", headers={"content-type": "image/jpeg"}).status_code == 415
 
 
+def test_the_api_documentation_loads_its_scripts_from_this_server_not_a_cdn(client):
+    """/docs and /redoc work on a machine that reaches no CDN: every script and style they load is served here."""
+    for page in ("/docs", "/redoc"):
+        answer = client.get(page)
+        assert answer.status_code == 200 and "text/html" in answer.headers["content-type"]
+        assets = re.findall(r"""(?:src|href)=["']([^"']+\.(?:js|css))["']""", answer.text)
+        assert assets, answer.text
+        for asset in assets:
+            assert asset.startswith("/"), f"{page} loads {asset} from elsewhere"
+            served = client.get(asset)
+            assert served.status_code == 200 and len(served.content) > 10_000, asset
+    assert client.get("/openapi.json").json()["paths"].keys() >= {"/predict", "/healthz"}
+
+
 def test_client_file_names_never_touch_the_servers_files(client, tmp_path: Path):
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
@@ -353,6 +367,8 @@ def test_the_page_answers_a_picked_photo_and_an_example_and_keeps_its_layout_in_
             for viewport in (1280, 390):  # a desktop and a phone
                 check_layout(page, viewport)
                 page.screenshot(path=str(tmp_path / f"web-{viewport}.png"), full_page=True)
+            page.get_by_text("its HTTP API").click()  # the API's documentation draws with no CDN to reach
+            page.locator(".opblock-summary-path", has_text="/predict").first.wait_for(timeout=30_000)
             browser.close()
     finally:
         server.terminate()
