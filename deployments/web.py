@@ -128,8 +128,11 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
             waiting["requests"] -= 1
         await form.close()
 
-    @app.post("/thumbnail")
+    @app.post("/thumbnail", openapi_extra=_upload_body("files", "one image"),
+              responses={200: {"content": {"image/jpeg": {}}, "description": "a small JPEG, upright"}})
     async def preview(request: Request) -> Response:
+        """A small JPEG of one image as a viewer shows it (turned as its EXIF says): what the page shows for
+        photos a browser cannot draw, such as an iPhone's HEIC."""
         form, uploads, refused = await read_uploads(request, 1)
         if refused is not None:
             return refused
@@ -148,8 +151,10 @@ def create_app(workdir: Path, model: str = "champion", max_files: int = MAX_FILE
             await finished(form)
         return Response(small, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=_upload_body("files", f"one or more images (at most {max_files})"))
     async def predict(request: Request) -> JSONResponse:
+        """Cat or dog for each image sent: one answer per file, in order, as `catsdogs predict --json` gives
+        them ({"path", "label", "probability", ...}, or {"path", "error"} for a file that is no image)."""
         form, uploads, refused = await read_uploads(request, max_files)
         if refused is not None:
             return refused
@@ -235,6 +240,13 @@ def _jpeg(image: Any) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=85)
     return out.getvalue()
+
+
+def _upload_body(field: str, what: str) -> dict[str, Any]:
+    """The OpenAPI request body of an upload route, which reads its form itself: FIELD holds WHAT, as files."""
+    files = {"type": "array", "items": {"type": "string", "format": "binary"}, "description": what}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "properties": {field: files}, "required": [field]}}}}}
 
 
 PAGE = """<!doctype html>

@@ -239,6 +239,9 @@ def test_the_api_documentation_loads_its_scripts_from_this_server_not_a_cdn(clie
         described = client.get("/openapi.json").json()
     assert not [w for w in warned if "Duplicate Operation ID" in str(w.message)]
     assert described["paths"].keys() == {"/healthz", "/examples", "/examples/{name}", "/predict", "/thumbnail"}
+    for upload in ("/predict", "/thumbnail"):  # what to send, so that the docs' "Try it out" can send photos
+        body = described["paths"][upload]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert body["properties"]["files"]["items"]["format"] == "binary"
     for page in ("/docs", "/redoc"):
         answer = client.get(page)
         assert answer.status_code == 200 and "text/html" in answer.headers["content-type"]
