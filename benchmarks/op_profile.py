@@ -60,13 +60,15 @@ for layer in model.layers:
 
 
 # The part of the network an op belongs to. TensorFlow scopes a layer's ops in the layer's name with a counter
-# appended ("conv2d_1" for the layer conv2d, "conv2d_1_2" for conv2d_1), inside the model's scope.
+# appended ("conv2d_1" for the layer conv2d, "conv2d_1_2" for conv2d_1), inside the model's scope: the scope
+# "conv2d_1" is the layer conv2d's, not conv2d_1's (a bare name is taken only where no layer's name and counter fit).
 def layer_part(name):
     scopes = name.split("/")
     for outer, scope in zip(scopes, scopes[1:]):
         if re.fullmatch(re.escape(model.name) + r"(_[0-9]+)?", outer):
-            owners = [layer for layer in layer_parts if re.fullmatch(re.escape(layer) + r"(_[0-9]+)?", scope)]
-            return layer_parts[max(owners, key=len)] if owners else "the model's own ops"
+            owners = [layer for layer in layer_parts if re.fullmatch(re.escape(layer) + r"_[0-9]+", scope)] or [
+                layer for layer in layer_parts if layer == scope]
+            return layer_parts[owners[0]] if owners else "the model's own ops"
     return "outside the network (optimizer, average, metrics)"
 
 
